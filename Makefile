@@ -1,0 +1,32 @@
+# The two commands of the README. Everything else here is what they need.
+#   make dev   - AutoCrane on a local control plane (built from Go modules on first use)
+#   make test  - lint and the whole test suite, including the real-control-plane tests
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: dev test lint binaries install clean
+
+dev: install binaries
+	$(BIN)/autocrane devcluster up
+
+test: install binaries lint
+	$(BIN)/pytest
+
+lint: install
+	$(BIN)/ruff check .
+
+binaries: install
+	$(BIN)/autocrane devcluster build
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	@command -v go >/dev/null || { echo "error: Go is needed to build the control plane (https://go.dev/dl)"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+clean:
+	rm -rf $(VENV) test-logs .pytest_cache .ruff_cache

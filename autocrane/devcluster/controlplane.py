@@ -1,0 +1,326 @@
+"""Start and stop a real, local Kubernetes control plane made of plain processes.
+
+etcd, kube-apiserver, kube-controller-manager, kube-scheduler and KWOK run on 127.0.0.1 on free
+ports, each with its log in the cluster directory. KWOK plays the kubelet for a few fake nodes:
+it marks scheduled pods Running/Ready and gives them IPs from a 127.0.0.0/8 range, so a test can
+serve "a pod's IP" on loopback. Readiness is always a condition polled with a deadline, never a
+fixed sleep, and a process that dies while we wait is reported with the tail of its log.
+
+Used by the pytest session fixture (``tests/cluster``) and by ``autocrane devcluster up``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from autocrane.devcluster import build, certs
+
+KWOK_NODE_ANNOTATION = "kwok.x-k8s.io/node"
+DEFAULT_POD_CIDR = "127.16.0.0/16"
+"""Pod IPs KWOK hands out. All of 127.0.0.0/8 routes to ``lo`` on Linux, so tests can bind them."""
+
+
+class ControlPlaneError(RuntimeError):
+    pass
+
+
+@dataclasses.dataclass(slots=True)
+class Process:
+    name: str
+    popen: subprocess.Popen[bytes]
+    log: Path
+
+    def tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Options:
+    """How to shape the local cluster."""
+
+    nodes: int = 3
+    """Fake KWOK nodes to create."""
+    pod_cidr: str = DEFAULT_POD_CIDR
+    start_timeout: float = 120.0
+    """Seconds to wait for each component to become ready."""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for(what: str, condition: Callable[[], bool], timeout: float, *, interval: float = 0.1,
+             check: Callable[[], None] | None = None) -> None:
+    """Poll ``condition`` until true; ``check`` may raise to abort early (a process died)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if check:
+            check()
+        if condition():
+            return
+        if time.monotonic() > deadline:
+            raise ControlPlaneError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(interval)
+
+
+class ControlPlane:
+    """A running local cluster. Use :meth:`start` as a context manager, or call :meth:`stop`."""
+
+    def __init__(self, directory: Path, binaries: dict[str, Path], options: Options) -> None:
+        self.directory = directory
+        self.binaries = binaries
+        self.options = options
+        self.processes: list[Process] = []
+        self.pki = certs.write_cluster_pki(directory / "pki")
+        self.api_port = free_port()
+        self.server = f"https://127.0.0.1:{self.api_port}"
+        self.kubeconfig = directory / "kubeconfig"
+        self.logs = directory / "logs"
+        self.logs.mkdir(parents=True, exist_ok=True)
+        self._ssl = ssl.create_default_context(cafile=str(self.pki.ca_cert))
+        self._ssl.load_cert_chain(str(self.pki.admin_cert), str(self.pki.admin_key))
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    @classmethod
+    @contextlib.contextmanager
+    def start(cls, options: Options | None = None, *, directory: Path | None = None,
+              keep_directory: bool = False) -> Iterator[ControlPlane]:
+        """Build (if needed) and start a cluster; stop it and remove its directory afterwards."""
+        binaries = build.ensure_binaries(only=["etcd", "kubernetes", "kwok"])
+        own_dir = directory is None
+        path = directory or Path(tempfile.mkdtemp(prefix="autocrane-cluster-"))
+        plane = cls(path, binaries, options or Options())
+        try:
+            plane.boot()
+            yield plane
+        finally:
+            plane.stop()
+            if own_dir and not keep_directory:
+                shutil.rmtree(path, ignore_errors=True)
+
+    def boot(self) -> None:
+        self._write_kubeconfig()
+        timeout = self.options.start_timeout
+        etcd_port = self._start_etcd()
+        wait_for("etcd health", lambda: self._http_ok(f"http://127.0.0.1:{etcd_port}/health"), timeout,
+                 check=self.check_alive)
+        self._start_apiserver(etcd_port)
+        wait_for("kube-apiserver /readyz", lambda: self._http_ok(f"{self.server}/readyz"), timeout,
+                 check=self.check_alive)
+        kcm_port = self._start_component("kube-controller-manager", [
+            "--controllers=*",
+            f"--service-account-private-key-file={self.pki.sa_private_key}",
+            f"--root-ca-file={self.pki.ca_cert}",
+            "--use-service-account-credentials=false",
+            # Evicted pods must go quickly; KWOK deletes them, and nodes never really die here.
+            "--terminated-pod-gc-threshold=100",
+        ])
+        scheduler_port = self._start_component("kube-scheduler", [])
+        self._start_kwok()
+        for name, port in (("kube-controller-manager", kcm_port), ("kube-scheduler", scheduler_port)):
+            wait_for(f"{name} /healthz", lambda p=port: self._http_ok(f"https://127.0.0.1:{p}/healthz"),
+                     timeout, check=self.check_alive)
+        self._create_nodes()
+        wait_for(f"{self.options.nodes} KWOK nodes Ready", self._nodes_ready, timeout, check=self.check_alive)
+        # The ServiceAccount admission plugin refuses pods until KCM has made the `default` SA.
+        default_sa = "/api/v1/namespaces/default/serviceaccounts/default"
+        wait_for("ServiceAccount default/default", lambda: self._get(default_sa) is not None, timeout,
+                 check=self.check_alive)
+
+    def stop(self) -> None:
+        """Stop every process, newest first: SIGTERM, then SIGKILL after a grace period."""
+        for proc in reversed(self.processes):
+            if proc.popen.poll() is None:
+                proc.popen.send_signal(signal.SIGTERM)
+        for proc in reversed(self.processes):
+            try:
+                proc.popen.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.popen.kill()
+                proc.popen.wait()
+        self.processes.clear()
+
+    def check_alive(self) -> None:
+        for proc in self.processes:
+            code = proc.popen.poll()
+            if code is not None:
+                raise ControlPlaneError(f"{proc.name} exited with {code}; last log lines:\n{proc.tail()}")
+
+    def version(self) -> str:
+        info = self._get("/version")
+        return str(info["gitVersion"]) if info else "unknown"
+
+    # -- processes ---------------------------------------------------------------------------
+
+    def _spawn(self, name: str, args: list[str]) -> Process:
+        log = self.logs / f"{name}.log"
+        handle = log.open("ab")
+        popen = subprocess.Popen(
+            [str(self.binaries[name.split("#")[0]]), *args],
+            stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            cwd=self.directory, start_new_session=True,
+        )
+        handle.close()
+        proc = Process(name, popen, log)
+        self.processes.append(proc)
+        return proc
+
+    def _start_etcd(self) -> int:
+        client, peer = free_port(), free_port()
+        self._spawn("etcd", [
+            f"--data-dir={self.directory / 'etcd'}",
+            f"--listen-client-urls=http://127.0.0.1:{client}",
+            f"--advertise-client-urls=http://127.0.0.1:{client}",
+            f"--listen-peer-urls=http://127.0.0.1:{peer}",
+            f"--initial-advertise-peer-urls=http://127.0.0.1:{peer}",
+            f"--initial-cluster=default=http://127.0.0.1:{peer}",
+            "--name=default",
+            "--unsafe-no-fsync=true",  # a test cluster: speed over durability
+            "--log-level=warn",
+        ])
+        return client
+
+    def _start_apiserver(self, etcd_port: int) -> None:
+        pki = self.pki
+        self._spawn("kube-apiserver", [
+            f"--etcd-servers=http://127.0.0.1:{etcd_port}",
+            "--bind-address=127.0.0.1",
+            "--advertise-address=127.0.0.1",
+            f"--secure-port={self.api_port}",
+            f"--cert-dir={self.directory / 'apiserver-certs'}",
+            f"--tls-cert-file={pki.serving_cert}",
+            f"--tls-private-key-file={pki.serving_key}",
+            f"--client-ca-file={pki.ca_cert}",
+            "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+            f"--service-account-key-file={pki.sa_public_key}",
+            f"--service-account-signing-key-file={pki.sa_private_key}",
+            "--service-cluster-ip-range=10.96.0.0/24",
+            "--authorization-mode=Node,RBAC",
+            "--allow-privileged=true",
+            # Default admission plugins stay on (MutatingAdmissionWebhook, PodSecurity, ...); name
+            # the ones AutoCrane relies on so a changed default cannot silently turn them off.
+            "--enable-admission-plugins=NamespaceLifecycle,ServiceAccount,PodSecurity,"
+            "MutatingAdmissionWebhook,ValidatingAdmissionWebhook,ValidatingAdmissionPolicy",
+            # The loopback advertise address cannot be a Service endpoint; nothing needs it here.
+            "--endpoint-reconciler-type=none",
+        ])
+
+    def _start_component(self, name: str, extra: list[str]) -> int:
+        port = free_port()
+        self._spawn(name, [
+            f"--kubeconfig={self.kubeconfig}",
+            f"--authentication-kubeconfig={self.kubeconfig}",
+            f"--authorization-kubeconfig={self.kubeconfig}",
+            "--leader-elect=false",
+            "--bind-address=127.0.0.1",
+            f"--secure-port={port}",
+            *extra,
+        ])
+        return port
+
+    def _start_kwok(self) -> None:
+        self._spawn("kwok", [
+            f"--kubeconfig={self.kubeconfig}",
+            f"--manage-nodes-with-annotation-selector={KWOK_NODE_ANNOTATION}=fake",
+            f"--cidr={self.options.pod_cidr}",
+            "--node-ip=127.0.0.1",
+            "--node-lease-duration-seconds=40",
+        ])
+
+    # -- API helpers (stdlib only: the launcher must not depend on the client under test) -----
+
+    def _write_kubeconfig(self) -> None:
+        config = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": "autocrane-dev", "cluster": {
+                "server": self.server, "certificate-authority": str(self.pki.ca_cert)}}],
+            "users": [{"name": "admin", "user": {
+                "client-certificate": str(self.pki.admin_cert), "client-key": str(self.pki.admin_key)}}],
+            "contexts": [{"name": "autocrane-dev", "context": {"cluster": "autocrane-dev", "user": "admin"}}],
+            "current-context": "autocrane-dev",
+        }
+        # JSON is valid YAML, and every kubeconfig reader accepts it.
+        self.kubeconfig.write_text(json.dumps(config, indent=2))
+        self.kubeconfig.chmod(0o600)
+
+    def _http_ok(self, url: str) -> bool:
+        try:
+            with urllib.request.urlopen(url, timeout=2, context=self._ssl if url.startswith("https") else None) as r:
+                return bool(r.status == 200)
+        except (OSError, urllib.error.URLError):
+            return False
+
+    def _request(self, method: str, path: str, body: object | None = None) -> object | None:
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(f"{self.server}{path}", data=data, method=method,
+                                     headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=10, context=self._ssl) as r:
+                return json.loads(r.read())
+        except urllib.error.HTTPError as exc:
+            if exc.code == 404:
+                return None
+            raise ControlPlaneError(f"{method} {path}: HTTP {exc.code}: {exc.read()[:500]!r}") from exc
+
+    def _get(self, path: str) -> dict[str, object] | None:
+        result = self._request("GET", path)
+        return result if isinstance(result, dict) else None
+
+    def _create_nodes(self) -> None:
+        for i in range(self.options.nodes):
+            name = f"kwok-node-{i}"
+            self._request("POST", "/api/v1/nodes", {
+                "apiVersion": "v1",
+                "kind": "Node",
+                "metadata": {
+                    "name": name,
+                    "annotations": {KWOK_NODE_ANNOTATION: "fake", "node.alpha.kubernetes.io/ttl": "0"},
+                    "labels": {"kubernetes.io/hostname": name, "kubernetes.io/os": "linux",
+                               "kubernetes.io/arch": "amd64", "type": "kwok"},
+                },
+                "status": {
+                    "capacity": {"cpu": "32", "memory": "256Gi", "pods": "110"},
+                    "allocatable": {"cpu": "32", "memory": "256Gi", "pods": "110"},
+                },
+            })
+
+    def _nodes_ready(self) -> bool:
+        nodes = self._get("/api/v1/nodes")
+        items = nodes.get("items", []) if nodes else []
+        ready = 0
+        for node in items if isinstance(items, list) else []:
+            conditions = node.get("status", {}).get("conditions", [])
+            taints = node.get("spec", {}).get("taints", [])
+            # The node-lifecycle controller removes its not-ready taints only after KWOK's heartbeat.
+            if any(c["type"] == "Ready" and c["status"] == "True" for c in conditions) and not any(
+                t.get("key", "").startswith("node.kubernetes.io/not-ready") for t in taints
+            ):
+                ready += 1
+        return ready >= self.options.nodes
+
+
+def environment_summary(plane: ControlPlane) -> str:
+    lines = [f"kube-apiserver {plane.version()} at {plane.server}", f"kubeconfig: {plane.kubeconfig}",
+             f"logs: {plane.logs}"]
+    return os.linesep.join(lines)

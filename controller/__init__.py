@@ -1,0 +1,1 @@
+"""The controller: watchdog probing, evictions within PDB limits, staged data rollouts."""

@@ -1,0 +1,1 @@
+"""Programs that run inside pods: the data deployer, watchdog healthz, and their tools."""

@@ -1,0 +1,109 @@
+"""The test-facing side of the control plane: a kubeconfig, API clients and waiting helpers.
+
+Process control lives in ``autocrane.devcluster.controlplane``; this module only adapts it (or an
+existing cluster named by ``AUTOCRANE_TEST_KUBECONFIG``, e.g. a kind cluster) for tests.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TypeVar
+
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+
+from autocrane.devcluster import controlplane
+
+T = TypeVar("T")
+DEFAULT_TIMEOUT = 60.0
+_current: controlplane.ControlPlane | None = None
+
+
+def current_control_plane() -> controlplane.ControlPlane | None:
+    return _current
+
+
+@dataclasses.dataclass
+class Cluster:
+    kubeconfig: Path
+    api: client.ApiClient
+    logs: Path | None
+    """Control-plane logs, when the session started its own control plane."""
+    local: bool
+    """True for the local control plane (KWOK nodes, loopback pod IPs)."""
+
+    @property
+    def core(self) -> client.CoreV1Api:
+        return client.CoreV1Api(self.api)
+
+    @property
+    def apps(self) -> client.AppsV1Api:
+        return client.AppsV1Api(self.api)
+
+    @property
+    def policy(self) -> client.PolicyV1Api:
+        return client.PolicyV1Api(self.api)
+
+    def server_version(self) -> str:
+        return str(client.VersionApi(self.api).get_code().git_version)
+
+    def create_namespace(self, name: str, labels: dict[str, str] | None = None) -> None:
+        self.core.create_namespace({"metadata": {"name": name, "labels": labels or {}}})
+        # The ServiceAccount admission plugin refuses pods until the `default` SA exists.
+        wait_until(f"ServiceAccount {name}/default",
+                   lambda: _exists(lambda: self.core.read_namespaced_service_account("default", name)))
+
+    def delete_namespace(self, name: str) -> None:
+        with contextlib.suppress(ApiException):
+            self.core.delete_namespace(name)
+
+
+def _exists(read: Callable[[], object]) -> bool:
+    try:
+        read()
+    except ApiException as exc:
+        if exc.status == 404:
+            return False
+        raise
+    return True
+
+
+def wait_until(what: str, condition: Callable[[], T], timeout: float = DEFAULT_TIMEOUT,
+               interval: float = 0.1) -> T:
+    """Poll ``condition`` until it returns something truthy, and return that; fail with ``what``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = condition()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(interval)
+
+
+def _client_for(kubeconfig: Path) -> client.ApiClient:
+    return config.new_client_from_config(config_file=str(kubeconfig))
+
+
+@contextlib.contextmanager
+def session_cluster() -> Iterator[Cluster]:
+    global _current
+    existing = os.environ.get("AUTOCRANE_TEST_KUBECONFIG")
+    if existing:
+        api = _client_for(Path(existing))
+        yield Cluster(Path(existing), api, logs=None, local=False)
+        api.close()
+        return
+    with controlplane.ControlPlane.start() as plane:
+        _current = plane
+        api = _client_for(plane.kubeconfig)
+        try:
+            yield Cluster(plane.kubeconfig, api, logs=plane.logs, local=True)
+        finally:
+            api.close()
+            _current = None

@@ -1,0 +1,50 @@
+"""Shared fixtures. Cluster fixtures start the real control plane lazily, once per session."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.cluster import harness
+
+# Set when any test that used the cluster failed, so the session keeps the control-plane logs.
+_FAILED_CLUSTER_TESTS: list[str] = []
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Iterator[harness.Cluster]:
+    """The session's cluster: AUTOCRANE_TEST_KUBECONFIG if set, else a local control plane."""
+    with harness.session_cluster() as c:
+        yield c
+        if _FAILED_CLUSTER_TESTS and c.logs is not None:
+            kept = Path(os.environ.get("AUTOCRANE_TEST_LOGS", "test-logs")).resolve() / "controlplane"
+            shutil.rmtree(kept, ignore_errors=True)
+            shutil.copytree(c.logs, kept)
+            print(f"\ncontrol-plane logs of the failed run kept in {kept}")
+
+
+@pytest.fixture
+def namespace(cluster: harness.Cluster, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh namespace per test, deleted afterwards (not waited for: deletion is asynchronous)."""
+    name = f"t-{request.node.name[:40].lower().replace('_', '-').strip('-')}-{uuid.uuid4().hex[:6]}"
+    name = "".join(ch for ch in name if ch.isalnum() or ch == "-")
+    cluster.create_namespace(name)
+    yield name
+    cluster.delete_namespace(name)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    report = yield
+    if report.failed and "cluster" in getattr(item, "fixturenames", ()):
+        _FAILED_CLUSTER_TESTS.append(item.nodeid)
+        plane = harness.current_control_plane()
+        if plane is not None:
+            for proc in plane.processes:
+                report.sections.append((f"{proc.name} log (tail)", proc.tail(25)))
+    return report

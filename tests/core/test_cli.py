@@ -1,0 +1,48 @@
+"""The ``autocrane`` command: every subcommand answers --help, unknown ones are refused."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from autocrane import cli
+
+
+def _autocrane(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-c", "from autocrane import cli; cli.main()", *args],
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_top_level_help_lists_every_subcommand() -> None:
+    result = _autocrane("--help")
+    assert result.returncode == 0
+    for name in cli.SUBCOMMANDS:
+        assert f"  {name}" in result.stdout
+
+
+@pytest.mark.parametrize("name", sorted(cli.SUBCOMMANDS))
+def test_every_subcommand_has_help(name: str) -> None:
+    result = _autocrane(name, "--help")
+    assert result.returncode == 0, result.stderr
+    assert "usage: autocrane" in result.stdout
+
+
+@pytest.mark.parametrize("action", ["build", "up"])
+def test_devcluster_actions_have_help(action: str) -> None:
+    result = _autocrane("devcluster", action, "--help")
+    assert result.returncode == 0, result.stderr
+    assert f"usage: autocrane devcluster {action}" in result.stdout
+
+
+def test_unknown_subcommand_exits_2_with_usage() -> None:
+    result = _autocrane("frobnicate")
+    assert result.returncode == 2
+    assert "unknown command 'frobnicate'" in result.stderr
+
+
+def test_no_subcommand_prints_usage_and_exits_2() -> None:
+    result = _autocrane()
+    assert result.returncode == 2
+    assert "usage: autocrane" in result.stdout

@@ -1,0 +1,1 @@
+"""The mutating admission webhook that injects AutoCrane's containers into opted-in pods."""
