@@ -350,15 +350,16 @@ def _parse_overrides(program: str, values: Mapping[str, str]) -> ResourceOverrid
         parsed[resource_field] = value
     for resource in ("cpu", "memory"):
         request, limit = parsed[resource], parsed[f"{resource}-limit"]
-        if request is not None and limit is not None and _amount(request) > _amount(limit):
+        if request is not None and limit is not None and amount(request) > amount(limit):
             raise AnnotationError(resource_key(program, resource), request,
                                   f"a request no larger than {resource_key(program, resource + '-limit')} ({limit})")
     return ResourceOverrides(cpu_request=parsed["cpu"], cpu_limit=parsed["cpu-limit"],
                              memory_request=parsed["memory"], memory_limit=parsed["memory-limit"])
 
 
-def _amount(quantity: str) -> Decimal:
+def amount(quantity: str) -> Decimal:
+    """``parse_quantity`` for quantities already validated; raise ``ValueError`` otherwise."""
     value = parse_quantity(quantity)
     if value is None:
-        raise ValueError(f"not a quantity: {quantity!r}")
+        raise ValueError(f"not a Kubernetes quantity: {quantity!r}")
     return value

@@ -1,0 +1,246 @@
+"""The injector proper: ``inject(pod, settings)`` -> the pod with AutoCrane's containers (pure).
+
+Steps, on a deep copy (the caller's pod is never modified):
+
+1. parse the pod's autocrane annotations (``AnnotationError`` for malformed ones) and decide
+   (``webhook.policy``): skip, with a reason, or inject;
+2. strip a previous injection recorded in ``injector.autocrane.io/status`` (Istio's approach): its
+   containers, its volumes, and every mount of those volumes. Re-running on an injected pod, as a
+   reinvoked webhook or ``autocrane inject`` on its own output does, therefore rebuilds the same pod;
+3. refuse conflicts with the pod's own objects: container or volume names we use, ports we listen on,
+   and mounts at, above or below the store location (they would hide or be hidden by the data);
+4. add the init containers at ``init-position`` (first by default, so the pod's own init containers
+   already see the data), sidecars after the app containers (``kubectl exec`` and ``logs`` keep
+   defaulting to the app), volumes, the read-only data mount in each app container (and in the pod's
+   init containers when ours run first), and the status annotation.
+
+If the result equals the input the pod was already injected with the same settings: the result says
+so (``policy.ALREADY_INJECTED``) and the webhook returns no patch.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import posixpath
+from collections.abc import Mapping
+from dataclasses import dataclass
+from importlib import metadata
+from typing import Any
+
+from autocrane import annotations
+from autocrane.errors import AnnotationError, ObjectError
+from webhook import containers, policy
+from webhook import settings as injector_settings
+
+_CONTAINER_LISTS = ("initContainers", "containers", "ephemeralContainers")
+
+
+@dataclass(frozen=True, slots=True)
+class InjectionResult:
+    """What ``inject`` did."""
+
+    pod: dict[str, Any]
+    """The resulting pod (a new object, even when nothing changed)."""
+    warnings: tuple[str, ...] = ()
+    """For the client: unknown annotations, questionable choices. Short, one line each."""
+    skipped_reason: str | None = None
+    """``None`` if containers were injected; else why not (a ``webhook.policy`` constant). A skipped pod
+    can still differ from the input: a stale injection is stripped from pods that no longer opt in."""
+
+
+def inject(pod: Mapping[str, Any], settings: injector_settings.InjectorSettings) -> InjectionResult:
+    """Inject AutoCrane's containers into ``pod`` (a Pod or a pod template) as its annotations ask.
+
+    Raises ``AnnotationError`` for malformed annotations and conflicts with the pod, ``ObjectError``
+    when the object is not shaped like a pod.
+    """
+    if not policy.is_pod(pod):
+        return InjectionResult(copy.deepcopy(dict(pod)) if isinstance(pod, Mapping) else {}, (), policy.NOT_A_POD)
+    result: dict[str, Any] = copy.deepcopy(dict(pod))
+    request, warnings = annotations.parse_pod(_annotations(result))
+    decision = policy.decide(result, request)
+    if not decision.inject:
+        if request.status is not None:
+            strip(result, request.status)  # opted out or no longer opted in: remove what we added before
+        return InjectionResult(result, tuple(warnings), decision.reason)
+
+    native, native_warnings = policy.native_sidecar(result, request, settings.native_sidecar)
+    if request.status is not None:
+        strip(result, request.status)
+    plan = containers.Plan(
+        data=request.wants_datadeployer,
+        min_ready_seconds=request.min_ready_seconds,
+        store_location=request.store_location or settings.store_location,
+        native=native,
+        datadeployer_resources=containers.effective_resources(
+            settings.datadeployer_resources, request.datadeployer_resources),
+        watchdoghealthz_resources=containers.effective_resources(
+            settings.watchdoghealthz_resources, request.watchdoghealthz_resources),
+    )
+    init, sidecars = _containers(settings, plan)
+    volumes = containers.volumes(settings, plan)
+    _check_conflicts(result, request, plan, settings, [c["name"] for c in init + sidecars],
+                     [v["name"] for v in volumes])
+    _add(result, request.init_position, plan, init, sidecars, volumes)
+    status = annotations.InjectionStatus(
+        init_containers=tuple(c["name"] for c in init), containers=tuple(c["name"] for c in sidecars),
+        volumes=tuple(v["name"] for v in volumes), version=_version(), config=settings.config_hash())
+    _mapping(_mapping(result, "metadata", "metadata"), "annotations", "metadata.annotations")[
+        annotations.INJECTOR_STATUS] = status.to_json()
+    skipped = policy.ALREADY_INJECTED if result == pod else None
+    return InjectionResult(result, tuple(warnings + native_warnings), skipped)
+
+
+def strip(pod: dict[str, Any], status: annotations.InjectionStatus) -> None:
+    """Remove, in place, what the injection recorded in ``status`` added to ``pod``.
+
+    Lists and the annotations map that end up empty because of the removal are deleted, so a pod
+    that never had them gets back to its original shape.
+    """
+    spec = pod.get("spec")
+    if isinstance(spec, dict):
+        _remove_named(spec, "initContainers", set(status.init_containers))
+        _remove_named(spec, "containers", set(status.containers))
+        _remove_named(spec, "volumes", set(status.volumes))
+        for container in _all_containers(spec):
+            _remove_named(container, "volumeMounts", set(status.volumes))
+    meta = pod.get("metadata")
+    if isinstance(meta, dict) and isinstance(meta.get("annotations"), dict):
+        meta["annotations"].pop(annotations.INJECTOR_STATUS, None)
+        if not meta["annotations"]:
+            del meta["annotations"]
+
+
+def _containers(s: injector_settings.InjectorSettings,
+                plan: containers.Plan) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(init containers, classic sidecars) to inject, in order."""
+    init: list[dict[str, Any]] = []
+    sidecars: list[dict[str, Any]] = []
+    if plan.data:
+        if plan.native:
+            init.append(containers.datadeployer_sidecar(s, plan))
+        else:
+            init.append(containers.datadeployer_init(s, plan))
+            sidecars.append(containers.datadeployer_sidecar(s, plan))
+    if plan.min_ready_seconds is not None:
+        (init if plan.native else sidecars).append(containers.watchdoghealthz_sidecar(s, plan))
+    return init, sidecars
+
+
+def _check_conflicts(pod: dict[str, Any], request: annotations.PodSpecRequest, plan: containers.Plan,
+                     s: injector_settings.InjectorSettings, names: list[str], volumes: list[str]) -> None:
+    key, value = request.opt_in_key(), _annotations(pod).get(request.opt_in_key(), "")
+    spec = _mapping(pod, "spec", "spec")
+    for container in _all_containers(spec):
+        if container.get("name") in names:
+            raise AnnotationError(key, value, f'a pod without its own container named "{container["name"]}" '
+                                  "(the name is reserved for the container AutoCrane injects)")
+    for volume in _items(spec, "volumes", "spec.volumes"):
+        if volume.get("name") in volumes:
+            raise AnnotationError(key, value, f'a pod without its own volume named "{volume["name"]}" '
+                                  "(the name is reserved for the volume AutoCrane injects)")
+    ports = {p: n for p, n, wanted in ((s.datadeployer_status_port, "datadeployer", plan.data),
+                                       (s.watchdoghealthz_port, "watchdoghealthz", plan.min_ready_seconds is not None))
+             if wanted}
+    for container in _all_containers(spec):
+        for port in _items(container, "ports", f'container "{container.get("name")}" ports'):
+            if port.get("containerPort") in ports:
+                number = port["containerPort"]
+                raise AnnotationError(key, value, f'a pod whose containers leave port {number} free for the '
+                                      f'injected {ports[number]} (container "{container.get("name")}" declares it)')
+    if not plan.data:
+        return
+    location = plan.store_location
+    for container in _app_containers(spec, request.init_position):
+        for mount in _items(container, "volumeMounts", f'container "{container.get("name")}" volumeMounts'):
+            path = mount.get("mountPath")
+            if not isinstance(path, str) or not path.startswith("/"):
+                continue  # the API server's validation reports those
+            path = "/" + posixpath.normpath(path).lstrip("/")
+            if annotations.is_within(path, location) or annotations.is_within(location, path):
+                raise AnnotationError(annotations.STORE_LOCATION, location,
+                                      f'a path clear of the pod\'s own mounts (container "{container.get("name")}" '
+                                      f'mounts volume "{mount.get("name")}" at {path})')
+
+
+def _add(pod: dict[str, Any], position: str, plan: containers.Plan, init: list[dict[str, Any]],
+         sidecars: list[dict[str, Any]], volumes: list[dict[str, Any]]) -> None:
+    spec = _mapping(pod, "spec", "spec")
+    if plan.data:
+        for container in _app_containers(spec, position):
+            container["volumeMounts"] = [*(container.get("volumeMounts") or []),
+                                         containers.app_data_mount(plan.store_location)]
+    if init:
+        existing = _items(spec, "initContainers", "spec.initContainers")
+        spec["initContainers"] = init + existing if position == "first" else existing + init
+    if sidecars:
+        spec["containers"] = _items(spec, "containers", "spec.containers") + sidecars
+    spec["volumes"] = _items(spec, "volumes", "spec.volumes") + volumes
+
+
+def _app_containers(spec: dict[str, Any], position: str) -> list[dict[str, Any]]:
+    """The pod's own containers that get the data: all app containers, and init containers if ours run first."""
+    found = _items(spec, "containers", "spec.containers")
+    if position == "first":
+        found = _items(spec, "initContainers", "spec.initContainers") + found
+    return found
+
+
+def _all_containers(spec: dict[str, Any]) -> list[dict[str, Any]]:
+    return [c for key in _CONTAINER_LISTS for c in _items(spec, key, f"spec.{key}")]
+
+
+def _remove_named(parent: dict[str, Any], key: str, names: set[str]) -> None:
+    items = parent.get(key)
+    if not isinstance(items, list):
+        return
+    kept = [item for item in items if not (isinstance(item, dict) and item.get("name") in names)]
+    if len(kept) == len(items):
+        return
+    if kept:
+        parent[key] = kept
+    else:
+        del parent[key]
+
+
+def _annotations(pod: Mapping[str, Any]) -> dict[str, Any]:
+    meta = pod.get("metadata")
+    if meta is None:
+        return {}
+    if not isinstance(meta, Mapping):
+        raise ObjectError("metadata", "a mapping")
+    found = meta.get("annotations")
+    if found is None:
+        return {}
+    if not isinstance(found, dict):
+        raise ObjectError("metadata.annotations", "a mapping of strings to strings")
+    return found
+
+
+def _mapping(parent: dict[str, Any], key: str, path: str) -> dict[str, Any]:
+    """``parent[key]``, created empty if missing (or null)."""
+    value = parent.get(key)
+    if value is None:
+        value = parent[key] = {}
+    if not isinstance(value, dict):
+        raise ObjectError(path, "a mapping")
+    return value
+
+
+def _items(parent: Mapping[str, Any], key: str, path: str) -> list[dict[str, Any]]:
+    """``parent[key]`` checked to be a list of mappings; ``[]`` (not attached) when missing."""
+    value = parent.get(key)
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(item, dict) for item in value):
+        raise ObjectError(path, "a list of mappings")
+    return value
+
+
+@functools.cache
+def _version() -> str:
+    try:
+        return metadata.version("autocrane")
+    except metadata.PackageNotFoundError:  # running from a source tree without installing
+        return "0+unknown"
