@@ -15,6 +15,7 @@ from collections.abc import Callable
 # name -> (target, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "devcluster": ("autocrane.devcluster.cli:main", "build and run a local control plane (etcd, Kubernetes, KWOK)"),
+    "inject": ("webhook.render:main", "render injection offline into a Pod or workload YAML"),
     "version": ("autocrane.cli:print_version", "print AutoCrane's version"),
 }
 

@@ -1,0 +1,112 @@
+"""AdmissionReview v1 in, AdmissionReview v1 out (pure): the webhook's decision without the HTTP.
+
+- The response echoes the request's ``apiVersion``, ``kind`` and ``request.uid``.
+- Anything but a Pod CREATE (another kind, a subresource, UPDATE/DELETE/CONNECT) is allowed untouched;
+  the registration only sends pod CREATEs, so this is defence in depth.
+- An injected pod is allowed with ``patchType: JSONPatch`` and the base64 patch, computed as the
+  difference between the pod as received and as mutated (``jsonpatch.JsonPatch.from_diff``). Missing
+  parents (``/metadata/annotations``, ``/spec/initContainers``), ``~1`` escaping of ``/`` in annotation
+  keys and list indexes are thus right by construction. ``managedFields`` is left out of the diff: it
+  is large and never ours to change.
+- Malformed autocrane annotations, and conflicts with the pod, deny with ``status.code`` 400 and the
+  ``AnnotationError`` text naming the annotation and the expected form.
+- Unknown ``*.autocrane.io`` annotations are allowed with AdmissionResponse warnings.
+- ``dryRun`` requests get the same answer: admitting has no side effects (``sideEffects: None``), so
+  ``kubectl apply --dry-run=server`` previews the injection.
+- A body that is not an AdmissionReview v1 with ``request.uid`` (and, for a pod CREATE, a
+  ``request.object``) raises ``MalformedReview``; the HTTP server answers 400, never a 500.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Mapping
+from typing import Any
+
+import jsonpatch
+
+from autocrane.errors import AnnotationError, AutocraneError, ObjectError
+from webhook import inject, policy
+from webhook import settings as injector_settings
+
+API_VERSION = "admission.k8s.io/v1"
+KIND = "AdmissionReview"
+
+
+class MalformedReview(AutocraneError):
+    """The body is not an AdmissionReview v1 this webhook can answer (HTTP 400)."""
+
+
+def review(request_review: Mapping[str, Any], settings: injector_settings.InjectorSettings) -> dict[str, Any]:
+    """Answer one AdmissionReview v1 request with an AdmissionReview v1 response."""
+    request = _request(request_review)
+    uid: str = request["uid"]
+    if not _is_pod_create(request):
+        return _answer(uid, {"allowed": True})
+    pod = request.get("object")
+    if not isinstance(pod, Mapping):
+        raise MalformedReview("request.object must be the Pod being created")
+    try:
+        result = inject.inject(pod, settings)
+    except (AnnotationError, ObjectError) as exc:  # the pod's fault, said in words
+        return _answer(uid, {"allowed": False, "status": {"code": 400, "message": str(exc)}})
+    response: dict[str, Any] = {"allowed": True}
+    patch = admission_patch(pod, result.pod)
+    if patch:
+        response["patchType"] = "JSONPatch"
+        response["patch"] = base64.b64encode(json.dumps(patch, separators=(",", ":")).encode()).decode()
+    if result.warnings:
+        response["warnings"] = list(result.warnings)
+    return _answer(uid, response)
+
+
+def admission_patch(original: Mapping[str, Any], mutated: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The RFC 6902 operations turning ``original`` into ``mutated``, ignoring ``metadata.managedFields``."""
+    patch: list[dict[str, Any]] = jsonpatch.JsonPatch.from_diff(_without_managed_fields(original),
+                                                                _without_managed_fields(mutated)).patch
+    return patch
+
+
+def outcome(review_response: Mapping[str, Any]) -> str:
+    """``injected``, ``allowed`` or ``denied``: a label for metrics and logs from a ``review`` answer."""
+    response = review_response.get("response") or {}
+    if not response.get("allowed"):
+        return "denied"
+    return "injected" if "patch" in response else "allowed"
+
+
+def _request(body: object) -> Mapping[str, Any]:
+    if not isinstance(body, Mapping):
+        raise MalformedReview("the body must be a JSON object (an AdmissionReview)")
+    if body.get("apiVersion") != API_VERSION or body.get("kind") != KIND:
+        raise MalformedReview(f"expected apiVersion {API_VERSION} and kind {KIND}, got "
+                              f"{body.get('apiVersion')!r} and {body.get('kind')!r}")
+    request = body.get("request")
+    if not isinstance(request, Mapping):
+        raise MalformedReview("request must be an object")
+    uid = request.get("uid")
+    if not isinstance(uid, str) or not uid:
+        raise MalformedReview("request.uid must be a non-empty string")
+    return request
+
+
+def _is_pod_create(request: Mapping[str, Any]) -> bool:
+    kind = request.get("kind")
+    resource = request.get("resource")
+    is_pod = (isinstance(kind, Mapping) and kind.get("group", "") == "" and kind.get("kind") == "Pod") or (
+        not isinstance(kind, Mapping) and isinstance(resource, Mapping) and resource.get("resource") == "pods")
+    return is_pod and request.get("operation") == "CREATE" and not request.get("subResource") \
+        and policy.is_pod(request.get("object") or {})
+
+
+def _answer(uid: str, response: dict[str, Any]) -> dict[str, Any]:
+    return {"apiVersion": API_VERSION, "kind": KIND, "response": {"uid": uid, **response}}
+
+
+def _without_managed_fields(obj: Mapping[str, Any]) -> dict[str, Any]:
+    copied = dict(obj)
+    meta = copied.get("metadata")
+    if isinstance(meta, Mapping) and "managedFields" in meta:
+        copied["metadata"] = {k: v for k, v in meta.items() if k != "managedFields"}
+    return copied

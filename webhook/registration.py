@@ -1,0 +1,103 @@
+"""The MutatingWebhookConfiguration that sends opted-in pods to the injector (pure: a dict out).
+
+Three layers keep everything else away from the webhook, so it can never be the reason an unrelated
+pod fails to start:
+
+1. ``namespaceSelector``: only namespaces labelled ``autocrane-inject=enabled``, and never
+   kube-system, kube-public, kube-node-lease or the injector's own namespace (so the injector can
+   always restart, even if some pod there opts in by mistake);
+2. ``matchConditions`` (CEL, GA in Kubernetes 1.30): only pods carrying an opt-in annotation,
+   ``data.autocrane.io/<name>`` or ``watchdoghealthz.autocrane.io/min-ready-seconds``. Labels could be
+   filtered by an objectSelector, annotations only by CEL;
+3. rules: ``pods`` CREATE in ``v1`` only (an UPDATE may not add containers anyway).
+
+``failurePolicy`` defaults to ``Fail``. With the layers above, the only pods that wait on the webhook
+are pods that asked for AutoCrane, and for them a pod started without its data sidecar or readiness
+gate is worse than a pod whose creation is retried by its controller until the injector answers
+(Istio makes the same choice; Linkerd's HA mode too). ``Ignore`` is available for clusters that
+prefer availability. Either way ``allowed: false`` answers deny: failurePolicy covers only a webhook
+that cannot be reached or answers garbage.
+
+``reinvocationPolicy: IfNeeded``: if a later webhook adds a container, we run again and mount the
+data into it too; injection is idempotent, so a second run over an unchanged pod returns no patch.
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+from autocrane import annotations
+
+NAME = "autocrane-injector"
+WEBHOOK_NAME = "inject.autocrane.io"
+NAMESPACE_LABEL = "autocrane-inject"
+NAMESPACE_LABEL_VALUE = "enabled"
+SYSTEM_NAMESPACES = ("kube-system", "kube-public", "kube-node-lease")
+PATH = "/mutate"
+FAILURE_POLICIES = ("Fail", "Ignore")
+
+OPT_IN_CEL = (
+    "has(object.metadata.annotations) && object.metadata.annotations.exists(k, "
+    f"k.startsWith('{annotations.DATA_PREFIX}') || k == '{annotations.MIN_READY_SECONDS}')"
+)
+"""Only pods with an opt-in annotation are sent (mirrors ``autocrane.annotations.opts_in``)."""
+
+
+def mutating_webhook_configuration(
+    *,
+    namespace: str,
+    ca_bundle: bytes | str | None,
+    service: str | None = "autocrane-injector",
+    service_port: int = 443,
+    url: str | None = None,
+    failure_policy: str = "Fail",
+    timeout_seconds: int = 5,
+    name: str = NAME,
+) -> dict[str, Any]:
+    """The MutatingWebhookConfiguration for an injector running in ``namespace``.
+
+    ``ca_bundle`` is the PEM (bytes or text) of the CA(s) that signed the serving certificate (base64-encoded here);
+    ``None`` leaves ``caBundle`` out, for cert-manager's CA injector to fill. The client config is
+    ``url`` when given (e.g. ``https://127.0.0.1:PORT/mutate`` in tests), else the Service ``service``
+    in ``namespace`` at ``service_port``, path ``/mutate``.
+    """
+    if failure_policy not in FAILURE_POLICIES:
+        raise ValueError(f"failure_policy must be one of {', '.join(FAILURE_POLICIES)}, not {failure_policy!r}")
+    if not 1 <= timeout_seconds <= 30:
+        raise ValueError(f"timeout_seconds must be from 1 to 30 (the API server's bounds), not {timeout_seconds}")
+    client_config: dict[str, Any]
+    if url is not None:
+        client_config = {"url": url}
+    elif service is not None:
+        client_config = {"service": {"namespace": namespace, "name": service, "path": PATH, "port": service_port}}
+    else:
+        raise ValueError("either url or service is needed")
+    if ca_bundle is not None:
+        pem = ca_bundle.encode() if isinstance(ca_bundle, str) else ca_bundle
+        client_config["caBundle"] = base64.b64encode(pem).decode()
+    webhook = {
+        "name": WEBHOOK_NAME,
+        "admissionReviewVersions": ["v1"],
+        "clientConfig": client_config,
+        "rules": [{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"], "resources": ["pods"],
+                   "scope": "Namespaced"}],
+        "namespaceSelector": {"matchExpressions": [
+            {"key": NAMESPACE_LABEL, "operator": "In", "values": [NAMESPACE_LABEL_VALUE]},
+            {"key": "kubernetes.io/metadata.name", "operator": "NotIn",
+             "values": sorted({*SYSTEM_NAMESPACES, namespace})},
+        ]},
+        "matchConditions": [{"name": "autocrane-opt-in", "expression": OPT_IN_CEL}],
+        "matchPolicy": "Equivalent",
+        "sideEffects": "None",
+        "timeoutSeconds": timeout_seconds,
+        "failurePolicy": failure_policy,
+        "reinvocationPolicy": "IfNeeded",
+    }
+    return {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "MutatingWebhookConfiguration",
+        "metadata": {"name": name, "labels": {"app.kubernetes.io/name": "autocrane",
+                                              "app.kubernetes.io/component": "injector"}},
+        "webhooks": [webhook],
+    }
