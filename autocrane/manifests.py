@@ -1,0 +1,197 @@
+"""Data-repository manifests and data-request values (pure).
+
+The data repository describes each source in a manifest: its versions, oldest first, and the
+last known good one. The controller reads it to choose versions, the datadeployer to look up a
+requested version's archive and sha256. JSON, camelCase::
+
+    {"source": "models",
+     "lastKnownGood": "20260102T030405Z-1a2b3c4d5e6f",
+     "versions": [{"version": "20260102T030405Z-1a2b3c4d5e6f",
+                   "sha256": "<64 lower-case hex>", "size": 1234,
+                   "created": "2026-01-02T03:04:05Z",
+                   "origin": {"commit": "<sha>"}}]}
+
+The repository-wide manifest is ``{"sources": {"<name>": <source manifest>}}``.
+
+A version id is ``<creation time>-<first 12 hex of the sha256>``: sortable by time, unique by
+content, and safe as a path component. ``lastKnownGood`` is the version a pod falls back to when
+no request arrives in time: the first version a source ever had, until the controller sets it
+(``PUT /v1/sources/<name>/last-known-good``). It is never removed by retention.
+
+The controller asks a pod for a version with the annotation
+``request.data.autocrane.io/<name>: {"version": "<id>", "sha256": "<hex>"}`` (``sha256``
+optional, unknown keys ignored). The datadeployer verifies the archive against the manifest's
+sha256 and, when given, the request's too.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from autocrane import errors
+
+_SEGMENT = r"[a-z0-9]([-a-z0-9_.]{0,61}[a-z0-9])?"
+_NAME = re.compile(rf"^{_SEGMENT}$")
+_SOURCE = re.compile(rf"^{_SEGMENT}(/{_SEGMENT})*$")
+_VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.]*(-[A-Za-z0-9_.]+)*$")
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+class ManifestError(errors.AutocraneError, ValueError):
+    """A manifest, request, name or version is malformed; the message says where."""
+
+
+def check_name(name: str, what: str = "name") -> str:
+    """A data-set or source name: lower-case, 1-63 characters, alphanumeric at both ends."""
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise ManifestError(f"{what} {name!r}: expected 1-63 characters [a-z0-9-_.], alphanumeric at both ends")
+    return name
+
+
+def check_source(source: str, what: str = "source") -> str:
+    """A repository source name: one or more names joined by '/', e.g. ``models/resnet``, at most 253."""
+    if not isinstance(source, str) or len(source) > 253 or not _SOURCE.match(source):
+        raise ManifestError(f"{what} {source!r}: expected names of [a-z0-9-_.] joined by '/', like models/resnet")
+    return source
+
+
+def check_version(version: str, what: str = "version") -> str:
+    """A version id: safe as a path component (no '/', no leading '.', at most 128 characters)."""
+    if not isinstance(version, str) or len(version) > 128 or not _VERSION.match(version):
+        raise ManifestError(f"{what} {version!r}: expected [A-Za-z0-9_.-], starting alphanumeric, at most 128")
+    return version
+
+
+def check_sha256(value: str, what: str = "sha256") -> str:
+    if not isinstance(value, str) or not _SHA256.match(value):
+        raise ManifestError(f"{what} {value!r}: expected 64 lower-case hex digits")
+    return value
+
+
+def version_id(created: dt.datetime, sha256: str) -> str:
+    """The id of a version created at ``created`` (aware) with archive hash ``sha256``."""
+    return f"{created.astimezone(dt.UTC):%Y%m%dT%H%M%SZ}-{check_sha256(sha256)[:12]}"
+
+
+def _time(text: Any, where: str) -> dt.datetime:
+    try:
+        when = dt.datetime.fromisoformat(text)
+    except (TypeError, ValueError):
+        raise ManifestError(f"{where}: {text!r} is not an RFC3339 time") from None
+    return (when if when.tzinfo else when.replace(tzinfo=dt.UTC)).astimezone(dt.UTC)
+
+
+def format_time(when: dt.datetime) -> str:
+    return when.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Version:
+    """One immutable version of a source."""
+
+    version: str
+    """Id, see :func:`version_id`."""
+    sha256: str
+    """Hash of the archive (``.tar.gz``), lower-case hex."""
+    size: int
+    """Archive size in bytes."""
+    created: dt.datetime
+    """When the repository packaged it (UTC)."""
+    origin: dict[str, str] = dataclasses.field(default_factory=dict)
+    """Where it came from: commit, URL and ETag, directory..."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"version": self.version, "sha256": self.sha256, "size": self.size,
+                "created": format_time(self.created), "origin": dict(self.origin)}
+
+    @classmethod
+    def from_json(cls, data: Any, where: str = "version") -> Version:
+        if not isinstance(data, Mapping):
+            raise ManifestError(f"{where}: expected an object")
+        size = data.get("size")
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+            raise ManifestError(f"{where}.size: {size!r} is not a byte count")
+        origin = data.get("origin") or {}
+        if not isinstance(origin, Mapping):
+            raise ManifestError(f"{where}.origin: expected an object")
+        return cls(check_version(data.get("version"), f"{where}.version"),  # type: ignore[arg-type]
+                   check_sha256(data.get("sha256"), f"{where}.sha256"),  # type: ignore[arg-type]
+                   size, _time(data.get("created"), f"{where}.created"),
+                   {str(k): str(v) for k, v in origin.items()})
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class SourceManifest:
+    """What the repository holds for one source."""
+
+    source: str
+    versions: tuple[Version, ...] = ()
+    """Oldest first."""
+    last_known_good: str | None = None
+    """The version to fall back to, if any."""
+
+    def find(self, version: str) -> Version | None:
+        return next((v for v in self.versions if v.version == version), None)
+
+    @property
+    def latest(self) -> Version | None:
+        return self.versions[-1] if self.versions else None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"source": self.source, "lastKnownGood": self.last_known_good,
+                "versions": [v.to_json() for v in self.versions]}
+
+    @classmethod
+    def from_json(cls, data: Any, where: str = "manifest") -> SourceManifest:
+        if not isinstance(data, Mapping):
+            raise ManifestError(f"{where}: expected an object")
+        versions = data.get("versions", [])
+        if not isinstance(versions, list):
+            raise ManifestError(f"{where}.versions: expected a list")
+        lkg = data.get("lastKnownGood")
+        if lkg is not None:
+            check_version(lkg, f"{where}.lastKnownGood")
+        return cls(check_source(data.get("source"), f"{where}.source"),  # type: ignore[arg-type]
+                   tuple(Version.from_json(v, f"{where}.versions[{i}]") for i, v in enumerate(versions)), lkg)
+
+
+def parse_manifest(text: str | bytes) -> dict[str, SourceManifest]:
+    """The repository-wide manifest: source name -> its manifest."""
+    try:
+        data = json.loads(text)
+    except ValueError as error:
+        raise ManifestError(f"manifest is not JSON: {error}") from None
+    sources = data.get("sources") if isinstance(data, dict) else None
+    if not isinstance(sources, dict):
+        raise ManifestError("manifest: expected {\"sources\": {...}}")
+    return {name: SourceManifest.from_json(body, f"sources.{name}") for name, body in sources.items()}
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class DataRequest:
+    """The controller's request for one data set of one pod."""
+
+    version: str
+    sha256: str | None = None
+
+    def to_annotation(self) -> str:
+        body = {"version": self.version} | ({"sha256": self.sha256} if self.sha256 else {})
+        return json.dumps(body, separators=(",", ":"))
+
+
+def parse_request(value: str, key: str = "request") -> DataRequest:
+    """Parse a ``request.data.autocrane.io/<name>`` value; errors name ``key``."""
+    try:
+        data = json.loads(value)
+    except ValueError:
+        data = None
+    if not isinstance(data, dict):
+        raise ManifestError(f'{key}: {value[:80]!r} is not {{"version": "<id>", "sha256": "<hex>"}}')
+    sha = data.get("sha256")
+    return DataRequest(check_version(data.get("version"), f"{key}: version"),  # type: ignore[arg-type]
+                       None if sha is None else check_sha256(sha, f"{key}: sha256"))
