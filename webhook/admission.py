@@ -45,7 +45,7 @@ def review(request_review: Mapping[str, Any], settings: injector_settings.Inject
     if not _is_pod_create(request):
         return _answer(uid, {"allowed": True})
     pod = request.get("object")
-    if not isinstance(pod, Mapping):
+    if not isinstance(pod, Mapping) or not policy.is_pod(pod):
         raise MalformedReview("request.object must be the Pod being created")
     try:
         result = inject.inject(pod, settings)
@@ -96,8 +96,7 @@ def _is_pod_create(request: Mapping[str, Any]) -> bool:
     resource = request.get("resource")
     is_pod = (isinstance(kind, Mapping) and kind.get("group", "") == "" and kind.get("kind") == "Pod") or (
         not isinstance(kind, Mapping) and isinstance(resource, Mapping) and resource.get("resource") == "pods")
-    return is_pod and request.get("operation") == "CREATE" and not request.get("subResource") \
-        and policy.is_pod(request.get("object") or {})
+    return is_pod and request.get("operation") == "CREATE" and not request.get("subResource")
 
 
 def _answer(uid: str, response: dict[str, Any]) -> dict[str, Any]:
