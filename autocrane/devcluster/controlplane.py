@@ -98,6 +98,11 @@ class ControlPlane:
         self.logs.mkdir(parents=True, exist_ok=True)
         self._ssl = ssl.create_default_context(cafile=str(self.pki.ca_cert))
         self._ssl.load_cert_chain(str(self.pki.admin_cert), str(self.pki.admin_key))
+        # KCM and the scheduler serve /healthz with certificates they make themselves at start;
+        # only liveness is read from them, so their certificate is not verified.
+        self._ssl_unverified = ssl.create_default_context()
+        self._ssl_unverified.check_hostname = False
+        self._ssl_unverified.verify_mode = ssl.CERT_NONE
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -111,7 +116,11 @@ class ControlPlane:
         path = directory or Path(tempfile.mkdtemp(prefix="autocrane-cluster-"))
         plane = cls(path, binaries, options or Options())
         try:
-            plane.boot()
+            try:
+                plane.boot()
+            except ControlPlaneError as exc:
+                tails = "\n".join(f"--- {p.name} ---\n{p.tail(15)}" for p in plane.processes)
+                raise ControlPlaneError(f"{exc}\nlogs in {plane.logs}; last lines:\n{tails}") from exc
             yield plane
         finally:
             plane.stop()
@@ -138,7 +147,8 @@ class ControlPlane:
         scheduler_port = self._start_component("kube-scheduler", [])
         self._start_kwok()
         for name, port in (("kube-controller-manager", kcm_port), ("kube-scheduler", scheduler_port)):
-            wait_for(f"{name} /healthz", lambda p=port: self._http_ok(f"https://127.0.0.1:{p}/healthz"),
+            wait_for(f"{name} /healthz",
+                     lambda p=port: self._http_ok(f"https://127.0.0.1:{p}/healthz", verify=False),
                      timeout, check=self.check_alive)
         self._create_nodes()
         wait_for(f"{self.options.nodes} KWOK nodes Ready", self._nodes_ready, timeout, check=self.check_alive)
@@ -264,9 +274,10 @@ class ControlPlane:
         self.kubeconfig.write_text(json.dumps(config, indent=2))
         self.kubeconfig.chmod(0o600)
 
-    def _http_ok(self, url: str) -> bool:
+    def _http_ok(self, url: str, *, verify: bool = True) -> bool:
+        context = (self._ssl if verify else self._ssl_unverified) if url.startswith("https") else None
         try:
-            with urllib.request.urlopen(url, timeout=2, context=self._ssl if url.startswith("https") else None) as r:
+            with urllib.request.urlopen(url, timeout=2, context=context) as r:
                 return bool(r.status == 200)
         except (OSError, urllib.error.URLError):
             return False
