@@ -1,0 +1,122 @@
+"""Several apps under uvicorn in one loop: separate ports, graceful stop that drains in-flight requests."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import time
+from collections.abc import Awaitable, Callable
+
+import httpx
+import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Route
+
+from autocrane import serving
+
+
+def _app(text: str, gate: asyncio.Event | None = None, entered: asyncio.Event | None = None) -> Starlette:
+    async def handler(_: Request) -> Response:
+        if entered is not None:
+            entered.set()
+        if gate is not None:
+            await gate.wait()
+        return PlainTextResponse(text)
+
+    return Starlette(routes=[Route("/", handler)])
+
+
+async def _eventually(condition: Callable[[], Awaitable[bool]], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not await condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {condition}"
+        await asyncio.sleep(0.02)
+
+
+async def _refuses(port: int) -> bool:
+    try:
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+    except OSError:
+        return True
+    writer.close()
+    return False
+
+
+def test_each_site_gets_its_own_port() -> None:
+    async def scenario() -> None:
+        sites = [serving.Site("one", _app("one"), "127.0.0.1"), serving.Site("two", _app("two"), "127.0.0.1")]
+        async with serving.Serving(sites) as running, httpx.AsyncClient() as http:
+            assert running.port("one") != running.port("two")
+            for name in ("one", "two"):
+                assert (await http.get(f"http://127.0.0.1:{running.port(name)}/")).text == name
+
+    asyncio.run(scenario())
+
+
+def test_stopping_lets_an_in_flight_request_finish_and_refuses_new_connections() -> None:
+    async def scenario() -> None:
+        gate, entered = asyncio.Event(), asyncio.Event()
+        running = serving.Serving([serving.Site("slow", _app("done", gate, entered), "127.0.0.1")])
+        await running.start()
+        port = running.port("slow")
+        async with httpx.AsyncClient() as http:
+            request = asyncio.create_task(http.get(f"http://127.0.0.1:{port}/"))
+            await entered.wait()
+            stopped: list[str] = []
+            running.on_stopping.append(lambda: stopped.append("readiness off"))
+            running.stop()
+            await _eventually(lambda: _refuses(port))
+            assert not request.done()
+            gate.set()
+            response = await request
+        await running.wait()
+        assert response.status_code == 200 and response.text == "done"
+        assert stopped == ["readiness off"]
+
+    asyncio.run(scenario())
+
+
+def test_the_drain_delay_keeps_serving_after_stop_is_asked() -> None:
+    async def scenario() -> None:
+        running = serving.Serving([serving.Site("app", _app("still here"), "127.0.0.1")], drain_delay=0.5)
+        await running.start()
+        running.stop()
+        assert running.stopping
+        async with httpx.AsyncClient() as http:
+            assert (await http.get(f"http://127.0.0.1:{running.port('app')}/")).text == "still here"
+        await running.wait()
+
+    asyncio.run(scenario())
+
+
+def test_a_taken_port_is_an_error_at_start() -> None:
+    async def scenario() -> None:
+        with socket.socket() as taken:
+            taken.bind(("127.0.0.1", 0))
+            taken.listen()
+            port = taken.getsockname()[1]
+            with pytest.raises(OSError):
+                await serving.Serving([serving.Site("app", _app("x"), "127.0.0.1", port)]).start()
+
+    asyncio.run(scenario())
+
+
+def test_sigterm_stops_every_site_gracefully() -> None:
+    async def scenario() -> None:
+        sites = [serving.Site("a", _app("a"), "127.0.0.1"), serving.Site("b", _app("b"), "127.0.0.1")]
+        running = serving.Serving(sites)
+        task = asyncio.create_task(serving.run(running))
+
+        async def started() -> bool:
+            return "b" in running.ports and not await _refuses(running.port("b"))
+
+        await _eventually(started)
+        os.kill(os.getpid(), signal.SIGTERM)
+        await asyncio.wait_for(task, timeout=10)
+        assert await _refuses(running.port("a")) and await _refuses(running.port("b"))
+
+    asyncio.run(scenario())
