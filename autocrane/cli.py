@@ -16,6 +16,7 @@ from collections.abc import Callable
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "devcluster": ("autocrane.devcluster.cli:main", "build and run a local control plane (etcd, Kubernetes, KWOK)"),
     "inject": ("webhook.render:main", "render injection offline into a Pod or workload YAML"),
+    "webhook": ("webhook.server:main", "run the mutating admission webhook"),
     "version": ("autocrane.cli:print_version", "print AutoCrane's version"),
 }
 

@@ -1,0 +1,291 @@
+"""``autocrane webhook``: the HTTP side of the injector (no pod logic here; see webhook/admission.py).
+
+Two apps, served together by autocrane.serving:
+
+- **admission** (TLS, ``--port``): ``POST /mutate`` takes an AdmissionReview v1 and answers one.
+  The body must be ``application/json`` (else 415) and at most 3 MiB (else 413; the API server
+  caps objects at 3 MiB, so a larger review is not from it). A body that is not JSON, or not an
+  AdmissionReview v1 (``webhook.admission.MalformedReview``), gets 400 with a one-line JSON
+  error: the caller is not the API server or is broken, and an AdmissionReview reply would have
+  no uid to answer to.
+- **health** (plain HTTP, ``--health-port``): ``/livez`` (the process answers), ``/readyz``
+  (a valid serving certificate and the injector config are loaded, and we are not shutting
+  down), ``/metrics`` (Prometheus). Kept off the TLS port so probes and scrapes need no certs.
+
+An unexpected exception while admitting (a bug, never bad input: malformed annotations are
+denials computed by admission.py) is logged with the request's uid and answered with
+``allowed: false``, ``status.code: 500``. We deny rather than allow the pod uninjected: a pod
+reaches us only when it carries AutoCrane annotations (the registration's matchConditions), and
+an opted-in pod started without its datadeployer would run without its data, or without its
+readiness gate, which is exactly the failure opting in is meant to prevent. The deny matches
+``failurePolicy: Fail`` for a webhook that is down, and the workload's controller retries the
+pod. The reply is still a well-formed AdmissionReview so the API server shows the message.
+
+Every admission is logged as one line with uid, namespace, pod (name or generateName),
+operation, dry_run, result (injected/skipped/denied/error), reason and duration_ms; a denial adds
+its message (``denial``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+from autocrane import errors, kube, logs, serving
+from autocrane import metrics as core_metrics
+from webhook import admission, metrics, selfsigned, settings, tls
+
+log = logging.getLogger(__name__)
+
+MAX_BODY_BYTES = 3 * 1024 * 1024
+"""The API server's own limit on an object; a review around one pod is far smaller."""
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    metrics.ADMISSIONS.labels("rejected").inc()
+    return JSONResponse({"error": message}, status_code=status)
+
+
+async def _read_body(request: Request) -> bytes | None:
+    """The body, or None once it exceeds MAX_BODY_BYTES (not reading the rest)."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        return None
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _failure_review(review_in: dict[str, Any], uid: str) -> dict[str, Any]:
+    return {
+        "apiVersion": review_in.get("apiVersion", "admission.k8s.io/v1"), "kind": "AdmissionReview",
+        "response": {"uid": uid, "allowed": False, "status": {
+            "code": 500, "reason": "InternalError",
+            "message": f"autocrane webhook: internal error while injecting (request uid {uid}; see the webhook's "
+                       "logs); the pod was not admitted"}},
+    }
+
+
+SKIP_REASON_AUDIT_KEY = "skip-reason"
+"""Where a skipped pod's reason is read from: ``response.auditAnnotations`` (also lands in the
+API server's audit log). Without it, skips are counted under ``unknown``."""
+
+
+def outcome(review_out: dict[str, Any]) -> tuple[str, str]:
+    """(result, reason) of an AdmissionReview response, for metrics and the log line."""
+    response = review_out.get("response") or {}
+    decision = admission.outcome(review_out)
+    if decision == "denied":
+        status = response.get("status") or {}
+        return "denied", str(status.get("reason") or f"code-{status.get('code', 403)}")
+    if decision == "injected":
+        return "injected", "injected"
+    return "skipped", str((response.get("auditAnnotations") or {}).get(SKIP_REASON_AUDIT_KEY) or "unknown")
+
+
+def _describe(review_in: dict[str, Any]) -> dict[str, Any]:
+    request = review_in.get("request") or {}
+    obj = request.get("object") or {}
+    metadata = obj.get("metadata") or {} if isinstance(obj, dict) else {}
+    return {"uid": request.get("uid", ""), "namespace": request.get("namespace", ""),
+            "pod": request.get("name") or metadata.get("name") or metadata.get("generateName", ""),
+            "operation": request.get("operation", ""), "dry_run": bool(request.get("dryRun", False))}
+
+
+def admission_app(injector: settings.InjectorSettings) -> Starlette:
+    async def mutate(request: Request) -> Response:
+        started = time.perf_counter()
+        metrics.IN_FLIGHT.inc()
+        try:
+            media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+            if media_type != "application/json":
+                return _error(415, "expected Content-Type: application/json (an AdmissionReview v1)")
+            body = await _read_body(request)
+            if body is None:
+                return _error(413, f"body larger than {MAX_BODY_BYTES} bytes")
+            try:
+                review_in = json.loads(body)
+            except ValueError as exc:
+                return _error(400, f"body is not JSON: {exc}")
+            try:
+                review_out = admission.review(review_in, injector)
+            except admission.MalformedReview as exc:
+                return _error(400, f"not an AdmissionReview v1: {exc}")
+            except Exception:
+                fields = _describe(review_in)
+                log.exception("admission failed unexpectedly; denying the pod", extra=fields)
+                review_out = _failure_review(review_in, fields["uid"])
+                result, reason = "error", "internal-error"
+            else:
+                fields = _describe(review_in)
+                result, reason = outcome(review_out)
+            metrics.ADMISSIONS.labels(result).inc()
+            if result == "skipped":
+                metrics.SKIPS.labels(reason).inc()
+            duration = time.perf_counter() - started
+            if result == "denied":
+                fields["denial"] = ((review_out.get("response") or {}).get("status") or {}).get("message", "")
+            log.info("admission", extra={**fields, "result": result, "reason": reason,
+                                         "duration_ms": round(duration * 1000, 3)})
+            return JSONResponse(review_out)
+        finally:
+            metrics.IN_FLIGHT.dec()
+            metrics.ADMISSION_DURATION.observe(time.perf_counter() - started)
+
+    return Starlette(routes=[Route("/mutate", mutate, methods=["POST"])])
+
+
+@dataclass
+class Health:
+    """What /readyz reports on."""
+
+    reloader: tls.CertReloader
+    config_loaded: bool = False
+    stopping: bool = False
+
+    def problems(self) -> list[str]:
+        found = []
+        if not self.reloader.ready():
+            found.append("no valid serving certificate loaded")
+        if not self.config_loaded:
+            found.append("injector config not loaded")
+        if self.stopping:
+            found.append("shutting down")
+        return found
+
+
+def health_app(health: Health) -> Starlette:
+    async def livez(_: Request) -> Response:
+        return PlainTextResponse("ok\n")
+
+    async def readyz(_: Request) -> Response:
+        problems = health.problems()
+        if problems:
+            return JSONResponse({"ready": False, "problems": problems}, status_code=503)
+        return JSONResponse({"ready": True})
+
+    return Starlette(routes=[Route("/livez", livez), Route("/readyz", readyz), core_metrics.route()])
+
+
+# ---------------------------------------------------------------------------------------------
+# The command.
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="autocrane webhook",
+        description="Run the mutating admission webhook: AdmissionReview v1 at POST /mutate over TLS; "
+        "/livez, /readyz and /metrics over plain HTTP on the health port. The certificate files are "
+        "re-read when they change (cert-manager rotation) without a restart.")
+    parser.add_argument("--port", type=int, default=8443, help="TLS port of /mutate (default %(default)s)")
+    parser.add_argument("--host", default="0.0.0.0", help="address to listen on (default %(default)s)")
+    parser.add_argument("--health-port", type=int, default=8080,
+                        help="plain-HTTP port of /livez, /readyz, /metrics (default %(default)s)")
+    parser.add_argument("--tls-cert-file", type=Path, help="PEM certificate (chain); watched for changes")
+    parser.add_argument("--tls-key-file", type=Path, help="PEM private key of the certificate")
+    parser.add_argument("--cert-reload-interval", type=float, default=5.0,
+                        help="seconds between checks of the certificate files (default %(default)s)")
+    parser.add_argument("--config", type=Path, help="injector config YAML (a mounted ConfigMap)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override one injector setting (repeatable)")
+    self_signed = parser.add_argument_group("self-signed mode (instead of --tls-cert-file/--tls-key-file)")
+    self_signed.add_argument("--self-signed", action="store_true",
+                             help="generate a CA (kept in a Secret) and serving certificates; keep the "
+                             "MutatingWebhookConfiguration's caBundle current")
+    self_signed.add_argument("--namespace", default=os.environ.get("POD_NAMESPACE"),
+                             help="namespace of the webhook's Service and CA Secret (default $POD_NAMESPACE)")
+    self_signed.add_argument("--service", help="the webhook's Service name (its DNS names go into the certificate)")
+    self_signed.add_argument("--webhook-config-name", help="the MutatingWebhookConfiguration to keep the caBundle of")
+    self_signed.add_argument("--ca-secret-name", default="autocrane-webhook-ca", help="default %(default)s")
+    self_signed.add_argument("--tls-san", action="append", default=[], metavar="NAME",
+                             help="another DNS name or IP address for the certificate (repeatable)")
+    self_signed.add_argument("--kubeconfig", type=Path,
+                             help="kubeconfig for the API calls (default: in-cluster, then $KUBECONFIG)")
+    shutdown = parser.add_argument_group("shutdown")
+    shutdown.add_argument("--drain-delay", type=float, default=3.0,
+                          help="seconds to keep serving after SIGTERM, with /readyz failing, while the "
+                          "endpoint removal reaches the API server (default %(default)s)")
+    shutdown.add_argument("--graceful-timeout", type=float, default=20.0,
+                          help="seconds in-flight requests get to finish (default %(default)s)")
+    logs.add_arguments(parser)
+    return parser
+
+
+def _overrides(pairs: list[str]) -> dict[str, str]:
+    result = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise errors.ConfigError(f"--set {pair!r}: expected KEY=VALUE")
+        result[key.strip()] = value
+    return result
+
+
+async def serve(arguments: argparse.Namespace, injector: settings.InjectorSettings,
+                on_started: Callable[[serving.Serving], None] | None = None) -> None:
+    """Serve until SIGTERM/SIGINT (``on_started`` lets tests learn the ports)."""
+    background: list[asyncio.Task[None]] = []
+    if arguments.self_signed:
+        reloader = tls.CertReloader()
+        client = kube.Kube.connect(arguments.kubeconfig)
+        signer = selfsigned.SelfSigned(client, reloader, selfsigned.SelfSignedSettings(
+            namespace=arguments.namespace, service=arguments.service,
+            webhook_config_name=arguments.webhook_config_name, secret_name=arguments.ca_secret_name,
+            extra_names=tuple(arguments.tls_san)))
+        background.append(asyncio.create_task(signer.run(), name="self-signed"))
+    else:
+        reloader = tls.CertReloader(arguments.tls_cert_file, arguments.tls_key_file,
+                                    interval=arguments.cert_reload_interval)
+        reloader.load_files()
+        background.append(asyncio.create_task(reloader.watch(), name="cert-reloader"))
+    health = Health(reloader, config_loaded=True)
+    server = serving.Serving([
+        serving.Site("admission", admission_app(injector), arguments.host, arguments.port, reloader.context),
+        serving.Site("health", health_app(health), arguments.host, arguments.health_port),
+    ], graceful_timeout=arguments.graceful_timeout, drain_delay=arguments.drain_delay)
+    server.on_stopping.append(lambda: setattr(health, "stopping", True))
+    try:
+        await serving.run(server)
+    finally:
+        for task in background:
+            task.cancel()
+        await asyncio.gather(*background, return_exceptions=True)
+
+
+def main(argv: list[str]) -> int:
+    parser = _parser()
+    arguments = parser.parse_args(argv)
+    if arguments.self_signed:
+        missing = [flag for flag, value in (("--namespace", arguments.namespace), ("--service", arguments.service),
+                                            ("--webhook-config-name", arguments.webhook_config_name)) if not value]
+        if missing:
+            parser.error(f"--self-signed needs {', '.join(missing)}")
+        if arguments.tls_cert_file or arguments.tls_key_file:
+            parser.error("--self-signed generates the certificate: drop --tls-cert-file/--tls-key-file")
+    elif not (arguments.tls_cert_file and arguments.tls_key_file):
+        parser.error("give --tls-cert-file and --tls-key-file, or --self-signed")
+    logs.setup_from_arguments(arguments)
+    try:
+        injector = settings.load(arguments.config, _overrides(arguments.overrides))
+        asyncio.run(serve(arguments, injector))
+    except (errors.ConfigError, tls.CertError, OSError) as exc:
+        log.error("cannot start the webhook", extra={"error": str(exc)})
+        return 1
+    return 0
