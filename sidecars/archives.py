@@ -79,18 +79,20 @@ def _check_symlink_target(name: str, target: str) -> None:
         raise ArchiveError(f"symlink {target!r} escapes the target directory", name)
 
 
-def extract(fileobj: IO[bytes], dest: Path, limits: Limits = Limits()) -> int:
+def extract(fileobj: IO[bytes], dest: Path, limits: Limits | None = None, mode: str = "r|gz") -> int:
     """Extract the ``.tar.gz`` stream ``fileobj`` into the new directory ``dest``; return the file bytes written.
 
     ``dest`` must not exist; its parent must. On error ``dest`` is left for the caller to remove.
+    ``mode`` ``"r|*"`` also accepts plain, bzip2 and xz tars (the repository's HTTP sources).
     """
+    limits = limits or Limits()
     dest.mkdir(mode=0o755)
     root = str(dest)
     kinds: dict[str, str] = {"": "dir"}  # relative path -> "dir" | "file" | "link"
     symlinks: list[str] = []
     total = 0
     try:
-        with tarfile.open(fileobj=fileobj, mode="r|gz") as tar:
+        with tarfile.open(fileobj=fileobj, mode=mode) as tar:  # type: ignore[call-overload]
             for count, member in enumerate(tar, start=1):
                 if count > limits.max_entries:
                     raise ArchiveError(f"more than {limits.max_entries} entries", member.name)
