@@ -1,0 +1,95 @@
+"""The data repository's HTTP API (Starlette).
+
+======================================================  ==================================================
+``GET /v1/manifest``                                    every source: ``{"sources": {name: manifest}}``
+``GET /v1/sources/<source>``                            one source's manifest (versions oldest first)
+``PUT /v1/sources/<source>/last-known-good``            body ``{"version": "<id>"}``; the controller calls it
+``GET /v1/archives/<sha256>.tar.gz``                    the archive; ``Range`` supported (resume)
+``GET /livez``, ``/readyz``, ``/metrics``               health (``/readyz`` also lists each source's polls)
+======================================================  ==================================================
+
+With a bearer token configured, every ``/v1`` request needs ``Authorization: Bearer <token>``
+(compared in constant time); health and metrics stay open for the kubelet and Prometheus.
+Archives are immutable and content-addressed, so they are served with a long ``Cache-Control``.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+from autocrane import manifests, metrics
+from sidecars.datarepo import polling, store
+
+
+def app(repo: store.Store, poller: polling.Poller, token: str | None = None) -> Starlette:
+    def authorized(request: Request) -> bool:
+        if not token:
+            return True
+        given = request.headers.get("authorization", "")
+        return hmac.compare_digest(given.encode(), f"Bearer {token}".encode())
+
+    def denied() -> Response:
+        return PlainTextResponse("missing or wrong bearer token", 401, headers={"WWW-Authenticate": "Bearer"})
+
+    async def manifest(request: Request) -> Response:
+        if not authorized(request):
+            return denied()
+        return JSONResponse({"sources": {name: m.to_json() for name, m in sorted(repo.all().items())}})
+
+    async def source(request: Request) -> Response:
+        if not authorized(request):
+            return denied()
+        name = request.path_params["source"]
+        found = repo.manifest(name)
+        if found is None:
+            return PlainTextResponse(f"no source {name!r}", 404)
+        return JSONResponse(found.to_json())
+
+    async def last_known_good(request: Request) -> Response:
+        if not authorized(request):
+            return denied()
+        try:
+            body = json.loads(await request.body())
+            version = manifests.check_version(body["version"])
+        except (ValueError, KeyError, TypeError) as error:
+            return PlainTextResponse(f'expected {{"version": "<id>"}}: {error}', 400)
+        try:
+            updated = repo.set_last_known_good(request.path_params["source"], version)
+        except KeyError as error:
+            return PlainTextResponse(str(error.args[0]), 404)
+        return JSONResponse(updated.to_json())
+
+    async def archive(request: Request) -> Response:
+        if not authorized(request):
+            return denied()
+        try:
+            path = repo.archive(request.path_params["sha256"])
+        except manifests.ManifestError:
+            return PlainTextResponse("expected /v1/archives/<sha256>.tar.gz", 400)
+        if not path.is_file():
+            return PlainTextResponse("no such archive", 404)
+        return FileResponse(path, media_type="application/gzip",
+                            headers={"Cache-Control": "public, max-age=31536000, immutable"})
+
+    async def livez(request: Request) -> Response:
+        return PlainTextResponse("ok")
+
+    async def readyz(request: Request) -> Response:
+        body = {"ready": poller.ready(), "sources": {n: s.to_json() for n, s in sorted(poller.status.items())}}
+        return JSONResponse(body, 200 if body["ready"] else 503)
+
+    return Starlette(routes=[
+        Route("/v1/manifest", manifest),
+        Route("/v1/sources/{source:path}/last-known-good", last_known_good, methods=["PUT"]),
+        Route("/v1/sources/{source:path}", source),
+        Route("/v1/archives/{sha256}.tar.gz", archive),
+        Route("/livez", livez),
+        Route("/readyz", readyz),
+        metrics.route(),
+    ])

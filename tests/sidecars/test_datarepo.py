@@ -1,0 +1,241 @@
+"""The data repository: git, HTTP and directory sources become versions; retention; the HTTP API."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import http.server
+import subprocess
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from autocrane import errors, manifests
+from sidecars.datarepo import config, polling, server, store
+from tests.sidecars import hostile
+from tests.sidecars.servers import serve_asgi
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
+
+    def __call__(self) -> dt.datetime:
+        self.now += dt.timedelta(minutes=1)
+        return self.now
+
+
+def git(repo: Path, *args: str) -> str:
+    env = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@e", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@e",
+           "HOME": str(repo.parent), "PATH": "/usr/bin:/bin"}
+    return subprocess.run(["git", *args], cwd=repo, env=env, check=True, capture_output=True, text=True).stdout.strip()
+
+
+def commit(repo: Path, files: dict[str, str], message: str = "change") -> str:
+    for name, text in files.items():
+        (repo / name).parent.mkdir(parents=True, exist_ok=True)
+        (repo / name).write_text(text)
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "--allow-empty", "-m", message)
+    return git(repo, "rev-parse", "HEAD")
+
+
+@pytest.fixture
+def upstream(tmp_path: Path) -> Path:
+    repo = tmp_path / "upstream"
+    repo.mkdir()
+    git(repo, "init", "-q", "-b", "main")
+    return repo
+
+
+def make(tmp_path: Path, *sources: config.Source) -> polling.Poller:
+    return polling.Poller(store.Store(tmp_path / "state", Clock()), list(sources))
+
+
+def test_a_git_source_makes_a_version_per_new_commit(tmp_path: Path, upstream: Path) -> None:
+    first = commit(upstream, {"a.txt": "one", "sub/b.txt": "two"})
+    poller = make(tmp_path, config.Source("models", config.Git(f"file://{upstream}", "main")))
+    assert poller.poll("models") is True
+    manifest = poller.store.manifest("models")
+    assert manifest is not None and len(manifest.versions) == 1
+    version = manifest.versions[0]
+    assert version.origin["commit"] == first and manifest.last_known_good == version.version
+    assert hashlib.sha256(poller.store.archive(version.sha256).read_bytes()).hexdigest() == version.sha256
+    assert poller.poll("models") is False  # same commit
+    commit(upstream, {}, "empty commit")
+    assert poller.poll("models") is False  # new commit, same content: no new version
+    commit(upstream, {"a.txt": "changed"})
+    assert poller.poll("models") is True
+    assert len(poller.store.manifest("models").versions) == 2  # type: ignore[union-attr]
+
+
+def test_a_git_source_follows_a_branch_other_than_the_default(tmp_path: Path, upstream: Path) -> None:
+    commit(upstream, {"a.txt": "main"})
+    git(upstream, "checkout", "-q", "-b", "release")
+    release = commit(upstream, {"a.txt": "release"})
+    git(upstream, "checkout", "-q", "main")
+    poller = make(tmp_path, config.Source("models", config.Git(f"file://{upstream}", "release")))
+    assert poller.poll("models")
+    assert poller.store.manifest("models").versions[0].origin["commit"] == release  # type: ignore[union-attr]
+
+
+def test_git_credentials_go_in_the_environment_not_the_command_line(tmp_path: Path) -> None:
+    (tmp_path / "token").write_text("s3cret\n")
+    env = polling.sources.git_environment(config.Git("https://x", token_file=tmp_path / "token"))
+    assert env["GIT_CONFIG_VALUE_0"] == "Authorization: Bearer s3cret" and env["GIT_TERMINAL_PROMPT"] == "0"
+
+
+class _Files(http.server.BaseHTTPRequestHandler):
+    body: bytes = b""
+    conditional: list[str] = []  # noqa: RUF012 - shared by the test on purpose
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        etag = '"' + hashlib.sha256(self.body).hexdigest()[:16] + '"'
+        if self.headers.get("If-None-Match") == etag:
+            self.conditional.append(etag)
+            self.send_response(304)
+            self.end_headers()
+            return
+        self.send_response(200)
+        self.send_header("ETag", etag)
+        self.send_header("Content-Length", str(len(self.body)))
+        self.end_headers()
+        self.wfile.write(self.body)
+
+
+@pytest.fixture
+def files() -> Iterator[tuple[type[_Files], str]]:
+    handler = type("Files", (_Files,), {"conditional": []})
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
+    thread.start()
+    yield handler, f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def test_an_http_source_is_polled_with_etags(tmp_path: Path, files: tuple[type[_Files], str]) -> None:
+    handler, base = files
+    handler.body = b"hello"
+    poller = make(tmp_path, config.Source("words", config.Http(f"{base}/words.txt", "file", "words.txt")))
+    assert poller.poll("words") is True
+    assert poller.poll("words") is False and len(handler.conditional) == 1
+    handler.body = b"hello again"
+    assert poller.poll("words") is True
+    version = poller.store.manifest("words").versions[-1]  # type: ignore[union-attr]
+    assert version.origin["etag"] and version.origin["url"].endswith("/words.txt")
+
+
+def test_an_http_archive_is_unpacked_with_the_same_checks(tmp_path: Path, files: tuple[type[_Files], str]) -> None:
+    handler, base = files
+    handler.body = hostile.GOOD
+    poller = make(tmp_path, config.Source("a", config.Http(f"{base}/a.tar.gz", "archive")))
+    assert poller.poll("a") is True
+    handler.body = hostile.HOSTILE["tar slip"]
+    assert poller.poll("a") is False
+    assert "'..' in path" in (poller.status["a"].last_error or "")
+    assert len(poller.store.manifest("a").versions) == 1  # type: ignore[union-attr]
+
+
+def test_a_directory_source_and_retention(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    poller = make(tmp_path, config.Source("d", config.Directory(data), keep=2))
+    shas = []
+    for i in range(4):
+        (data / "f.txt").write_text(f"content {i}")
+        assert poller.poll("d") is True
+        assert poller.poll("d") is False
+        shas.append(poller.store.manifest("d").latest.sha256)  # type: ignore[union-attr]
+    manifest = poller.store.manifest("d")
+    assert manifest is not None
+    assert [v.sha256 for v in manifest.versions] == [shas[0], shas[2], shas[3]]  # newest 2 + last known good
+    kept = sorted(f"{sha}.tar.gz" for sha in set(shas) - {shas[1]})
+    assert sorted(p.name for p in poller.store.archives.iterdir()) == kept
+
+
+def test_a_failing_source_does_not_stop_the_others(tmp_path: Path) -> None:
+    (tmp_path / "ok").mkdir()
+    (tmp_path / "ok/x").write_text("x")
+    poller = make(tmp_path, config.Source("bad", config.Git(f"file://{tmp_path}/missing")),
+                  config.Source("ok", config.Directory(tmp_path / "ok")))
+    assert poller.poll("bad") is False and "git fetch failed" in (poller.status["bad"].last_error or "")
+    assert poller.poll("ok") is True
+    assert poller.ready()
+
+
+def test_state_survives_a_restart(tmp_path: Path) -> None:
+    (tmp_path / "d").mkdir()
+    poller = make(tmp_path, config.Source("d", config.Directory(tmp_path / "d")))
+    poller.poll("d")
+    again = make(tmp_path, config.Source("d", config.Directory(tmp_path / "d")))
+    assert again.store.manifest("d") == poller.store.manifest("d") and again.ready()
+    assert again.poll("d") is False  # the fingerprint was persisted with the manifest
+
+
+@pytest.fixture
+def api(tmp_path: Path) -> Iterator[tuple[str, polling.Poller]]:
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d/big").write_bytes(bytes(range(256)) * 400)
+    poller = make(tmp_path, config.Source("team/d", config.Directory(tmp_path / "d")))
+    poller.poll("team/d")
+    with serve_asgi(server.app(poller.store, poller, token="t0ken")) as base:
+        yield base, poller
+
+
+def test_the_api_serves_manifests_and_archives_with_range(api: tuple[str, polling.Poller]) -> None:
+    base, _ = api
+    auth = {"Authorization": "Bearer t0ken"}
+    every = manifests.parse_manifest(httpx.get(f"{base}/v1/manifest", headers=auth).content)
+    version = every["team/d"].versions[0]
+    one = httpx.get(f"{base}/v1/sources/team/d", headers=auth).json()
+    assert one["versions"][0]["sha256"] == version.sha256
+    whole = httpx.get(f"{base}/v1/archives/{version.sha256}.tar.gz", headers=auth).content
+    assert hashlib.sha256(whole).hexdigest() == version.sha256 and len(whole) == version.size
+    part = httpx.get(f"{base}/v1/archives/{version.sha256}.tar.gz", headers=auth | {"Range": "bytes=100-"})
+    assert part.status_code == 206 and part.content == whole[100:]
+    assert part.headers["content-range"] == f"bytes 100-{len(whole) - 1}/{len(whole)}"
+    assert httpx.get(f"{base}/v1/archives/{'0' * 64}.tar.gz", headers=auth).status_code == 404
+    assert httpx.get(f"{base}/v1/sources/nope", headers=auth).status_code == 404
+
+
+def test_the_api_requires_the_bearer_token_except_for_health(api: tuple[str, polling.Poller]) -> None:
+    base, _ = api
+    assert httpx.get(f"{base}/v1/manifest").status_code == 401
+    assert httpx.get(f"{base}/v1/manifest", headers={"Authorization": "Bearer wrong"}).status_code == 401
+    assert httpx.get(f"{base}/livez").status_code == 200
+    ready = httpx.get(f"{base}/readyz")
+    assert ready.status_code == 200 and ready.json()["sources"]["team/d"]["polls"] == 1
+    assert "autocrane_datarepository_polls_total" in httpx.get(f"{base}/metrics").text
+
+
+def test_the_controller_sets_the_last_known_good(api: tuple[str, polling.Poller], tmp_path: Path) -> None:
+    base, poller = api
+    auth = {"Authorization": "Bearer t0ken"}
+    (tmp_path / "d/new").write_text("new")
+    poller.poll("team/d")
+    newest = poller.store.manifest("team/d").latest.version  # type: ignore[union-attr]
+    answer = httpx.put(f"{base}/v1/sources/team/d/last-known-good", headers=auth, json={"version": newest})
+    assert answer.status_code == 200 and answer.json()["lastKnownGood"] == newest
+    assert httpx.put(f"{base}/v1/sources/team/d/last-known-good", headers=auth,
+                     json={"version": "nope"}).status_code == 404
+
+
+@pytest.mark.parametrize("document, message", [
+    ({}, "'sources' list"),
+    ({"sources": [{"name": "Bad"}]}, "sources\\[0\\].name"),
+    ({"sources": [{"name": "a", "git": {"url": "x"}, "http": {"url": "y"}}]}, "exactly one of"),
+    ({"sources": [{"name": "a", "http": {"url": "ftp://x"}}]}, "http\\(s\\) URL"),
+    ({"sources": [{"name": "a", "git": {"url": "x", "branch": "main"}}]}, "unknown keys \\['branch'\\]"),
+    ({"sources": [{"name": "a", "directory": {"path": "/x"}, "every": 0}]}, "every must be > 0"),
+])
+def test_config_errors_name_the_key(document: Any, message: str) -> None:
+    with pytest.raises(errors.ConfigError, match=message):
+        config.parse(document)
