@@ -11,7 +11,7 @@ dev: install binaries
 	$(BIN)/autocrane devcluster up
 
 test: install binaries lint
-	$(BIN)/pytest
+	$(BIN)/pytest -v
 
 lint: install
 	$(BIN)/ruff check .

@@ -14,12 +14,16 @@ from tests.cluster import harness
 
 # Set when any test that used the cluster failed, so the session keeps the control-plane logs.
 _FAILED_CLUSTER_TESTS: list[str] = []
+# What the session's cluster was, for the closing summary.
+_CLUSTER_DESCRIPTION: list[str] = []
 
 
 @pytest.fixture(scope="session")
 def cluster() -> Iterator[harness.Cluster]:
     """The session's cluster: AUTOCRANE_TEST_KUBECONFIG if set, else a local control plane."""
     with harness.session_cluster() as c:
+        kind = "local control plane" if c.local else f"AUTOCRANE_TEST_KUBECONFIG={c.kubeconfig}"
+        _CLUSTER_DESCRIPTION.append(f"cluster tests ran against kube-apiserver {c.server_version()} ({kind})")
         yield c
         if _FAILED_CLUSTER_TESTS and c.logs is not None:
             kept = Path(os.environ.get("AUTOCRANE_TEST_LOGS", "test-logs")).resolve() / "controlplane"
@@ -48,3 +52,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
             for proc in plane.processes:
                 report.sections.append((f"{proc.name} log (tail)", proc.tail(25)))
     return report
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    for line in _CLUSTER_DESCRIPTION:
+        terminalreporter.write_line(line)

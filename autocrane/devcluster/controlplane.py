@@ -12,6 +12,7 @@ Used by the pytest session fixture (``tests/cluster``) and by ``autocrane devclu
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import dataclasses
 import json
 import os
@@ -60,6 +61,15 @@ class Options:
     pod_cidr: str = DEFAULT_POD_CIDR
     start_timeout: float = 120.0
     """Seconds to wait for each component to become ready."""
+
+
+def _die_with_parent() -> None:
+    """Runs in the child before exec: ask Linux to SIGTERM it when its parent dies.
+
+    Without this a test run killed with SIGKILL would leave etcd and the apiserver running.
+    """
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def free_port() -> int:
@@ -188,7 +198,7 @@ class ControlPlane:
         popen = subprocess.Popen(
             [str(self.binaries[name.split("#")[0]]), *args],
             stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            cwd=self.directory, start_new_session=True,
+            cwd=self.directory, start_new_session=True, preexec_fn=_die_with_parent,
         )
         handle.close()
         proc = Process(name, popen, log)
@@ -249,8 +259,12 @@ class ControlPlane:
         return port
 
     def _start_kwok(self) -> None:
+        # An empty config: KWOK would otherwise read ~/.kwok/kwok.yaml, and use its built-in stages.
+        config = self.directory / "kwok.yaml"
+        config.write_text("")
         self._spawn("kwok", [
             f"--kubeconfig={self.kubeconfig}",
+            f"--config={config}",
             f"--manage-nodes-with-annotation-selector={KWOK_NODE_ANNOTATION}=fake",
             f"--cidr={self.options.pod_cidr}",
             "--node-ip=127.0.0.1",
