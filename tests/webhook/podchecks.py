@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from webhook import containers
-
-INJECTED = set(containers.CONTAINER_NAMES)
+from autocrane import annotations
 
 
 def all_containers(pod: dict[str, Any]) -> list[dict[str, Any]]:
@@ -14,12 +12,22 @@ def all_containers(pod: dict[str, Any]) -> list[dict[str, Any]]:
     return [*(spec.get("initContainers") or []), *(spec.get("containers") or [])]
 
 
+def injected_names(pod: dict[str, Any]) -> set[str]:
+    """Names of the injected containers, from the status annotation (a pod may have its own "autocrane-*")."""
+    notes = (pod.get("metadata") or {}).get("annotations") or {}
+    if annotations.INJECTOR_STATUS not in notes:
+        return set()
+    status = annotations.parse_status(notes[annotations.INJECTOR_STATUS])
+    return {*status.init_containers, *status.containers}
+
+
 def injected_containers(pod: dict[str, Any]) -> list[dict[str, Any]]:
-    return [c for c in all_containers(pod) if c["name"] in INJECTED]
+    return [c for c in all_containers(pod) if c["name"] in injected_names(pod)]
 
 
 def app_containers(pod: dict[str, Any]) -> list[dict[str, Any]]:
-    return [c for c in (pod.get("spec") or {}).get("containers") or [] if c["name"] not in INJECTED]
+    ours = injected_names(pod)
+    return [c for c in (pod.get("spec") or {}).get("containers") or [] if c["name"] not in ours]
 
 
 def assert_valid_pod(pod: dict[str, Any]) -> None:
