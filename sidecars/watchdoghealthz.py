@@ -1,0 +1,142 @@
+"""``autocrane watchdoghealthz``: a readiness endpoint computed from the pod's own watchdog statuses.
+
+The statuses (``status.autocrane.io/<name>`` annotations, written by the controller and by
+``autocrane watchdog post``) are read from the downward-API annotations file, re-read whenever
+its content changes (checked every ``--poll-seconds``): no API call, ever, and no RBAC.
+
+``GET /healthz`` is 200 once the pod has had no error-level watchdog for ``min-ready-seconds``
+(taken from ``--min-ready-seconds``, else from the pod's
+``watchdoghealthz.autocrane.io/min-ready-seconds`` annotation, else 0), and 503 as soon as one
+is in error, or when the file cannot be read. An unreadable status value counts as error.
+Warnings and infos never make the pod unready. The clock restarts at every error, so a canary
+whose watchdogs flap never becomes Ready. Unlike the C# original, the file is watched in the
+background, so an error that comes and goes between two kubelet probes still resets the clock.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Route
+
+from autocrane import annotations, errors, logs, podinfo, serving, watchdogs
+
+log = logging.getLogger(__name__)
+DEFAULT_ANNOTATIONS = "/etc/autocrane/podinfo/annotations"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Health:
+    """What the monitor knows; :func:`observe` and :func:`decide` are pure."""
+
+    clean_since: float | None = None
+    """Clock time of the first observation in the current error-free run; None while in error."""
+    errors: tuple[str, ...] = ()
+    """Why the pod is in error (watchdog names and messages), empty when clean."""
+
+
+def observe(health: Health, pod_annotations: Mapping[str, str] | None, now: float) -> Health:
+    """Fold one observation of the annotations (None: unreadable) into ``health``."""
+    if pod_annotations is None:
+        return Health(None, ("the pod's annotations file cannot be read",))
+    found, problems = watchdogs.statuses(pod_annotations)
+    failing = [f"{name}: {s.message}" for name, s in sorted(found.items()) if s.level is watchdogs.Level.ERROR]
+    failing += [problem for _, problem in sorted(problems.items())]
+    if failing:
+        return Health(None, tuple(failing))
+    return Health(health.clean_since if health.clean_since is not None else now, ())
+
+
+def decide(health: Health, now: float, min_ready_seconds: float) -> tuple[bool, str]:
+    """(ready, reason) at ``now``."""
+    if health.clean_since is None:
+        return False, "error: " + "; ".join(health.errors or ("no observation yet",))
+    clean = now - health.clean_since
+    if clean >= min_ready_seconds:
+        return True, f"ok: no error watchdog for {clean:.0f}s"
+    return False, f"waiting: no error watchdog for {clean:.0f}s of {min_ready_seconds:g}s"
+
+
+class Monitor:
+    """Holds the state between observations; the clock is injected (monotonic seconds)."""
+
+    def __init__(self, watcher: podinfo.Watcher, min_ready_seconds: float | None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.watcher, self.fixed_min_ready, self.clock = watcher, min_ready_seconds, clock
+        self.health = Health()
+
+    @property
+    def min_ready_seconds(self) -> float:
+        if self.fixed_min_ready is not None:
+            return self.fixed_min_ready
+        value = self.watcher.annotations.get(annotations.MIN_READY_SECONDS)
+        try:
+            return float(annotations.parse_seconds(annotations.MIN_READY_SECONDS, value)) if value else 0.0
+        except errors.AnnotationError:
+            return 0.0
+
+    def tick(self) -> None:
+        self.watcher.poll()
+        readable = self.watcher.error is None
+        before = self.health
+        self.health = observe(self.health, self.watcher.annotations if readable else None, self.clock())
+        if bool(before.errors) != bool(self.health.errors) or before.errors != self.health.errors:
+            log.info("watchdogs: %s", "; ".join(self.health.errors) or "no error")
+
+    def decide(self) -> tuple[bool, str]:
+        return decide(self.health, self.clock(), self.min_ready_seconds)
+
+
+def app(monitor: Monitor) -> Starlette:
+    async def healthz(request: Request) -> Response:
+        monitor.tick()
+        ready, reason = monitor.decide()
+        return PlainTextResponse(reason, 200 if ready else 503)
+
+    async def ping(request: Request) -> Response:
+        return PlainTextResponse("ok")
+
+    return Starlette(routes=[Route("/healthz", healthz), Route("/livez", ping)])
+
+
+async def _run(monitor: Monitor, host: str, port: int, poll: float) -> None:
+    async def watch() -> None:
+        while True:
+            monitor.tick()
+            await asyncio.sleep(poll)
+
+    task = asyncio.create_task(watch())
+    try:
+        await serving.run(serving.Serving([serving.Site("healthz", app(monitor), host, port)], graceful_timeout=2))
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+def main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="autocrane watchdoghealthz",
+                                description="Serve /healthz from this pod's watchdog annotations (a readiness gate).")
+    p.add_argument("--annotations-file", type=Path, default=Path(DEFAULT_ANNOTATIONS),
+                   help=f"downward-API file of the pod's annotations (default {DEFAULT_ANNOTATIONS})")
+    p.add_argument("--min-ready-seconds", type=float,
+                   help="seconds without error before ready (default: the pod's min-ready-seconds annotation)")
+    p.add_argument("--host", default="0.0.0.0")
+    p.add_argument("--port", type=int, default=8082)
+    p.add_argument("--poll-seconds", type=float, default=1.0, help="how often to re-check the annotations file")
+    logs.add_arguments(p)
+    args = p.parse_args(argv)
+    logs.setup_from_arguments(args)
+    monitor = Monitor(podinfo.Watcher(args.annotations_file), args.min_ready_seconds)
+    asyncio.run(_run(monitor, args.host, args.port, args.poll_seconds))
+    return 0
