@@ -7,12 +7,16 @@ What a data pod gets (classic mode):
 - ``autocrane-datadeployer``: ``autocrane datadeployer --mode sidecar``, a container that swaps in
   later versions while the app runs, with a status endpoint on ``datadeployer_status_port``.
 
+Both get ``--repository`` (the settings' data repository URL), ``--root`` (the store location, where
+the data volume is mounted read-write) and ``--annotations-file`` (the downward-API file, from which
+they read the pod's ``data.autocrane.io/*`` and ``request.data.autocrane.io/*`` annotations).
+
 In native mode the two become one init container with ``restartPolicy: Always`` whose startupProbe
 (``GET /synced``) passes once the first sync is done: the kubelet starts the containers after it
 only then, and the sidecar exits with the pod (Jobs complete).
 
-A watchdoghealthz pod gets ``autocrane-watchdoghealthz`` (``autocrane watchdoghealthz``), whose
-``/healthz`` is its own readinessProbe: the pod is not Ready while it fails.
+A watchdoghealthz pod gets ``autocrane-watchdoghealthz`` (``autocrane watchdoghealthz --port P``),
+whose ``/healthz`` is its own readinessProbe: the pod is not Ready while it fails.
 
 Every injected container sets requests and limits (ResourceQuota namespaces admit it), passes Pod
 Security ``restricted`` (non-root UID, no privilege escalation, no capabilities, RuntimeDefault
@@ -84,16 +88,16 @@ def effective_resources(default: injector_settings.Resources,
 
 def datadeployer_init(s: injector_settings.InjectorSettings, plan: Plan) -> dict[str, object]:
     """The classic first-sync init container."""
-    return _container(s, DATADEPLOYER_INIT, s.datadeployer_image, ["datadeployer", "--mode", "init"],
-                      env=_datadeployer_env(s, plan), ports=[], resources=plan.datadeployer_resources,
+    return _container(s, DATADEPLOYER_INIT, s.datadeployer_image, _datadeployer_args(s, plan, "init"), ports=[],
+                      resources=plan.datadeployer_resources,
                       mounts=[_mount(DATA_VOLUME, plan.store_location, read_only=False), *_common_mounts()])
 
 
 def datadeployer_sidecar(s: injector_settings.InjectorSettings, plan: Plan) -> dict[str, object]:
     """The data sidecar: a classic container, or (``plan.native``) a native sidecar that also does the first sync."""
     container = _container(
-        s, DATADEPLOYER, s.datadeployer_image, ["datadeployer", "--mode", "sidecar"],
-        env=[*_datadeployer_env(s, plan), _env("AUTOCRANE_STATUS_PORT", str(s.datadeployer_status_port))],
+        s, DATADEPLOYER, s.datadeployer_image,
+        [*_datadeployer_args(s, plan, "sidecar"), "--port", str(s.datadeployer_status_port)],
         ports=[_port("autocrane-sync", s.datadeployer_status_port)], resources=plan.datadeployer_resources,
         mounts=[_mount(DATA_VOLUME, plan.store_location, read_only=False), *_common_mounts()])
     if plan.native:
@@ -105,12 +109,14 @@ def datadeployer_sidecar(s: injector_settings.InjectorSettings, plan: Plan) -> d
 
 
 def watchdoghealthz_sidecar(s: injector_settings.InjectorSettings, plan: Plan) -> dict[str, object]:
-    """The readiness sidecar: its readinessProbe is its own ``/healthz``, so the pod is Ready only when it is."""
+    """The readiness sidecar: its readinessProbe is its own ``/healthz``, so the pod is Ready only when it is.
+
+    It reads ``min-ready-seconds`` from the annotations file itself, so a changed annotation takes effect
+    without re-creating the pod.
+    """
     container = _container(
-        s, WATCHDOGHEALTHZ, s.watchdoghealthz_image, ["watchdoghealthz"],
-        env=[_env("AUTOCRANE_PODINFO", PODINFO_DIR),
-             _env("AUTOCRANE_WATCHDOGHEALTHZ_PORT", str(s.watchdoghealthz_port)),
-             _env("AUTOCRANE_MIN_READY_SECONDS", str(plan.min_ready_seconds or 0))],
+        s, WATCHDOGHEALTHZ, s.watchdoghealthz_image,
+        ["watchdoghealthz", "--annotations-file", ANNOTATIONS_FILE, "--port", str(s.watchdoghealthz_port)],
         ports=[_port("autocrane-ready", s.watchdoghealthz_port)], resources=plan.watchdoghealthz_resources,
         mounts=_common_mounts())
     if plan.native:
@@ -152,14 +158,14 @@ def security_context(s: injector_settings.InjectorSettings) -> dict[str, object]
 
 
 def _container(s: injector_settings.InjectorSettings, name: str, image: str, args: list[str], *,
-               env: list[dict[str, object]], ports: list[dict[str, object]], resources: injector_settings.Resources,
+               ports: list[dict[str, object]], resources: injector_settings.Resources,
                mounts: list[dict[str, object]]) -> dict[str, object]:
     container: dict[str, object] = {
         "name": name,
         "image": image,
         "imagePullPolicy": s.image_pull_policy,
         "command": ["autocrane", *args],
-        "env": [*_downward_env(), *env],
+        "env": _downward_env(),
     }
     if ports:
         container["ports"] = ports
@@ -173,9 +179,9 @@ def _container(s: injector_settings.InjectorSettings, name: str, image: str, arg
     return container
 
 
-def _datadeployer_env(s: injector_settings.InjectorSettings, plan: Plan) -> list[dict[str, object]]:
-    return [_env("AUTOCRANE_PODINFO", PODINFO_DIR), _env("AUTOCRANE_DATA_REPOSITORY", s.data_repository_url),
-            _env("AUTOCRANE_STORE_LOCATION", plan.store_location)]
+def _datadeployer_args(s: injector_settings.InjectorSettings, plan: Plan, mode: str) -> list[str]:
+    return ["datadeployer", "--mode", mode, "--repository", s.data_repository_url, "--root", plan.store_location,
+            "--annotations-file", ANNOTATIONS_FILE]
 
 
 def _downward_env() -> list[dict[str, object]]:
@@ -186,10 +192,6 @@ def _downward_env() -> list[dict[str, object]]:
 
 def _common_mounts() -> list[dict[str, object]]:
     return [_mount(PODINFO_VOLUME, PODINFO_DIR, read_only=True), _mount(TMP_VOLUME, "/tmp", read_only=False)]
-
-
-def _env(name: str, value: str) -> dict[str, object]:
-    return {"name": name, "value": value}
 
 
 def _mount(volume: str, path: str, *, read_only: bool) -> dict[str, object]:

@@ -54,8 +54,11 @@ def test_a_data_pod_gets_an_init_container_a_sidecar_and_volumes_even_without_th
     assert names(spec["initContainers"]) == [containers.DATADEPLOYER_INIT]
     assert names(spec["containers"]) == ["app", containers.DATADEPLOYER]
     assert names(spec["volumes"]) == list(containers.VOLUME_NAMES)
-    assert spec["initContainers"][0]["command"] == ["autocrane", "datadeployer", "--mode", "init"]
-    assert spec["containers"][1]["command"] == ["autocrane", "datadeployer", "--mode", "sidecar"]
+    flags = ["--repository", SETTINGS.data_repository_url, "--root", SETTINGS.store_location,
+             "--annotations-file", "/etc/autocrane/podinfo/annotations"]
+    assert spec["initContainers"][0]["command"] == ["autocrane", "datadeployer", "--mode", "init", *flags]
+    assert spec["containers"][1]["command"] == ["autocrane", "datadeployer", "--mode", "sidecar", *flags,
+                                                "--port", "8098"]
     assert spec["volumes"][0] == {"name": "autocrane-data", "emptyDir": {"sizeLimit": SETTINGS.data_size_limit}}
     podchecks.assert_valid_pod(result.pod)
 
@@ -79,6 +82,7 @@ def test_every_app_container_mounts_the_data_read_only_at_the_store_location() -
     assert apps[1]["volumeMounts"][0] == {"name": "cache", "mountPath": "/cache"}
     for deployer in podchecks.injected_containers(result.pod):
         assert {"name": "autocrane-data", "mountPath": "/srv/data"} in deployer["volumeMounts"]  # read-write
+        assert deployer["command"][deployer["command"].index("--root") + 1] == "/srv/data"
 
 
 def test_the_settings_default_store_location_applies_without_the_annotation() -> None:
@@ -120,9 +124,9 @@ def test_watchdoghealthz_only_pods_get_the_readiness_sidecar_and_no_data_volume(
     assert names(spec["containers"]) == ["app", containers.WATCHDOGHEALTHZ]
     assert names(spec["volumes"]) == ["autocrane-podinfo", "autocrane-tmp"]
     sidecar = spec["containers"][1]
-    assert sidecar["command"] == ["autocrane", "watchdoghealthz"]
+    assert sidecar["command"] == ["autocrane", "watchdoghealthz", "--annotations-file",
+                                  "/etc/autocrane/podinfo/annotations", "--port", "8097"]
     assert sidecar["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": 8097, "scheme": "HTTP"}
-    assert {"name": "AUTOCRANE_MIN_READY_SECONDS", "value": "30"} in sidecar["env"]
     assert "volumeMounts" not in spec["containers"][0]
 
 
@@ -149,7 +153,7 @@ def test_native_mode_makes_one_restartable_init_container_with_a_startup_probe()
     assert names(spec["containers"]) == ["app"]
     deployer, healthz = spec["initContainers"][:2]
     assert deployer["restartPolicy"] == healthz["restartPolicy"] == "Always"
-    assert deployer["command"][-1] == "sidecar"
+    assert deployer["command"][:4] == ["autocrane", "datadeployer", "--mode", "sidecar"]
     assert deployer["startupProbe"]["httpGet"] == {"path": "/synced", "port": 8098, "scheme": "HTTP"}
     probe = deployer["startupProbe"]
     assert probe["periodSeconds"] * probe["failureThreshold"] >= SETTINGS.startup_timeout_seconds
