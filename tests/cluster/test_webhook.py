@@ -1,0 +1,238 @@
+"""The injector webhook against a real API server: registration, injection, denial, PSA, dry-run, rotation.
+
+The webhook runs as a real ``autocrane webhook`` process on 127.0.0.1 with TLS, registered with
+``clientConfig.url`` (a loopback address cannot be a Service endpoint), exactly as the chart's
+MutatingWebhookConfiguration would register it, apart from the client config.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import subprocess
+import sys
+import threading
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from autocrane import annotations
+from autocrane.devcluster import build, controlplane
+from tests.cluster import harness
+from tests.cluster.harness import wait_until
+from tests.webhook import tlstools
+from webhook import registration
+
+pytestmark = pytest.mark.cluster
+
+OPT_IN = {"autocrane-inject": "enabled"}
+RESTRICTED = {"pod-security.kubernetes.io/enforce": "restricted"}
+DATA = {"data.autocrane.io/model": "models"}
+
+
+class Injector:
+    """A running ``autocrane webhook`` process, its certificate mount and its registration."""
+
+    def __init__(self, directory: Path) -> None:
+        self.ca = tlstools.new_ca("autocrane-test-webhook-ca")
+        self.mount = tlstools.SecretMount(directory / "tls")
+        self.mount.publish(tlstools.new_leaf(self.ca))
+        self.port, self.health_port = controlplane.free_port(), controlplane.free_port()
+        self.log = directory / "webhook.log"
+        with self.log.open("wb") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-c", "from autocrane import cli; cli.main()", "webhook",
+                 "--host", "127.0.0.1", "--port", str(self.port), "--health-port", str(self.health_port),
+                 "--tls-cert-file", str(self.mount.cert_file), "--tls-key-file", str(self.mount.key_file),
+                 "--cert-reload-interval", "0.2", "--drain-delay", "0", "--log-format", "text"],
+                stdout=log, stderr=subprocess.STDOUT,
+            )
+        wait_until("the webhook's /readyz", self._ready, timeout=30)
+
+    def _ready(self) -> bool:
+        if self.process.poll() is not None:
+            raise AssertionError(f"webhook exited: {self.log.read_text()[-2000:]}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.health_port}/readyz", timeout=1) as r:
+                return bool(r.status == 200)
+        except OSError:
+            return False
+
+    def configuration(self) -> dict[str, object]:
+        return registration.mutating_webhook_configuration(
+            namespace="autocrane-system", ca_bundle=self.ca.cert_pem,
+            url=f"https://127.0.0.1:{self.port}{registration.PATH}", failure_policy="Fail",
+        )
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+def _pod(name: str, pod_annotations: dict[str, str], *, restricted: bool = False) -> dict[str, object]:
+    container: dict[str, object] = {"name": "app", "image": "registry.invalid/app:1"}
+    spec: dict[str, object] = {"containers": [container]}
+    if restricted:
+        container["securityContext"] = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
+        spec["securityContext"] = {"runAsNonRoot": True, "runAsUser": 1000,
+                                   "seccompProfile": {"type": "RuntimeDefault"}}
+    return {"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "annotations": pod_annotations}, "spec": spec}
+
+
+def _injected(pod: object) -> bool:
+    meta_annotations = pod.metadata.annotations or {}
+    return annotations.INJECTOR_STATUS in meta_annotations
+
+
+@pytest.fixture(scope="module")
+def injector(cluster: harness.Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Injector]:
+    running = Injector(tmp_path_factory.mktemp("webhook"))
+    admission = client.AdmissionregistrationV1Api(cluster.api)
+    config = running.configuration()
+    admission.create_mutating_webhook_configuration(config)
+    try:
+        # The API server picks up a new configuration asynchronously: wait until a dry-run pod in
+        # an opted-in namespace comes back injected.
+        probe_ns = "webhook-registration-probe"
+        cluster.create_namespace(probe_ns, labels=OPT_IN)
+        wait_until("the API server to call the webhook", lambda: _injected(cluster.core.create_namespaced_pod(
+            probe_ns, _pod("probe", DATA), dry_run="All")), timeout=30)
+        cluster.delete_namespace(probe_ns)
+        yield running
+    finally:
+        with contextlib.suppress(ApiException):
+            admission.delete_mutating_webhook_configuration(config["metadata"]["name"])
+        running.stop()
+
+
+def _label(cluster: harness.Cluster, namespace: str, labels: dict[str, str]) -> None:
+    cluster.core.patch_namespace(namespace, {"metadata": {"labels": labels}})
+
+
+def test_deployment_pods_in_an_opted_in_namespace_come_out_injected_and_run(
+    cluster: harness.Cluster, injector: Injector, namespace: str
+) -> None:
+    _label(cluster, namespace, OPT_IN)
+    labels = {"app": "injected"}
+    cluster.apps.create_namespaced_deployment(namespace, {
+        "metadata": {"name": "injected"},
+        "spec": {"replicas": 2, "selector": {"matchLabels": labels}, "template": {
+            "metadata": {"labels": labels, "annotations": {**DATA,
+                         annotations.MIN_READY_SECONDS: "0"}},
+            "spec": {"containers": [{"name": "app", "image": "registry.invalid/app:1"}]}}},
+    })
+
+    def running_pods() -> list[object]:
+        pods = cluster.core.list_namespaced_pod(namespace, label_selector="app=injected").items
+        return pods if len(pods) == 2 and all(p.status.phase == "Running" for p in pods) else []
+
+    for pod in wait_until("2 injected pods Running", running_pods):
+        assert _injected(pod)
+        init_names = [c.name for c in pod.spec.init_containers or []]
+        assert any("datadeployer" in n for n in init_names), init_names
+        app = next(c for c in pod.spec.containers if c.name == "app")
+        store = annotations.DEFAULT_STORE_LOCATION
+        data_mounts = [m for m in app.volume_mounts or [] if m.mount_path.startswith(store)]
+        assert data_mounts and all(m.read_only for m in data_mounts)
+
+
+def test_pods_in_an_unlabelled_namespace_are_untouched(
+    cluster: harness.Cluster, injector: Injector, namespace: str
+) -> None:
+    pod = cluster.core.create_namespaced_pod(namespace, _pod("plain", DATA))
+    assert not _injected(pod)
+    assert [c.name for c in pod.spec.containers] == ["app"]
+    assert not pod.spec.init_containers
+
+
+def test_pods_without_autocrane_annotations_are_never_sent(
+    cluster: harness.Cluster, injector: Injector, namespace: str
+) -> None:
+    _label(cluster, namespace, OPT_IN)
+    pod = cluster.core.create_namespaced_pod(namespace, _pod("plain", {"unrelated": "x"}))
+    assert not _injected(pod)
+    assert [c.name for c in pod.spec.containers] == ["app"]
+
+
+def test_a_malformed_annotation_is_refused_with_a_message_naming_it(
+    cluster: harness.Cluster, injector: Injector, namespace: str
+) -> None:
+    _label(cluster, namespace, OPT_IN)
+    with pytest.raises(ApiException) as refused:
+        cluster.core.create_namespaced_pod(namespace, _pod("bad", {**DATA, annotations.STORE_LOCATION: "relative"}))
+    assert refused.value.status == 400
+    assert annotations.STORE_LOCATION in refused.value.body
+    assert "absolute path" in refused.value.body
+
+
+def test_a_restricted_namespace_accepts_injected_pods(
+    cluster: harness.Cluster, injector: Injector, namespace: str
+) -> None:
+    _label(cluster, namespace, {**OPT_IN, **RESTRICTED})
+    pod = cluster.core.create_namespaced_pod(
+        namespace, _pod("restricted", {**DATA, annotations.MIN_READY_SECONDS: "5"}, restricted=True))
+    assert _injected(pod)
+    assert len(pod.spec.init_containers or []) + len(pod.spec.containers) >= 3
+
+
+def test_kubectl_server_side_dry_run_shows_the_injection(
+    cluster: harness.Cluster, injector: Injector, namespace: str, tmp_path: Path
+) -> None:
+    _label(cluster, namespace, OPT_IN)
+    manifest = tmp_path / "pod.yaml"
+    manifest.write_text(yaml.safe_dump(_pod("preview", DATA)))
+    kubectl = build.bin_dir() / "kubectl"
+    if not kubectl.exists():
+        pytest.skip(f"kubectl is not built ({kubectl}); run 'autocrane devcluster build'")
+    result = subprocess.run(
+        [str(kubectl), "--kubeconfig", str(cluster.kubeconfig), "-n", namespace, "apply", "--dry-run=server",
+         "-o", "yaml", "-f", str(manifest)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    preview = yaml.safe_load(result.stdout)
+    assert annotations.INJECTOR_STATUS in preview["metadata"]["annotations"]
+    with pytest.raises(ApiException) as missing:
+        cluster.core.read_namespaced_pod("preview", namespace)
+    assert missing.value.status == 404
+
+
+def test_certificate_rotation_while_requests_flow_fails_none(
+    cluster: harness.Cluster, injector: Injector, namespace: str
+) -> None:
+    _label(cluster, namespace, OPT_IN)
+    results: list[bool | str] = []
+    stop = threading.Event()
+
+    def admit_in_a_loop() -> None:
+        core = client.CoreV1Api(cluster.api)
+        while not stop.is_set():
+            try:
+                results.append(_injected(core.create_namespaced_pod(namespace, _pod("rot", DATA), dry_run="All")))
+            except ApiException as exc:
+                results.append(f"{exc.status}: {exc.body[:300]}")
+
+    worker = threading.Thread(target=admit_in_a_loop)
+    worker.start()
+    try:
+        wait_until("admissions before the rotation", lambda: len(results) >= 20)
+        new_leaf = tlstools.new_leaf(injector.ca)
+        injector.mount.publish(new_leaf)
+        context = tlstools.client_context(injector.ca)
+        wait_until("the webhook to present the new certificate", lambda: asyncio.run(
+            tlstools.served_serial(injector.port, context)) == tlstools.serial_of(new_leaf))
+        after = len(results)
+        wait_until("admissions after the rotation", lambda: len(results) >= after + 20)
+    finally:
+        stop.set()
+        worker.join(timeout=30)
+    failures = [r for r in results if r is not True]
+    assert not failures, failures[:5]
