@@ -205,9 +205,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--failure-threshold", type=float, default=300.0,
                    help="sidecar: seconds of failed syncing before /watchdog reports error (default 300)")
     p.add_argument("--notify-url", help="sidecar: POST here (loopback only) after each swap")
-    p.add_argument("--max-entries", type=int, default=archives.Limits.max_entries)
-    p.add_argument("--max-file-bytes", type=int, default=archives.Limits.max_entry_bytes)
-    p.add_argument("--max-total-bytes", type=int, default=archives.Limits.max_total_bytes)
+    limits = archives.Limits()
+    p.add_argument("--max-entries", type=int, default=limits.max_entries, help="entries per archive")
+    p.add_argument("--max-file-bytes", type=int, default=limits.max_entry_bytes, help="bytes per extracted file")
+    p.add_argument("--max-total-bytes", type=int, default=limits.max_total_bytes, help="bytes per extracted tree")
     logs.add_arguments(p)
     return p
 
