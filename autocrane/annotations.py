@@ -2,7 +2,7 @@
 
 This is the public contract between users, the injector, the controller and the sidecars, kept in one
 place so a key is spelled once. Parsing turns a pod's annotations into a frozen ``PodSpecRequest`` or
-raises ``AnnotationError`` naming the key and the accepted form; unknown ``*.autocrane.io`` keys are
+raises ``errors.AnnotationError`` naming the key and the accepted form; unknown ``*.autocrane.io`` keys are
 not errors (a newer AutoCrane may know them) but come back as warnings, which the webhook passes to
 the client as AdmissionResponse warnings.
 
@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Literal
 
-from autocrane.errors import AnnotationError
+from autocrane import errors
 
 DOMAIN = "autocrane.io"
 
@@ -206,7 +206,7 @@ def opts_in(annotations: Mapping[str, str] | None) -> bool:
 
 
 def parse_pod(annotations: Mapping[str, str] | None) -> tuple[PodSpecRequest, list[str]]:
-    """Parse a pod's annotations; raise ``AnnotationError`` for malformed autocrane keys.
+    """Parse a pod's annotations; raise ``errors.AnnotationError`` for malformed autocrane keys.
 
     Returns the request and warnings about unknown ``*.autocrane.io`` keys (short, one per key, for
     AdmissionResponse warnings). Keys of other domains are ignored.
@@ -220,7 +220,7 @@ def parse_pod(annotations: Mapping[str, str] | None) -> tuple[PodSpecRequest, li
             continue
         value = annotations[key]
         if not isinstance(value, str):
-            raise AnnotationError(key, value, "a string (quote the value in YAML)")
+            raise errors.AnnotationError(key, value, "a string (quote the value in YAML)")
         if key.startswith(DATA_PREFIX):
             data_sets.append(parse_data_set(key, value))
         elif key.startswith(_OPEN_FAMILIES):
@@ -254,10 +254,11 @@ def parse_pod(annotations: Mapping[str, str] | None) -> tuple[PodSpecRequest, li
 def parse_data_set(key: str, value: str) -> DataSet:
     name = key.removeprefix(DATA_PREFIX)
     if not is_dns1123_label(name):
-        raise AnnotationError(key, value, "a key data.autocrane.io/<name> whose name is a DNS-1123 label (lowercase "
-                              "letters, digits and '-', at most 63 characters), like data.autocrane.io/models")
+        raise errors.AnnotationError(key, value, "a key data.autocrane.io/<name> whose name is a DNS-1123 label "
+                                     "(lowercase letters, digits and '-', at most 63 characters), "
+                                     "like data.autocrane.io/models")
     if not value.strip():
-        raise AnnotationError(key, value, "a non-empty data-repository source, like models/resnet")
+        raise errors.AnnotationError(key, value, "a non-empty data-repository source, like models/resnet")
     return DataSet(name=name, source=value.strip())
 
 
@@ -265,30 +266,30 @@ def parse_store_location(value: str, *, key: str = STORE_LOCATION) -> str:
     """Validate and normalise a store location; ``key`` names the annotation or setting in errors."""
     like = "an absolute path like /data"
     if not value.startswith("/"):
-        raise AnnotationError(key, value, like)
+        raise errors.AnnotationError(key, value, like)
     if not _PATH_CHARS.match(value) or len(value) > 1024:
-        raise AnnotationError(key, value, f"{like} made of letters, digits, '.', '_', '-' and '/'")
+        raise errors.AnnotationError(key, value, f"{like} made of letters, digits, '.', '_', '-' and '/'")
     if ".." in value.split("/"):
-        raise AnnotationError(key, value, f"{like} without '..' segments")
+        raise errors.AnnotationError(key, value, f"{like} without '..' segments")
     path = "/" + posixpath.normpath(value).lstrip("/")  # normpath keeps a leading '//'
     if path == "/":
-        raise AnnotationError(key, value, f"{like}, not the root directory")
+        raise errors.AnnotationError(key, value, f"{like}, not the root directory")
     if any(is_within(path, reserved) for reserved in _RESERVED_PATHS):
-        raise AnnotationError(key, value, f"{like} outside {', '.join(_RESERVED_PATHS)}")
+        raise errors.AnnotationError(key, value, f"{like} outside {', '.join(_RESERVED_PATHS)}")
     return path
 
 
 def parse_seconds(key: str, value: str) -> int:
     text = value.strip()
     if not text.isascii() or not text.isdigit() or int(text) > _MAX_SECONDS:
-        raise AnnotationError(key, value, "a whole number of seconds >= 0, like 30")
+        raise errors.AnnotationError(key, value, "a whole number of seconds >= 0, like 30")
     return int(text)
 
 
 def parse_bool(key: str, value: str) -> bool:
     text = value.strip().lower()
     if text not in ("true", "false"):
-        raise AnnotationError(key, value, "true or false")
+        raise errors.AnnotationError(key, value, "true or false")
     return text == "true"
 
 
@@ -299,10 +300,10 @@ def parse_status(value: str) -> InjectionStatus:
         names = {k: raw[k] for k in ("initContainers", "containers", "volumes")}
         version, config = raw["version"], raw["config"]
     except (ValueError, TypeError, KeyError):
-        raise AnnotationError(INJECTOR_STATUS, value, expected) from None
+        raise errors.AnnotationError(INJECTOR_STATUS, value, expected) from None
     if not all(isinstance(v, list) and all(isinstance(n, str) for n in v) for v in names.values()) \
             or not isinstance(version, str) or not isinstance(config, str):
-        raise AnnotationError(INJECTOR_STATUS, value, expected)
+        raise errors.AnnotationError(INJECTOR_STATUS, value, expected)
     return InjectionStatus(init_containers=tuple(names["initContainers"]), containers=tuple(names["containers"]),
                            volumes=tuple(names["volumes"]), version=version, config=config)
 
@@ -333,7 +334,7 @@ def _parse_init_position(value: str | None) -> Literal["first", "last"]:
         return "first"
     if text == "last":
         return "last"
-    raise AnnotationError(INIT_POSITION, value, "first or last")
+    raise errors.AnnotationError(INIT_POSITION, value, "first or last")
 
 
 def _parse_overrides(program: str, values: Mapping[str, str]) -> ResourceOverrides:
@@ -345,14 +346,15 @@ def _parse_overrides(program: str, values: Mapping[str, str]) -> ResourceOverrid
             example = "100m or 1" if resource_field.startswith("cpu") else "64Mi or 1Gi"
             quantity = parse_quantity(value.strip())
             if quantity is None or quantity <= 0:
-                raise AnnotationError(key, value, f"a positive Kubernetes quantity like {example}")
+                raise errors.AnnotationError(key, value, f"a positive Kubernetes quantity like {example}")
             value = value.strip()
         parsed[resource_field] = value
     for resource in ("cpu", "memory"):
         request, limit = parsed[resource], parsed[f"{resource}-limit"]
         if request is not None and limit is not None and amount(request) > amount(limit):
-            raise AnnotationError(resource_key(program, resource), request,
-                                  f"a request no larger than {resource_key(program, resource + '-limit')} ({limit})")
+            limit_key = resource_key(program, resource + "-limit")
+            raise errors.AnnotationError(resource_key(program, resource), request,
+                                         f"a request no larger than {limit_key} ({limit})")
     return ResourceOverrides(cpu_request=parsed["cpu"], cpu_limit=parsed["cpu-limit"],
                              memory_request=parsed["memory"], memory_limit=parsed["memory-limit"])
 

@@ -9,7 +9,7 @@
   keys and list indexes are thus right by construction. ``managedFields`` is left out of the diff: it
   is large and never ours to change.
 - Malformed autocrane annotations, and conflicts with the pod, deny with ``status.code`` 400 and the
-  ``AnnotationError`` text naming the annotation and the expected form.
+  ``errors.AnnotationError`` text naming the annotation and the expected form.
 - Unknown ``*.autocrane.io`` annotations are allowed with AdmissionResponse warnings.
 - ``dryRun`` requests get the same answer: admitting has no side effects (``sideEffects: None``), so
   ``kubectl apply --dry-run=server`` previews the injection.
@@ -26,7 +26,7 @@ from typing import Any
 
 import jsonpatch
 
-from autocrane.errors import AnnotationError, AutocraneError, ObjectError
+from autocrane import errors
 from webhook import inject, policy
 from webhook import settings as injector_settings
 
@@ -34,7 +34,7 @@ API_VERSION = "admission.k8s.io/v1"
 KIND = "AdmissionReview"
 
 
-class MalformedReview(AutocraneError):
+class MalformedReview(errors.AutocraneError):
     """The body is not an AdmissionReview v1 this webhook can answer (HTTP 400)."""
 
 
@@ -49,7 +49,7 @@ def review(request_review: Mapping[str, Any], settings: injector_settings.Inject
         raise MalformedReview("request.object must be the Pod being created")
     try:
         result = inject.inject(pod, settings)
-    except (AnnotationError, ObjectError) as exc:  # the pod's fault, said in words
+    except (errors.AnnotationError, errors.ObjectError) as exc:  # the pod's fault, said in words
         return _answer(uid, {"allowed": False, "status": {"code": 400, "message": str(exc)}})
     response: dict[str, Any] = {"allowed": True}
     patch = admission_patch(pod, result.pod)

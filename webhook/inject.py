@@ -2,7 +2,7 @@
 
 Steps, on a deep copy (the caller's pod is never modified):
 
-1. parse the pod's autocrane annotations (``AnnotationError`` for malformed ones) and decide
+1. parse the pod's autocrane annotations (``errors.AnnotationError`` for malformed ones) and decide
    (``webhook.policy``): skip, with a reason, or inject;
 2. strip a previous injection recorded in ``injector.autocrane.io/status`` (Istio's approach): its
    containers, its volumes, and every mount of those volumes. Re-running on an injected pod, as a
@@ -28,8 +28,7 @@ from dataclasses import dataclass
 from importlib import metadata
 from typing import Any
 
-from autocrane import annotations
-from autocrane.errors import AnnotationError, ObjectError
+from autocrane import annotations, errors
 from webhook import containers, policy
 from webhook import settings as injector_settings
 
@@ -52,7 +51,7 @@ class InjectionResult:
 def inject(pod: Mapping[str, Any], settings: injector_settings.InjectorSettings) -> InjectionResult:
     """Inject AutoCrane's containers into ``pod`` (a Pod or a pod template) as its annotations ask.
 
-    Raises ``AnnotationError`` for malformed annotations and conflicts with the pod, ``ObjectError``
+    Raises ``errors.AnnotationError`` for malformed annotations and conflicts with the pod, ``errors.ObjectError``
     when the object is not shaped like a pod.
     """
     if not policy.is_pod(pod):
@@ -134,12 +133,12 @@ def _check_conflicts(pod: dict[str, Any], request: annotations.PodSpecRequest, p
     spec = _mapping(pod, "spec", "spec")
     for container in _all_containers(spec):
         if container.get("name") in names:
-            raise AnnotationError(key, value, f'a pod without its own container named "{container["name"]}" '
-                                  "(the name is reserved for the container AutoCrane injects)")
+            raise errors.AnnotationError(key, value, f'a pod without its own container named "{container["name"]}" '
+                                         "(the name is reserved for the container AutoCrane injects)")
     for volume in _items(spec, "volumes", "spec.volumes"):
         if volume.get("name") in volumes:
-            raise AnnotationError(key, value, f'a pod without its own volume named "{volume["name"]}" '
-                                  "(the name is reserved for the volume AutoCrane injects)")
+            raise errors.AnnotationError(key, value, f'a pod without its own volume named "{volume["name"]}" '
+                                         "(the name is reserved for the volume AutoCrane injects)")
     ports = {p: n for p, n, wanted in ((s.datadeployer_status_port, "datadeployer", plan.data),
                                        (s.watchdoghealthz_port, "watchdoghealthz", plan.min_ready_seconds is not None))
              if wanted}
@@ -147,8 +146,9 @@ def _check_conflicts(pod: dict[str, Any], request: annotations.PodSpecRequest, p
         for port in _items(container, "ports", f'container "{container.get("name")}" ports'):
             if port.get("containerPort") in ports:
                 number = port["containerPort"]
-                raise AnnotationError(key, value, f'a pod whose containers leave port {number} free for the '
-                                      f'injected {ports[number]} (container "{container.get("name")}" declares it)')
+                raise errors.AnnotationError(key, value, f"a pod whose containers leave port {number} free for the "
+                                             f'injected {ports[number]} (container "{container.get("name")}" '
+                                             "declares it)")
     if not plan.data:
         return
     location = plan.store_location
@@ -159,9 +159,9 @@ def _check_conflicts(pod: dict[str, Any], request: annotations.PodSpecRequest, p
                 continue  # the API server's validation reports those
             path = "/" + posixpath.normpath(path).lstrip("/")
             if annotations.is_within(path, location) or annotations.is_within(location, path):
-                raise AnnotationError(annotations.STORE_LOCATION, location,
-                                      f'a path clear of the pod\'s own mounts (container "{container.get("name")}" '
-                                      f'mounts volume "{mount.get("name")}" at {path})')
+                where = f'container "{container.get("name")}" mounts volume "{mount.get("name")}" at {path}'
+                raise errors.AnnotationError(annotations.STORE_LOCATION, location,
+                                             f"a path clear of the pod's own mounts ({where})")
 
 
 def _add(pod: dict[str, Any], position: str, plan: containers.Plan, init: list[dict[str, Any]],
@@ -209,12 +209,12 @@ def _annotations(pod: Mapping[str, Any]) -> dict[str, Any]:
     if meta is None:
         return {}
     if not isinstance(meta, Mapping):
-        raise ObjectError("metadata", "a mapping")
+        raise errors.ObjectError("metadata", "a mapping")
     found = meta.get("annotations")
     if found is None:
         return {}
     if not isinstance(found, dict):
-        raise ObjectError("metadata.annotations", "a mapping of strings to strings")
+        raise errors.ObjectError("metadata.annotations", "a mapping of strings to strings")
     return found
 
 
@@ -224,7 +224,7 @@ def _mapping(parent: dict[str, Any], key: str, path: str) -> dict[str, Any]:
     if value is None:
         value = parent[key] = {}
     if not isinstance(value, dict):
-        raise ObjectError(path, "a mapping")
+        raise errors.ObjectError(path, "a mapping")
     return value
 
 
@@ -234,7 +234,7 @@ def _items(parent: Mapping[str, Any], key: str, path: str) -> list[dict[str, Any
     if value is None:
         return []
     if not isinstance(value, list) or not all(isinstance(item, dict) for item in value):
-        raise ObjectError(path, "a list of mappings")
+        raise errors.ObjectError(path, "a list of mappings")
     return value
 
 

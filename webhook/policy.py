@@ -18,8 +18,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from autocrane import annotations
-from autocrane.errors import AnnotationError
+from autocrane import annotations, errors
 
 INJECT = "inject"
 NOT_A_POD = "not-a-pod"
@@ -49,7 +48,7 @@ def is_pod(obj: object) -> bool:
 
 
 def decide(obj: Mapping[str, object], request: annotations.PodSpecRequest) -> Decision:
-    """Inject or skip; raise ``AnnotationError`` for an opted-in pod that cannot be injected."""
+    """Inject or skip; raise ``errors.AnnotationError`` for an opted-in pod that cannot be injected."""
     if not is_pod(obj):
         return Decision(False, NOT_A_POD)
     metadata = obj.get("metadata")
@@ -61,9 +60,9 @@ def decide(obj: Mapping[str, object], request: annotations.PodSpecRequest) -> De
         return Decision(False, OPTED_OUT)
     spec = obj.get("spec")
     if isinstance(spec, Mapping) and spec.get("hostNetwork") is True:
-        raise AnnotationError(request.opt_in_key(), _opt_in_value(obj, request),
-                              "a pod without hostNetwork: the injected containers' ports would bind on the node "
-                              f"(set {annotations.INJECT}: \"false\" to run this pod without AutoCrane)")
+        raise errors.AnnotationError(request.opt_in_key(), _opt_in_value(obj, request),
+                                     "a pod without hostNetwork: the injected containers' ports would bind on the node "
+                                     f"(set {annotations.INJECT}: \"false\" to run this pod without AutoCrane)")
     return Decision(True, INJECT)
 
 

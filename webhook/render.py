@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from autocrane.errors import AnnotationError, ConfigError, ObjectError
+from autocrane import errors
 from webhook import inject
 from webhook import settings as injector_settings
 
@@ -77,7 +77,7 @@ def main(argv: list[str]) -> int:
         settings = injector_settings.load(args.config)
         text = sys.stdin.read() if args.filename == "-" else Path(args.filename).read_text()
         output = render_text(text, settings, warn=lambda message: print(f"warning: {message}", file=sys.stderr))
-    except (RenderError, ConfigError) as exc:
+    except (RenderError, errors.ConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except OSError as exc:
@@ -114,7 +114,7 @@ def _inject(pod: dict[str, Any], where: str, settings: injector_settings.Injecto
             warn: Callable[[str], None]) -> dict[str, Any]:
     try:
         result = inject.inject(pod, settings)
-    except (AnnotationError, ObjectError) as exc:
+    except (errors.AnnotationError, errors.ObjectError) as exc:
         raise RenderError(f"{where}: {exc}") from None
     for message in result.warnings:
         warn(f"{where}: {message}")

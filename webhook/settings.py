@@ -25,8 +25,7 @@ from pathlib import Path
 
 import yaml
 
-from autocrane import annotations
-from autocrane.errors import AnnotationError, ConfigError
+from autocrane import annotations, errors
 
 PULL_POLICIES = ("Always", "IfNotPresent", "Never")
 
@@ -99,7 +98,7 @@ _FIELDS = {f.name: f for f in dataclasses.fields(InjectorSettings)}
 
 
 def load(path: Path | None = None, overrides: Mapping[str, object] | None = None) -> InjectorSettings:
-    """Settings from the YAML file at ``path`` (if any), then ``overrides`` on top; raise ``ConfigError``.
+    """Settings from the YAML file at ``path`` (if any), then ``overrides`` on top; raise ``errors.ConfigError``.
 
     Override values may be strings (from flags or the environment): ``"true"``, ``"8097"`` and so on
     are converted like the file's values.
@@ -109,9 +108,10 @@ def load(path: Path | None = None, overrides: Mapping[str, object] | None = None
         try:
             loaded = yaml.safe_load(path.read_text())
         except (OSError, yaml.YAMLError) as exc:
-            raise ConfigError(f"cannot read injector config {path}: {exc}") from None
+            raise errors.ConfigError(f"cannot read injector config {path}: {exc}") from None
         if loaded is not None and not isinstance(loaded, dict):
-            raise ConfigError(f"injector config {path}: expected a mapping of settings, got {type(loaded).__name__}")
+            raise errors.ConfigError(f"injector config {path}: expected a mapping of settings, "
+                                     f"got {type(loaded).__name__}")
         raw.update(_checked_keys(loaded or {}, str(path)))
     raw.update(_checked_keys(dict(overrides or {}), "overrides"))
     defaults = InjectorSettings()
@@ -122,7 +122,7 @@ def load(path: Path | None = None, overrides: Mapping[str, object] | None = None
 def _checked_keys(values: Mapping[object, object], where: str) -> dict[str, object]:
     for key in values:
         if key not in _FIELDS:
-            raise ConfigError(f"{where}: unknown setting {key!r}; known settings: {', '.join(_FIELDS)}")
+            raise errors.ConfigError(f"{where}: unknown setting {key!r}; known settings: {', '.join(_FIELDS)}")
     return {str(k): v for k, v in values.items()}
 
 
@@ -134,27 +134,27 @@ def _convert(name: str, value: object, default: object) -> object:
             return value.strip().lower() == "true"
         if isinstance(value, bool):
             return value
-        raise ConfigError(f"setting {name!r}: {value!r} is not valid: expected true or false")
+        raise errors.ConfigError(f"setting {name!r}: {value!r} is not valid: expected true or false")
     if isinstance(default, int):
         if isinstance(value, str) and value.strip().isdigit():
             return int(value)
         if isinstance(value, int) and not isinstance(value, bool):
             return value
-        raise ConfigError(f"setting {name!r}: {value!r} is not valid: expected a whole number")
+        raise errors.ConfigError(f"setting {name!r}: {value!r} is not valid: expected a whole number")
     if not isinstance(value, str) or not value.strip():
-        raise ConfigError(f"setting {name!r}: {value!r} is not valid: expected a non-empty string")
+        raise errors.ConfigError(f"setting {name!r}: {value!r} is not valid: expected a non-empty string")
     return value.strip()
 
 
 def _resources(name: str, value: object, default: Resources) -> Resources:
     expected = "a mapping like {requests: {cpu: 50m, memory: 64Mi}, limits: {cpu: '1', memory: 256Mi}}"
     if not isinstance(value, dict) or not set(value) <= {"requests", "limits"}:
-        raise ConfigError(f"setting {name!r}: {value!r} is not valid: expected {expected}")
+        raise errors.ConfigError(f"setting {name!r}: {value!r} is not valid: expected {expected}")
     merged = dataclasses.asdict(default)
     for kind in ("requests", "limits"):
         section = value.get(kind) or {}
         if not isinstance(section, dict) or not set(section) <= {"cpu", "memory"}:
-            raise ConfigError(f"setting {name!r}.{kind}: {section!r} is not valid: expected cpu and/or memory")
+            raise errors.ConfigError(f"setting {name!r}.{kind}: {section!r} is not valid: expected cpu and/or memory")
         suffix = {"requests": "request", "limits": "limit"}[kind]
         for resource, quantity in section.items():
             merged[f"{resource}_{suffix}"] = str(quantity)
@@ -163,16 +163,17 @@ def _resources(name: str, value: object, default: Resources) -> Resources:
 
 def _validated(s: InjectorSettings) -> InjectorSettings:
     if s.image_pull_policy not in PULL_POLICIES:
-        raise ConfigError(f"setting 'image_pull_policy': {s.image_pull_policy!r} is not valid: "
-                          f"expected one of {', '.join(PULL_POLICIES)}")
+        raise errors.ConfigError(f"setting 'image_pull_policy': {s.image_pull_policy!r} is not valid: "
+                                 f"expected one of {', '.join(PULL_POLICIES)}")
     for name in ("watchdoghealthz_port", "datadeployer_status_port"):
         if not 1 <= getattr(s, name) <= 65535:
-            raise ConfigError(f"setting {name!r}: {getattr(s, name)} is not valid: expected a port from 1 to 65535")
+            raise errors.ConfigError(f"setting {name!r}: {getattr(s, name)} is not valid: "
+                                     "expected a port from 1 to 65535")
     if s.watchdoghealthz_port == s.datadeployer_status_port:
-        raise ConfigError("settings 'watchdoghealthz_port' and 'datadeployer_status_port' must differ "
-                          "(the containers share the pod's network namespace)")
+        raise errors.ConfigError("settings 'watchdoghealthz_port' and 'datadeployer_status_port' must differ "
+                                 "(the containers share the pod's network namespace)")
     if s.startup_timeout_seconds < 1 or s.run_as_user < 1:
-        raise ConfigError("settings 'startup_timeout_seconds' and 'run_as_user' must be at least 1")
+        raise errors.ConfigError("settings 'startup_timeout_seconds' and 'run_as_user' must be at least 1")
     for name in ("data_size_limit", "tmp_size_limit"):
         _check_quantity(name, getattr(s, name))
     for program in annotations.INJECTED_CONTAINERS:
@@ -182,19 +183,19 @@ def _validated(s: InjectorSettings) -> InjectorSettings:
         for resource in ("cpu", "memory"):
             request, limit = getattr(res, f"{resource}_request"), getattr(res, f"{resource}_limit")
             if annotations.amount(request) > annotations.amount(limit):
-                raise ConfigError(f"setting '{program}_resources': {resource} request {request} is larger than "
-                                  f"its limit {limit}")
+                raise errors.ConfigError(f"setting '{program}_resources': {resource} request {request} is larger than "
+                                         f"its limit {limit}")
     try:
         location = annotations.parse_store_location(s.store_location, key="store_location")
-    except AnnotationError as exc:
-        raise ConfigError(f"setting 'store_location': {s.store_location!r} is not valid: expected {exc.expected}") \
-            from None
+    except errors.AnnotationError as exc:
+        raise errors.ConfigError(f"setting 'store_location': {s.store_location!r} is not valid: "
+                                 f"expected {exc.expected}") from None
     return dataclasses.replace(s, store_location=location)
 
 
 def _check_quantity(name: str, value: str) -> None:
     quantity = annotations.parse_quantity(value)
     if quantity is None or quantity <= 0:
-        raise ConfigError(f"setting {name!r}: {value!r} is not valid: expected a positive Kubernetes quantity "
-                          "like 100m, 1 or 64Mi")
+        raise errors.ConfigError(f"setting {name!r}: {value!r} is not valid: expected a positive Kubernetes quantity "
+                                 "like 100m, 1 or 64Mi")
 

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from autocrane import annotations
-from autocrane.errors import AnnotationError
+from autocrane import annotations, errors
 
 
 def _error(found: dict[str, str]) -> str:
-    with pytest.raises(AnnotationError) as caught:
+    with pytest.raises(errors.AnnotationError) as caught:
         annotations.parse_pod(found)
     return str(caught.value)
 

@@ -8,8 +8,7 @@ from typing import Any
 
 import pytest
 
-from autocrane import annotations
-from autocrane.errors import AnnotationError, ObjectError
+from autocrane import annotations, errors
 from tests.webhook import podchecks
 from webhook import containers, inject, policy, settings
 
@@ -224,7 +223,7 @@ def test_opting_out_or_dropping_the_opt_in_strips_a_previous_injection() -> None
 
 
 def test_host_network_pods_that_opt_in_are_refused() -> None:
-    with pytest.raises(AnnotationError) as caught:
+    with pytest.raises(errors.AnnotationError) as caught:
         inject.inject(pod(DATA, hostNetwork=True), SETTINGS)
     assert str(caught.value).startswith('annotation "data.autocrane.io/models": "repo/models" is not valid')
     assert "hostNetwork" in str(caught.value)
@@ -243,7 +242,7 @@ def test_mirror_pods_are_skipped() -> None:
     ({"containers": [{"name": "app", "image": "x", "ports": [{"containerPort": 8098}]}]}, "port 8098"),
 ])
 def test_name_and_port_collisions_with_the_pods_own_objects_are_refused(spec: dict[str, Any], fragment: str) -> None:
-    with pytest.raises(AnnotationError) as caught:
+    with pytest.raises(errors.AnnotationError) as caught:
         inject.inject(pod(DATA, **spec), SETTINGS)
     assert str(caught.value).startswith('annotation "data.autocrane.io/models"') and fragment in str(caught.value)
 
@@ -257,7 +256,7 @@ def test_a_name_we_would_not_inject_is_no_collision() -> None:
 def test_a_store_location_overlapping_an_app_mount_is_refused(path: str) -> None:
     spec = {"containers": [{"name": "app", "image": "x", "volumeMounts": [{"name": "v", "mountPath": path}]}],
             "volumes": [{"name": "v", "emptyDir": {}}]}
-    with pytest.raises(AnnotationError) as caught:
+    with pytest.raises(errors.AnnotationError) as caught:
         inject.inject(pod(DATA, **spec), SETTINGS)
     assert str(caught.value).startswith('annotation "store.autocrane.io/location": "/autocrane/data" is not valid: '
                                         "expected a path clear of the pod's own mounts")
@@ -290,6 +289,6 @@ def test_objects_not_shaped_like_pods_raise_object_errors() -> None:
     for bad, path in (({"metadata": {"annotations": DATA}, "spec": {"containers": "app"}}, "spec.containers"),
                       ({"metadata": {"annotations": DATA}, "spec": []}, "spec"),
                       ({"metadata": {"annotations": ["x"]}}, "metadata.annotations")):
-        with pytest.raises(ObjectError) as caught:
+        with pytest.raises(errors.ObjectError) as caught:
             inject.inject(bad, SETTINGS)
         assert str(caught.value).startswith(path)

@@ -1,6 +1,6 @@
 """Properties of the injector over generated pods (hypothesis, >= 1,000 examples).
 
-For every generated pod, either the injector refuses it (AnnotationError, and the webhook denies with
+For every generated pod, either the injector refuses it (errors.AnnotationError, and the webhook denies with
 400), or: the admission patch applies with ``jsonpatch`` and gives exactly the injected pod; the result
 is valid (unique container and volume names, every mount names a volume); every app container of a
 data pod mounts the data read-only; and injecting again changes nothing.
@@ -22,8 +22,7 @@ from hypothesis import HealthCheck, event, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
-from autocrane import annotations
-from autocrane.errors import AnnotationError
+from autocrane import annotations, errors
 from tests.webhook import podchecks
 from webhook import admission, containers, inject, policy, settings
 
@@ -138,7 +137,7 @@ def test_patches_apply_results_are_valid_and_injection_is_idempotent(pod: dict[s
     answer = admission.review(review_of(pod), s)["response"]
     try:
         result = inject.inject(pod, s)
-    except AnnotationError as exc:
+    except errors.AnnotationError as exc:
         event("refused")
         assert answer["allowed"] is False and answer["status"] == {"code": 400, "message": str(exc)}
         return

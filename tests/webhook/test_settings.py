@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from autocrane.errors import ConfigError
+from autocrane import errors
 from webhook import settings
 
 
@@ -73,13 +73,13 @@ def test_an_empty_file_means_defaults(tmp_path: Path) -> None:
 def test_bad_config_files_are_refused_naming_the_key(tmp_path: Path, text: str, fragment: str) -> None:
     config = tmp_path / "injector.yaml"
     config.write_text(text)
-    with pytest.raises(ConfigError) as caught:
+    with pytest.raises(errors.ConfigError) as caught:
         settings.load(config)
     assert fragment in str(caught.value)
 
 
 def test_unknown_overrides_are_refused_too() -> None:
-    with pytest.raises(ConfigError, match="overrides: unknown setting 'port'"):
+    with pytest.raises(errors.ConfigError, match="overrides: unknown setting 'port'"):
         settings.load(None, {"port": 1})
 
 
