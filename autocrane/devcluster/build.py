@@ -84,6 +84,16 @@ def _kubernetes_ldflags(version: str) -> str:
     return " ".join(flags)
 
 
+def _helm_ldflags() -> str:
+    # Without the Kubernetes version helm assumes v1.20 for `helm template` and `lint`, as its
+    # Makefile does from the client-go it builds with (the minor of our Kubernetes).
+    minor = KUBERNETES_VERSION.split(".")[1]
+    flags = ["-s", "-w", f"-X helm.sh/helm/v3/internal/version.version={HELM_VERSION}"]
+    for pkg in ("helm.sh/helm/v3/pkg/lint/rules", "helm.sh/helm/v3/pkg/chartutil"):
+        flags += [f"-X {pkg}.k8sVersionMajor=1", f"-X {pkg}.k8sVersionMinor={minor}"]
+    return " ".join(flags)
+
+
 def recipes() -> list[Recipe]:
     k8s_cmds = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl")
     return [
@@ -107,7 +117,7 @@ def recipes() -> list[Recipe]:
             version=HELM_VERSION,
             packages=("helm.sh/helm/v3/cmd/helm",),
             binaries=("helm",),
-            ldflags=f"-s -w -X helm.sh/helm/v3/internal/version.version={HELM_VERSION}",
+            ldflags=_helm_ldflags(),
         ),
         Recipe(
             name="kubernetes",
