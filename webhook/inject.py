@@ -64,6 +64,8 @@ def inject(pod: Mapping[str, Any], settings: injector_settings.InjectorSettings)
             strip(result, request.status)  # opted out or no longer opted in: remove what we added before
         return InjectionResult(result, tuple(warnings), decision.reason)
 
+    if not _items(_mapping(result, "spec", "spec"), "containers", "spec.containers"):
+        raise errors.ObjectError("spec.containers", "at least one container of the pod's own")
     native, native_warnings = policy.native_sidecar(result, request, settings.native_sidecar)
     if request.status is not None:
         strip(result, request.status)

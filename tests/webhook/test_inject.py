@@ -288,7 +288,9 @@ def test_unknown_annotations_come_back_as_warnings() -> None:
 def test_objects_not_shaped_like_pods_raise_object_errors() -> None:
     for bad, path in (({"metadata": {"annotations": DATA}, "spec": {"containers": "app"}}, "spec.containers"),
                       ({"metadata": {"annotations": DATA}, "spec": []}, "spec"),
-                      ({"metadata": {"annotations": ["x"]}}, "metadata.annotations")):
+                      ({"metadata": {"annotations": ["x"]}}, "metadata.annotations"),
+                      ({"metadata": {"annotations": DATA}, "spec": {"containers": []}}, "spec.containers"),
+                      ({"metadata": {"annotations": DATA}}, "spec.containers")):
         with pytest.raises(errors.ObjectError) as caught:
             inject.inject(bad, SETTINGS)
         assert str(caught.value).startswith(path)
