@@ -66,9 +66,20 @@ class _Server(uvicorn.Server):
         self.listening.set()
 
 
-def _bind(host: str, port: int) -> socket.socket:
+def listen(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on ``host:port`` (0: a free port)."""
+    # proto must be IPPROTO_TCP, not 0 as socket.create_server leaves it: asyncio sets TCP_NODELAY
+    # only on accepted sockets whose proto says TCP, and without it Nagle's algorithm holds back the
+    # response body (a second small write after the headers) until the client's delayed ACK, ~40 ms.
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.create_server((host, port), family=family, backlog=2048, reuse_port=False)
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(2048)
+    except OSError:
+        sock.close()
+        raise
     sock.set_inheritable(True)
     return sock
 
@@ -105,7 +116,7 @@ class Serving:
         sockets = []
         try:
             for site in self.sites:
-                sock = _bind(site.host, site.port)
+                sock = listen(site.host, site.port)
                 sockets.append(sock)
                 self._ports[site.name] = sock.getsockname()[1]
         except OSError:

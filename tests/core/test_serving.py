@@ -93,6 +93,27 @@ def test_the_drain_delay_keeps_serving_after_stop_is_asked() -> None:
     asyncio.run(scenario())
 
 
+def test_listening_sockets_say_tcp_so_asyncio_turns_nagle_off_on_connections() -> None:
+    # asyncio sets TCP_NODELAY only on accepted sockets whose proto is IPPROTO_TCP; with Nagle on,
+    # every response body waits ~40 ms for the client's delayed ACK.
+    with serving.listen("127.0.0.1", 0) as sock:
+        assert sock.proto == socket.IPPROTO_TCP
+        with socket.create_connection(sock.getsockname()):
+            accepted, _ = sock.accept()
+            with accepted:
+                asyncio.run(_nodelay_after_asyncio_wraps(accepted))
+
+
+async def _nodelay_after_asyncio_wraps(accepted: socket.socket) -> None:
+    loop = asyncio.get_running_loop()
+    transport, _ = await loop.connect_accepted_socket(asyncio.Protocol, accepted.dup())
+    try:
+        raw = transport.get_extra_info("socket")
+        assert raw.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+    finally:
+        transport.close()
+
+
 def test_a_taken_port_is_an_error_at_start() -> None:
     async def scenario() -> None:
         with socket.socket() as taken:
