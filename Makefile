@@ -15,6 +15,7 @@ test: install binaries lint
 
 lint: install
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports --no-cache
 
 binaries: install
 	$(BIN)/autocrane devcluster build
