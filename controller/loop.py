@@ -1,0 +1,128 @@
+"""One controller pass, and the loop that repeats it while this replica leads.
+
+A pass is level-triggered: it reads the informers' current pods, probes every probe annotation,
+writes the status patches :mod:`controller.health` asks for, then evicts what
+:mod:`controller.eviction` plans, all on that one snapshot (updated by the pass' own patches).
+Nothing in a pass depends on the previous one except the eviction streak counts, which only
+ever delay an eviction when lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import dataclasses
+import datetime as dt
+import logging
+import random
+import time
+from collections.abc import Sequence
+
+from autocrane import annotations
+from controller import apply, eviction, health, informer, leader, metrics, pods, probing
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Report:
+    """What one pass did (for logs and tests)."""
+
+    pods: int
+    probed: int
+    status_writes: int
+    evicted: tuple[str, ...]
+    skipped: tuple[tuple[str, str], ...]
+    breakers: int
+
+
+class Controller:
+    def __init__(self, informers: Sequence[informer.PodInformer], prober: probing.Prober, applier: apply.Applier,
+                 policy: eviction.Policy, *, elector: leader.LeaderElector | None = None,
+                 interval: float = 10.0) -> None:
+        self.informers = list(informers)
+        self.prober = prober
+        self.applier = applier
+        self.policy = policy
+        self.elector = elector
+        self.interval = interval
+        self.streaks: dict[str, eviction.Streak] = {}
+        self.last_pass = 0.0
+        """time.monotonic() at the end of the last pass (0: none yet)."""
+
+    @property
+    def synced(self) -> bool:
+        return all(i.synced.is_set() for i in self.informers)
+
+    @property
+    def leading(self) -> bool:
+        return self.elector is None or self.elector.is_leader
+
+    def snapshot(self) -> list[pods.Pod]:
+        return [pod for i in self.informers for pod in i.snapshot()]
+
+    async def _refresh(self, pod: pods.Pod, results: dict[str, health.ProbeResult], now: dt.datetime) -> pods.Pod:
+        for name, result in results.items():
+            metrics.PROBES.labels(result.outcome).inc()
+            if result.outcome == "refused":
+                await self.applier.event(pod, "Warning", "ProbeRefused",
+                                         f"{annotations.PROBE_PREFIX}{name} not probed: {result.message}")
+        change = health.change(pod, results, now)
+        if change is None or not self.leading:
+            return pod
+        return change.applied() if await self.applier.write_status(change) == "ok" else pod
+
+    async def run_pass(self) -> Report:
+        snapshot = self.snapshot()
+        results = await self.prober.probe_all(snapshot)
+        for seconds in self.prober.take_durations():
+            metrics.PROBE_DURATION.observe(seconds)
+        now = dt.datetime.now(dt.UTC)
+        updated = await asyncio.gather(*(self._refresh(pod, results.get(pod.uid, {}), now) for pod in snapshot))
+        writes = sum(a is not b for a, b in zip(updated, snapshot, strict=True))
+        by_health = collections.Counter(p.health_label or "none" for p in updated)
+        for value in ("unknown", "info", "warning", "error", "none"):
+            metrics.PODS.labels(value).set(by_health.get(value, 0))
+
+        clock = time.time()
+        self.streaks = eviction.observe(self.streaks, updated, clock)
+        plan = eviction.plan(updated, self.streaks, self.policy, clock, self.applier.backoff_until)
+        metrics.BREAKERS_OPEN.set(len(plan.breakers))
+        for breaker in plan.breakers:
+            log.warning("circuit breaker holds evictions", extra={
+                "namespace": breaker.namespace, "owner": f"{breaker.owner.kind}/{breaker.owner.name}",
+                "failing": breaker.failing, "total": breaker.total})
+        for decision in plan.skipped:
+            await self.applier.skip(decision)
+        evicted = []
+        for decision in plan.evict:
+            if not self.leading:
+                break
+            if await self.applier.evict(decision) in ("evicted", "dry_run"):
+                evicted.append(decision.pod.key)
+        self.applier.forget(p.uid for p in snapshot)
+        return Report(pods=len(snapshot), probed=len(results), status_writes=writes, evicted=tuple(evicted),
+                      skipped=tuple((d.pod.key, d.reason) for d in plan.skipped), breakers=len(plan.breakers))
+
+    async def run(self) -> None:
+        """Pass after pass while synced and leading; a failing pass is logged, never fatal."""
+        for i in self.informers:
+            await i.synced.wait()
+        log.info("informers synced", extra={"pods": len(self.snapshot())})
+        while True:
+            if self.elector is not None and not self.elector.is_leader:
+                self.streaks = {}  # a new term starts counting afresh
+                await self.elector.leading.wait()
+            started = time.monotonic()
+            try:
+                with metrics.PASS_DURATION.time():
+                    report = await self.run_pass()
+                level = logging.INFO if report.status_writes or report.evicted or report.skipped else logging.DEBUG
+                log.log(level, "pass done", extra={**dataclasses.asdict(report),
+                                                   "seconds": round(time.monotonic() - started, 3)})
+            except Exception:
+                log.exception("pass failed")
+            self.last_pass = time.monotonic()
+            metrics.LAST_PASS.set(time.time())
+            elapsed = self.last_pass - started
+            await asyncio.sleep(max(0.0, self.interval * random.uniform(0.9, 1.1) - elapsed))

@@ -1,0 +1,35 @@
+"""The controller's Prometheus metrics (``autocrane_controller_*``), on ``autocrane.metrics.REGISTRY``."""
+
+from __future__ import annotations
+
+from autocrane import metrics
+
+AREA = "controller"
+
+PROBES = metrics.counter(AREA, "probes", "Watchdog probes by result (ok, error, unknown, refused).", ["result"])
+PROBE_DURATION = metrics.histogram(AREA, "probe_duration", "seconds", "Duration of one watchdog HTTP probe.")
+PASS_DURATION = metrics.histogram(
+    AREA, "pass_duration", "seconds", "Duration of one full pass: probe every pod, write statuses, evict.",
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120))
+LAST_PASS = metrics.gauge(AREA, "last_pass", "timestamp_seconds", "When the last full pass ended.")
+PODS = metrics.gauge(AREA, "pods", "items", "Watched pods by health label value (unknown, info, warning, error).",
+                     ["health"])
+STATUS_WRITES = metrics.counter(AREA, "status_writes", "Pod status patches by result (ok, conflict, gone, error).",
+                                ["result"])
+EVICTIONS = metrics.counter(
+    AREA, "evictions", "Eviction attempts by result (evicted, blocked, dry_run, gone, error).", ["result"])
+EVICTION_SKIPS = metrics.counter(
+    AREA, "eviction_skips", "Failing pods held back, by reason (circuit-breaker, cap-per-owner, daemonset...).",
+    ["reason"])
+BREAKERS_OPEN = metrics.gauge(
+    AREA, "circuit_breakers_open", "items", "Owners whose circuit breaker holds evictions (too many pods fail).")
+EVENTS = metrics.counter(AREA, "events", "Kubernetes Events by result (created, suppressed, error).", ["result"])
+API_REQUESTS = metrics.counter(AREA, "api_requests", "API server requests by verb, resource and HTTP code.",
+                               ["verb", "resource", "code"])
+API_THROTTLE = metrics.histogram(AREA, "api_throttle_wait", "seconds",
+                                 "Time writes waited for the client-side rate limiter.")
+INFORMER_PODS = metrics.gauge(AREA, "informer_pods", "items", "Pods in the informer's store.")
+INFORMER_RELISTS = metrics.counter(AREA, "informer_relists", "Full LISTs (start, 410 Gone, errors).", ["reason"])
+INFORMER_LAST_EVENT = metrics.gauge(AREA, "informer_last_event", "timestamp_seconds",
+                                    "When the pod watch last delivered an event or bookmark (lag = now - this).")
+LEADER = metrics.gauge(AREA, "leader", "info", "1 while this replica holds the leader Lease, else 0.")
