@@ -79,13 +79,17 @@ class Kube:
     def connect(cls, kubeconfig: Path | None = None) -> Kube:
         """The in-cluster service account, or ``kubeconfig`` (or $KUBECONFIG / ~/.kube/config)."""
         configuration = kubernetes.client.Configuration()
-        if kubeconfig is None:
-            try:
-                kubernetes.config.load_incluster_config(client_configuration=configuration)
-            except kubernetes.config.ConfigException:
-                kubernetes.config.load_kube_config(client_configuration=configuration)
-        else:
-            kubernetes.config.load_kube_config(config_file=str(kubeconfig), client_configuration=configuration)
+        try:
+            if kubeconfig is None:
+                try:
+                    kubernetes.config.load_incluster_config(client_configuration=configuration)
+                except kubernetes.config.ConfigException:
+                    kubernetes.config.load_kube_config(client_configuration=configuration)
+            else:
+                kubernetes.config.load_kube_config(config_file=str(kubeconfig), client_configuration=configuration)
+        except (kubernetes.config.ConfigException, OSError) as exc:
+            where = kubeconfig or "the in-cluster service account, $KUBECONFIG or ~/.kube/config"
+            raise KubeError(f"no usable Kubernetes credentials from {where}: {exc}") from None
         return cls(kubernetes.client.ApiClient(configuration))
 
     async def _call(self, what: str, method: Callable[..., Any], *args: Any, **kwargs: Any) -> Body:

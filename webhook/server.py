@@ -278,6 +278,7 @@ async def serve(arguments: argparse.Namespace, injector: settings.InjectorSettin
                 on_started: Callable[[serving.Serving], None] | None = None) -> None:
     """Serve until SIGTERM/SIGINT (``on_started`` lets tests learn the ports)."""
     background: list[asyncio.Task[None]] = []
+    client: kube.Kube | None = None
     if arguments.self_signed:
         reloader = tls.CertReloader()
         client = kube.Kube.connect(arguments.kubeconfig)
@@ -303,6 +304,8 @@ async def serve(arguments: argparse.Namespace, injector: settings.InjectorSettin
         for task in background:
             task.cancel()
         await asyncio.gather(*background, return_exceptions=True)
+        if client is not None:
+            client.close()
 
 
 def main(argv: list[str]) -> int:
@@ -321,7 +324,7 @@ def main(argv: list[str]) -> int:
     try:
         injector = settings.load(arguments.config, _overrides(arguments.overrides))
         asyncio.run(serve(arguments, injector))
-    except (errors.ConfigError, tls.CertError, OSError) as exc:
+    except (errors.ConfigError, tls.CertError, kube.KubeError, OSError) as exc:
         log.error("cannot start the webhook", extra={"error": str(exc)})
         return 1
     return 0

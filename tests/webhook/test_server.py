@@ -7,7 +7,10 @@ import base64
 import copy
 import json
 import logging
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -231,3 +234,31 @@ async def _round_trip() -> None:
         with pytest.raises(httpx.TransportError):  # the admission port speaks only TLS
             async with httpx.AsyncClient(base_url=admission_url.replace("https", "http")) as http:
                 await http.post("/mutate", json=_review())
+
+
+# The command line
+
+
+def test_the_command_needs_certificate_files_or_self_signed(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        server.main([])
+    assert exited.value.code == 2
+    assert "--tls-cert-file and --tls-key-file, or --self-signed" in capsys.readouterr().err
+
+
+def test_self_signed_mode_names_what_it_is_missing(monkeypatch: pytest.MonkeyPatch,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.delenv("POD_NAMESPACE", raising=False)
+    with pytest.raises(SystemExit):
+        server.main(["--self-signed", "--service", "hook"])
+    assert "--self-signed needs --namespace, --webhook-config-name" in capsys.readouterr().err
+
+
+def test_unreadable_certificate_files_exit_1_with_the_reason(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", "from autocrane import cli; cli.main()", "webhook", "--port", "0", "--health-port", "0",
+         "--tls-cert-file", str(tmp_path / "missing.crt"), "--tls-key-file", str(tmp_path / "missing.key")],
+        capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    line = json.loads(result.stderr.strip().splitlines()[-1])
+    assert line["message"] == "cannot start the webhook" and "missing.crt" in line["error"]
