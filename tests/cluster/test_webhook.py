@@ -63,6 +63,13 @@ class Injector:
         except OSError:
             return False
 
+    def admissions(self) -> float:
+        """``autocrane_webhook_admissions_total`` summed over results, from /metrics."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.health_port}/metrics", timeout=5) as r:
+            lines = r.read().decode().splitlines()
+        return sum(float(line.rsplit(" ", 1)[1]) for line in lines
+                   if line.startswith("autocrane_webhook_admissions_total{"))
+
     def configuration(self) -> dict[str, object]:
         return registration.mutating_webhook_configuration(
             namespace="autocrane-system", ca_bundle=self.ca.cert_pem,
@@ -236,3 +243,34 @@ def test_certificate_rotation_while_requests_flow_fails_none(
         worker.join(timeout=30)
     failures = [r for r in results if r is not True]
     assert not failures, failures[:5]
+
+
+def test_a_second_invocation_on_the_real_api_server_changes_nothing(
+    cluster: harness.Cluster, injector: Injector, namespace: str
+) -> None:
+    """Two registrations of the injector: the second sees an injected pod (with whatever the
+    API server's own plugins added meanwhile) and must leave it as it is, with no duplicates."""
+    _label(cluster, namespace, OPT_IN)
+    admission = client.AdmissionregistrationV1Api(cluster.api)
+    twice = injector.configuration()
+    twice["metadata"]["name"] = "autocrane-injector-again"
+    twice["webhooks"][0]["name"] = "again.autocrane.io"
+    admission.create_mutating_webhook_configuration(twice)
+    try:
+        probe = {**DATA, annotations.MIN_READY_SECONDS: "1"}
+        once = cluster.core.create_namespaced_pod(namespace, _pod("once", probe), dry_run="All")
+
+        def called_twice() -> bool:
+            before = injector.admissions()
+            cluster.core.create_namespaced_pod(namespace, _pod("probe", probe), dry_run="All")
+            return injector.admissions() - before >= 2
+
+        wait_until("one pod creation to reach the webhook through both registrations", called_twice)
+        pod = cluster.core.create_namespaced_pod(namespace, _pod("twice", probe))
+    finally:
+        admission.delete_mutating_webhook_configuration("autocrane-injector-again")
+    names = [c.name for c in (pod.spec.init_containers or []) + pod.spec.containers]
+    assert len(names) == len(set(names)), names
+    assert names == [c.name for c in (once.spec.init_containers or []) + once.spec.containers]
+    volumes = [v.name for v in pod.spec.volumes]
+    assert len(volumes) == len(set(volumes)), volumes
