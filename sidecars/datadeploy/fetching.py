@@ -26,6 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from autocrane import manifests
+from sidecars.datadeploy import streaming
 
 log = logging.getLogger(__name__)
 CHUNK = 1 << 20
@@ -98,8 +99,12 @@ class Retry:
 
 
 def download(repo: Repository, version: manifests.Version, part: Path, retry: Retry | None = None,
-             label: str = "", progress_every: float = 5.0) -> Path:
-    """Download ``version``'s archive to ``part``, resuming it; return it once size and sha256 match."""
+             label: str = "", progress_every: float = 5.0, progress: streaming.Progress | None = None) -> Path:
+    """Download ``version``'s archive to ``part``, resuming it; return it once size and sha256 match.
+
+    ``progress``, if given, is told how many bytes the file holds after every write, and when it
+    starts over, so a :class:`streaming.Follower` can read the file while it grows.
+    """
     retry = retry or Retry()
     label = label or version.version
     digest, hashed = hashlib.sha256(), 0
@@ -109,8 +114,12 @@ def download(repo: Repository, version: manifests.Version, part: Path, retry: Re
         if have > version.size:
             part.unlink()
             have = 0
+            if progress:
+                progress.restart()
         if have != hashed:
             digest, hashed = _hash_prefix(part, have), have
+        if progress:
+            progress.advance(have)
         if have == version.size:
             break
         headers = {"Range": f"bytes={have}-"} if have else {}
@@ -120,10 +129,12 @@ def download(repo: Repository, version: manifests.Version, part: Path, retry: Re
                     log.info("%s: repository ignored Range; starting over", label)
                     part.unlink()
                     digest, hashed, have = hashlib.sha256(), 0, 0
+                    if progress:
+                        progress.restart()
                 elif response.status == 206 and not (response.headers.get("Content-Range") or "").startswith(
                         f"bytes {have}-"):
                     raise FetchError(f"unexpected Content-Range {response.headers.get('Content-Range')!r}")
-                with open(part, "ab") as out:
+                with open(part, "ab", buffering=0) as out:  # unbuffered: a follower reads what we report
                     while chunk := response.read(CHUNK):
                         hashed += len(chunk)
                         if hashed > version.size:
@@ -131,6 +142,8 @@ def download(repo: Repository, version: manifests.Version, part: Path, retry: Re
                             raise IntegrityError(f"{label}: archive is larger than the manifest's {version.size} bytes")
                         out.write(chunk)
                         digest.update(chunk)
+                        if progress:
+                            progress.advance(hashed)
                         if time.monotonic() - last_log >= progress_every:
                             last_log = time.monotonic()
                             _progress(label, hashed, version.size, started)

@@ -11,14 +11,16 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import io
 import logging
 import shutil
+import threading
 import time
 from pathlib import Path
 
 from autocrane import manifests
 from sidecars import archives
-from sidecars.datadeploy import fetching, swap
+from sidecars.datadeploy import fetching, streaming, swap
 
 log = logging.getLogger(__name__)
 STALE_PART_SECONDS = 3600
@@ -81,23 +83,24 @@ def sync(settings: Settings, store: swap.Store, name: str, source: str,
     settings.downloads.mkdir(parents=True, exist_ok=True)
     _drop_stale_parts(settings.downloads)
     part = settings.downloads / f"{version.sha256}.part"
-    try:
-        fetching.download(settings.repository, version, part, settings.retry, label)
-    except fetching.FetchError as error:
-        raise SyncError(str(error)) from error
     tree = store.new_tree(name, version.version)
     started = time.monotonic()
     try:
-        with open(part, "rb") as data:
-            size = archives.extract(data, tree, settings.limits)
+        size = _fetch_and_extract(settings, version, part, tree, label)
         store.complete(name, tree, version.version, version.sha256)
     except archives.ArchiveError as error:
         shutil.rmtree(tree, ignore_errors=True)
         raise SyncError(f"{label}: refused archive: {error}") from error
+    except fetching.FetchError as error:
+        shutil.rmtree(tree, ignore_errors=True)
+        raise SyncError(str(error)) from error
     except OSError as error:
         shutil.rmtree(tree, ignore_errors=True)
         full = error.errno in (errno.ENOSPC, errno.EDQUOT)
         raise SyncError(f"{label}: {'disk full' if full else 'cannot extract'}: {error}") from error
+    except BaseException:
+        shutil.rmtree(tree, ignore_errors=True)
+        raise
     finally:
         part.unlink(missing_ok=True)
     log.info("%s: extracted %.1f MiB in %.2fs", label, size / 2**20, time.monotonic() - started)
@@ -107,6 +110,53 @@ def sync(settings: Settings, store: swap.Store, name: str, source: str,
         raise SyncError(f"{label}: cannot publish: {error}") from error
     log.info("%s: live at %s", label, store.root / name)
     return deployed, True
+
+
+def _fetch_and_extract(settings: Settings, version: manifests.Version, part: Path, tree: Path, label: str) -> int:
+    """Download ``part`` and extract it into ``tree`` at the same time; return the bytes extracted.
+
+    Returns only once the download is complete and verified; raises FetchError (download) or
+    ArchiveError (content). If the download restarted under the reader, extract once more from
+    the finished file.
+    """
+    progress = streaming.Progress()
+    part.touch()
+    follower = streaming.Follower(part, progress)
+    failure: list[BaseException] = []
+
+    def fetch() -> None:
+        try:
+            fetching.download(settings.repository, version, part, settings.retry, label, progress=progress)
+        except BaseException as error:
+            failure.append(error)
+        finally:
+            progress.finish(failed=bool(failure))
+
+    thread = threading.Thread(target=fetch, name=f"download-{label}", daemon=True)
+    thread.start()
+    try:
+        with io.BufferedReader(follower, archives.CHUNK) as stream:
+            size = archives.extract(stream, tree, settings.limits)
+    except streaming.Restarted:
+        size = -1
+    except BaseException:
+        progress.cancel()
+        thread.join()
+        if failure and not isinstance(failure[0], streaming.Cancelled):
+            _reraise(failure[0], label)  # the download's failure is the cause (e.g. a truncated stream)
+        raise
+    thread.join()
+    if failure:
+        _reraise(failure[0], label)
+    if size < 0:  # the download started over under the reader: extract the verified file again
+        shutil.rmtree(tree)
+        with open(part, "rb") as data:
+            size = archives.extract(data, tree, settings.limits)
+    return size
+
+
+def _reraise(error: BaseException, label: str) -> None:
+    raise error if isinstance(error, fetching.FetchError | OSError) else fetching.FetchError(f"{label}: {error}")
 
 
 def _drop_stale_parts(downloads: Path) -> None:

@@ -53,6 +53,8 @@ class FakeRepository:
     archives: dict[str, bytes] = field(default_factory=dict)
     drop_after: int | None = None
     """Close the connection after this many body bytes, once."""
+    ignore_range: bool = False
+    """Answer every archive request with 200 and the whole body, like a server without Range."""
     requests: list[tuple[str, str | None]] = field(default_factory=list)
     """(path, Range header) of every request."""
 
@@ -93,7 +95,7 @@ class FakeRepository:
 
             def _archive(self, data: bytes) -> None:
                 start = 0
-                if spec := self.headers.get("Range"):
+                if (spec := self.headers.get("Range")) and not repo.ignore_range:
                     start = int(spec.removeprefix("bytes=").split("-")[0])
                     if start >= len(data):
                         self._send(416, b"", {"Content-Range": f"bytes */{len(data)}"})

@@ -152,6 +152,19 @@ def test_a_partial_download_left_by_a_crash_is_resumed(tmp_path: Path, repo: Fak
     assert [r for p, r in repo.requests if "/archives/" in p] == ["bytes=1000-"]
 
 
+def test_a_server_ignoring_range_restarts_the_download_and_the_extraction(tmp_path: Path, repo: FakeRepository,
+                                                                          url: str) -> None:
+    data = hostile.tar_gz(*(hostile.file(f"f{i}", os.urandom(100_000)) for i in range(5)))
+    request = repo.add("src", "v1", data)
+    repo.ignore_range = True
+    s = settings(tmp_path / "root", url)
+    (s.root / ".downloads").mkdir()
+    (s.root / ".downloads" / f"{request.sha256}.part").write_bytes(data[:200_000])
+    syncing.sync(s, swap.Store(s.root), "ds", "src", request)
+    assert [r for p, r in repo.requests if "/archives/" in p] == ["bytes=200000-"]  # answered 200: start over
+    assert sorted(p.name for p in (s.root / "ds").iterdir()) == [f"f{i}" for i in range(5)]
+
+
 def test_crash_leftovers_are_removed_and_the_link_survives(tmp_path: Path, repo: FakeRepository, url: str) -> None:
     s = settings(tmp_path / "root", url)
     store = swap.Store(s.root)
