@@ -14,8 +14,10 @@ before it checks the key, so loading a mismatched pair straight into the live co
 leave it serving a certificate whose key it does not have. Only a pair that loads cleanly, is
 parseable and has not expired reaches the live context; anything else (a half-written rotation,
 a truncated file) is logged once and the old certificate stays. ``load_cert_chain`` only reads
-files, so the pair is written to a private scratch directory (mode 0700) for the duration of the
-load, from bytes read once: what was validated is exactly what is loaded.
+files, so the pair, as bytes read once, is put in anonymous in-memory files (``memfd_create``,
+read through ``/proc/self/fd``) for the load: what was validated is exactly what is loaded, the
+key never touches a disk, and a read-only root filesystem is fine. Where memfd is missing (not
+Linux) a private temporary directory (mode 0700) is used instead.
 
 Watching. :meth:`CertReloader.watch` polls a SHA-256 of the two files every few seconds rather
 than using inotify: a mounted Secret is updated by swapping the ``..data`` symlink, which
@@ -32,6 +34,7 @@ module that imports ``cryptography``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import hashlib
 import ipaddress
@@ -39,7 +42,7 @@ import logging
 import os
 import ssl
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -292,17 +295,15 @@ class CertReloader:
             info = describe(pair.cert_pem)
             if info.not_after <= _utcnow():
                 raise CertError(f"the certificate expired at {info.not_after.isoformat()}")
-            with tempfile.TemporaryDirectory(prefix="autocrane-tls-") as scratch:
-                cert_path, key_path = Path(scratch, "tls.crt"), Path(scratch, "tls.key")
-                for path, data in ((cert_path, pair.cert_pem), (key_path, pair.key_pem)):
-                    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-                    with os.fdopen(fd, "wb") as file:
-                        file.write(data)
-                try:
-                    server_context().load_cert_chain(cert_path, key_path)
-                except (ssl.SSLError, OSError) as error:
-                    raise CertError(f"the certificate and key do not load together: {error}") from None
-                self.context.load_cert_chain(cert_path, key_path)
+            try:
+                with _pem_files(pair) as (cert_path, key_path):
+                    try:
+                        server_context().load_cert_chain(cert_path, key_path)
+                    except ssl.SSLError as error:
+                        raise CertError(f"the certificate and key do not load together: {error}") from None
+                    self.context.load_cert_chain(cert_path, key_path)
+            except OSError as error:
+                raise CertError(f"cannot stage the certificate for loading: {error}") from None
         except CertError:
             metrics.CERT_RELOADS.labels("error").inc()
             raise
@@ -385,8 +386,37 @@ class CertReloader:
             except OSError as error:
                 log.error("cannot read the certificate files", extra={"error": str(error)})
                 continue
-            self.reload(pair)
-            self.warn_if_expiring()
+            try:
+                self.reload(pair)
+                self.warn_if_expiring()
+            except Exception:  # a bug here must not stop the watching: the next poll tries again
+                log.exception("checking the certificate files failed")
+
+
+@contextlib.contextmanager
+def _pem_files(pair: KeyPair) -> Iterator[tuple[str, str]]:
+    """Paths from which ``load_cert_chain`` reads ``pair``: in-memory files where possible."""
+    if hasattr(os, "memfd_create") and os.path.isdir("/proc/self/fd"):
+        descriptors = []
+        try:
+            for name, data in (("tls.crt", pair.cert_pem), ("tls.key", pair.key_pem)):
+                descriptor = os.memfd_create(name, os.MFD_CLOEXEC)
+                descriptors.append(descriptor)
+                os.write(descriptor, data)
+            yield f"/proc/self/fd/{descriptors[0]}", f"/proc/self/fd/{descriptors[1]}"
+        finally:
+            for descriptor in descriptors:
+                os.close(descriptor)
+        return
+    with tempfile.TemporaryDirectory(prefix="autocrane-tls-") as scratch:
+        paths = []
+        for name, data in (("tls.crt", pair.cert_pem), ("tls.key", pair.key_pem)):
+            path = os.path.join(scratch, name)
+            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(descriptor, "wb") as file:
+                file.write(data)
+            paths.append(path)
+        yield paths[0], paths[1]
 
 
 def _digest(pair: KeyPair) -> bytes:

@@ -167,3 +167,9 @@ async def _rotate_under_load(tmp_path: Path) -> None:
         watcher.cancel()
     assert failures == []
     assert len(ok) >= 60
+
+
+def test_without_memfd_the_pair_is_staged_in_a_private_temporary_directory(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delattr("os.memfd_create", raising=False)
+    pair = tlstools.new_leaf(tlstools.new_ca())
+    assert tls.CertReloader().install(pair).serial == tlstools.serial_of(pair)
