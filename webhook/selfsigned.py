@@ -246,4 +246,7 @@ class SelfSigned:
             except (kube.KubeError, tls.CertError) as error:
                 log.error("self-signed certificate pass failed; retrying", extra={"error": str(error)})
                 delay = self.settings.retry_interval
+            except Exception:  # a bug must not end renewals for good: keep serving, keep trying
+                log.exception("self-signed certificate pass failed unexpectedly; retrying")
+                delay = self.settings.retry_interval
             await asyncio.sleep(delay)
