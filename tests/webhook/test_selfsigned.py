@@ -261,3 +261,32 @@ def test_a_missing_webhook_configuration_is_not_an_error(api: MemoryApi) -> None
     replica = _replica(api, Clock(datetime.datetime.now(datetime.UTC)))
     asyncio.run(replica.step())
     assert replica.reloader.ready()
+
+
+def test_the_loop_retries_a_failed_pass_until_it_serves(api: MemoryApi) -> None:
+    class Flaky(MemoryApi):
+        failures = 2
+
+        async def get_secret(self, namespace: str, name: str) -> Body:
+            if self.failures:
+                self.failures -= 1
+                raise kube.KubeError("connection refused")
+            return await super().get_secret(namespace, name)
+
+    flaky = Flaky()
+    flaky.configurations = api.configurations
+    settings = selfsigned.SelfSignedSettings(namespace="autocrane", service="autocrane-webhook",
+                                             webhook_config_name="autocrane", retry_interval=0.01)
+    replica = selfsigned.SelfSigned(flaky, tls.CertReloader(), settings)
+
+    async def scenario() -> None:
+        loop = asyncio.create_task(replica.run())
+
+        async def serving() -> bool:
+            return replica.reloader.ready()
+
+        await tlstools.eventually(serving, what="a certificate after the failed passes")
+        loop.cancel()
+
+    asyncio.run(scenario())
+    assert flaky.failures == 0
