@@ -42,10 +42,7 @@ def make_tree(root: Path, total: int) -> None:
     for i in range(total // FILE):
         sub = root / f"shard{i % 16:02d}"
         sub.mkdir(exist_ok=True)
-        if i % 2:
-            data = os.urandom(FILE)
-        else:
-            data = (words * (FILE // len(words) + 1))[:FILE]
+        data = os.urandom(FILE) if i % 2 else (words * (FILE // len(words) + 1))[:FILE]
         (sub / f"part{i:05d}.bin").write_bytes(data)
 
 
