@@ -4,7 +4,8 @@
 - Anything but a Pod CREATE (another kind, a subresource, UPDATE/DELETE/CONNECT) is allowed untouched;
   the registration only sends pod CREATEs, so this is defence in depth.
 - An injected pod is allowed with ``patchType: JSONPatch`` and the base64 patch, computed as the
-  difference between the pod as received and as mutated (``jsonpatch.JsonPatch.from_diff``). Missing
+  difference between the pod as received and as mutated (``webhook.patching.diff``; tests apply
+  every patch with the ``jsonpatch`` library). Missing
   parents (``/metadata/annotations``, ``/spec/initContainers``), ``~1`` escaping of ``/`` in annotation
   keys and list indexes are thus right by construction. ``managedFields`` is left out of the diff: it
   is large and never ours to change.
@@ -24,10 +25,8 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-import jsonpatch
-
 from autocrane import errors
-from webhook import inject, policy
+from webhook import inject, patching, policy
 from webhook import settings as injector_settings
 
 API_VERSION = "admission.k8s.io/v1"
@@ -63,9 +62,7 @@ def review(request_review: Mapping[str, Any], settings: injector_settings.Inject
 
 def admission_patch(original: Mapping[str, Any], mutated: Mapping[str, Any]) -> list[dict[str, Any]]:
     """The RFC 6902 operations turning ``original`` into ``mutated``, ignoring ``metadata.managedFields``."""
-    patch: list[dict[str, Any]] = jsonpatch.JsonPatch.from_diff(_without_managed_fields(original),
-                                                                _without_managed_fields(mutated)).patch
-    return patch
+    return patching.diff(_without_managed_fields(original), _without_managed_fields(mutated))
 
 
 def outcome(review_response: Mapping[str, Any]) -> str:
