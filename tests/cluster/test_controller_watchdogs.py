@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -82,6 +85,10 @@ def test_a_status_is_cleared_when_its_probe_annotation_is_removed(cluster: harne
     name = pod.metadata.name
     with Fleet(cluster, namespace, port), controller(cluster, namespace):
         wait_until("an info status", lambda: _status(_pod(cluster, namespace, name)) == ("info", "info"))
+        shown = subprocess.run([str(Path(sys.executable).parent / "autocrane"), "status", "--kubeconfig",
+                                str(cluster.kubeconfig), "-n", namespace], capture_output=True, text=True, check=True)
+        assert shown.stdout.splitlines()[1].split()[:4] == [namespace, name, "info", shown.stdout.split()[8]]
+        assert shown.stdout.split()[8].startswith("app=info(")
         cluster.core.patch_namespaced_pod(name, namespace, {"metadata": {"annotations": {
             "probe.autocrane.io/app": None}}})
         wait_until("the status cleared and the label unknown", lambda: _status(
