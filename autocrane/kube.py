@@ -13,6 +13,7 @@ exception types and can tell "already exists" (a create lost a race: read the wi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -132,6 +133,24 @@ class Kube:
         return await self._call(f"patch MutatingWebhookConfiguration {name}",
                                 self._admission.patch_mutating_webhook_configuration, name, operations,
                                 _content_type="application/json-patch+json")
+
+    async def apply_mutating_webhook_configuration(self, body: Body) -> Body:
+        """Create the configuration, or replace the one of that name (its resourceVersion guards the write)."""
+        name = body["metadata"]["name"]
+        try:
+            return await self._call(f"create MutatingWebhookConfiguration {name}",
+                                    self._admission.create_mutating_webhook_configuration, body)
+        except AlreadyExists:
+            current = await self.get_mutating_webhook_configuration(name)
+            replacement = {**body, "metadata": {**body["metadata"],
+                                                "resourceVersion": current["metadata"]["resourceVersion"]}}
+            return await self._call(f"replace MutatingWebhookConfiguration {name}",
+                                    self._admission.replace_mutating_webhook_configuration, name, replacement)
+
+    async def delete_mutating_webhook_configuration(self, name: str) -> None:
+        with contextlib.suppress(NotFound):  # already gone is what we wanted
+            await self._call(f"delete MutatingWebhookConfiguration {name}",
+                             self._admission.delete_mutating_webhook_configuration, name)
 
     def close(self) -> None:
         self.api_client.close()

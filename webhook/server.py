@@ -47,7 +47,7 @@ from starlette.types import Receive, Scope, Send
 
 from autocrane import errors, kube, logs, serving
 from autocrane import metrics as core_metrics
-from webhook import admission, metrics, selfsigned, settings, tls
+from webhook import admission, metrics, registration, selfsigned, settings, tls
 
 log = logging.getLogger(__name__)
 
@@ -254,6 +254,13 @@ def _parser() -> argparse.ArgumentParser:
                              help="another DNS name or IP address for the certificate (repeatable)")
     self_signed.add_argument("--kubeconfig", type=Path,
                              help="kubeconfig for the API calls (default: in-cluster, then $KUBECONFIG)")
+    register = parser.add_argument_group(
+        "self-registration (running outside the cluster, e.g. `autocrane devcluster up`)")
+    register.add_argument("--register-url", metavar="URL",
+                          help="create the MutatingWebhookConfiguration --webhook-config-name with this URL "
+                          "as its client config while the webhook runs, and delete it on exit")
+    register.add_argument("--register-ca-file", type=Path, metavar="F",
+                          help="PEM CA that signed the serving certificate, for the registration's caBundle")
     shutdown = parser.add_argument_group("shutdown")
     shutdown.add_argument("--drain-delay", type=float, default=3.0,
                           help="seconds to keep serving after SIGTERM, with /readyz failing, while the "
@@ -292,6 +299,12 @@ async def serve(arguments: argparse.Namespace, injector: settings.InjectorSettin
                                     interval=arguments.cert_reload_interval)
         reloader.load_files()
         background.append(asyncio.create_task(reloader.watch(), name="cert-reloader"))
+    if arguments.register_url:
+        client = client or kube.Kube.connect(arguments.kubeconfig)
+        await client.apply_mutating_webhook_configuration(registration.mutating_webhook_configuration(
+            namespace=arguments.namespace or "default", ca_bundle=arguments.register_ca_file.read_bytes(),
+            url=arguments.register_url, name=arguments.webhook_config_name or registration.NAME))
+        log.info("registered", extra={"url": arguments.register_url})
     health = Health(reloader, config_loaded=True)
     server = serving.Serving([
         serving.Site("admission", admission_app(injector), arguments.host, arguments.port, reloader.context),
@@ -304,6 +317,8 @@ async def serve(arguments: argparse.Namespace, injector: settings.InjectorSettin
         for task in background:
             task.cancel()
         await asyncio.gather(*background, return_exceptions=True)
+        if client is not None and arguments.register_url:
+            await client.delete_mutating_webhook_configuration(arguments.webhook_config_name or registration.NAME)
         if client is not None:
             client.close()
 
@@ -320,6 +335,8 @@ def main(argv: list[str]) -> int:
             parser.error("--self-signed generates the certificate: drop --tls-cert-file/--tls-key-file")
     elif not (arguments.tls_cert_file and arguments.tls_key_file):
         parser.error("give --tls-cert-file and --tls-key-file, or --self-signed")
+    if arguments.register_url and not arguments.register_ca_file:
+        parser.error("--register-url needs --register-ca-file (the CA for the caBundle)")
     logs.setup_from_arguments(arguments)
     try:
         injector = settings.load(arguments.config, _overrides(arguments.overrides))

@@ -133,3 +133,16 @@ def write_cluster_pki(directory: Path) -> ClusterPKI:
         path.write_bytes(data)
         path.chmod(0o600)
     return pki
+
+
+def issue_loopback_serving_cert(pki: ClusterPKI, cert_path: Path, key_path: Path) -> None:
+    """A serving certificate for 127.0.0.1/localhost signed by the cluster CA (for local webhooks)."""
+    ca_cert = x509.load_pem_x509_certificate(pki.ca_cert.read_bytes())
+    ca_key = serialization.load_pem_private_key(pki.ca_key.read_bytes(), password=None)
+    if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
+        raise TypeError(f"{pki.ca_key}: expected the EC key this module writes")
+    sans: list[x509.GeneralName] = [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]
+    cert, key = _leaf(ca_key, ca_cert.subject, _name("autocrane-webhook"), ExtendedKeyUsageOID.SERVER_AUTH, sans)
+    cert_path.write_bytes(cert)
+    key_path.write_bytes(key)
+    key_path.chmod(0o600)

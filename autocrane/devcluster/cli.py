@@ -9,7 +9,7 @@ import sys
 import threading
 from pathlib import Path
 
-from autocrane.devcluster import build, controlplane
+from autocrane.devcluster import build, controlplane, stack
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -29,10 +29,12 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--dir", type=Path, default=build.cache_dir() / "devcluster",
                     help="cluster directory; its kubeconfig is DIR/kubeconfig (default: %(default)s)")
     up.add_argument("--nodes", type=int, default=3, help="fake KWOK nodes (default: %(default)s)")
+    up.add_argument("--cluster-only", action="store_true",
+                    help="only the control plane: no AutoCrane programs, no sample workload")
     return parser
 
 
-def _up(directory: Path, nodes: int) -> int:
+def _up(directory: Path, nodes: int, with_autocrane: bool) -> int:
     shutil.rmtree(directory, ignore_errors=True)  # a previous run's state is never reused
     directory.mkdir(parents=True)
     stop = threading.Event()
@@ -42,8 +44,12 @@ def _up(directory: Path, nodes: int) -> int:
     with controlplane.ControlPlane.start(controlplane.Options(nodes=nodes), directory=directory) as plane:
         kubectl = build.bin_dir() / "kubectl"
         print(controlplane.environment_summary(plane))
+        if with_autocrane:
+            autocrane = stack.Stack(plane)
+            autocrane.start()
+            print(autocrane.summary())
         print(f"\nready. In another shell:\n  export KUBECONFIG={plane.kubeconfig}\n"
-              f"  {kubectl if kubectl.exists() else 'kubectl'} get nodes\n\nCtrl-C stops the cluster.", flush=True)
+              f"  {kubectl if kubectl.exists() else 'kubectl'} get pods -A\n\nCtrl-C stops the cluster.", flush=True)
         while not stop.wait(1.0):
             plane.check_alive()
     print("stopped", file=sys.stderr)
@@ -56,7 +62,7 @@ def main(argv: list[str]) -> int:
         build_args = [a for name in ns.only or [] for a in ("--only", name)] + (["--force"] if ns.force else [])
         return build.main(build_args)
     try:
-        return _up(ns.dir, ns.nodes)
+        return _up(ns.dir, ns.nodes, with_autocrane=not ns.cluster_only)
     except controlplane.ControlPlaneError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -193,10 +193,14 @@ class ControlPlane:
     # -- processes ---------------------------------------------------------------------------
 
     def _spawn(self, name: str, args: list[str]) -> Process:
+        return self.spawn_program(name, [str(self.binaries[name]), *args])
+
+    def spawn_program(self, name: str, argv: list[str]) -> Process:
+        """Run ``argv`` as part of the cluster: logged to ``logs/NAME.log``, stopped by :meth:`stop`."""
         log = self.logs / f"{name}.log"
         handle = log.open("ab")
         popen = subprocess.Popen(
-            [str(self.binaries[name.split("#")[0]]), *args],
+            argv,
             stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             cwd=self.directory, start_new_session=True, preexec_fn=_die_with_parent,
         )
@@ -307,6 +311,14 @@ class ControlPlane:
             if exc.code == 404:
                 return None
             raise ControlPlaneError(f"{method} {path}: HTTP {exc.code}: {exc.read()[:500]!r}") from exc
+
+    def create(self, path: str, body: dict[str, object]) -> None:
+        """POST ``body`` to the API path (admin credentials)."""
+        self._request("POST", path, body)
+
+    def get(self, path: str) -> dict[str, object] | None:
+        """GET an API path; None when it does not exist."""
+        return self._get(path)
 
     def _get(self, path: str) -> dict[str, object] | None:
         result = self._request("GET", path)
