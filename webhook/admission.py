@@ -31,6 +31,7 @@ from webhook import settings as injector_settings
 
 API_VERSION = "admission.k8s.io/v1"
 KIND = "AdmissionReview"
+SKIP_REASON_AUDIT_KEY = "skip-reason"
 
 
 class MalformedReview(errors.AutocraneError):
@@ -57,6 +58,9 @@ def review(request_review: Mapping[str, Any], settings: injector_settings.Inject
         response["patch"] = base64.b64encode(json.dumps(patch, separators=(",", ":")).encode()).decode()
     if result.warnings:
         response["warnings"] = list(result.warnings)
+    if result.skipped_reason and not patch:
+        # Lands in the API server's audit log, and the server counts skips by it.
+        response["auditAnnotations"] = {SKIP_REASON_AUDIT_KEY: result.skipped_reason}
     return _answer(uid, response)
 
 

@@ -69,7 +69,7 @@ def _failure_review(review_in: dict[str, Any], uid: str) -> dict[str, Any]:
     }
 
 
-SKIP_REASON_AUDIT_KEY = "skip-reason"
+SKIP_REASON_AUDIT_KEY = admission.SKIP_REASON_AUDIT_KEY
 """Where a skipped pod's reason is read from: ``response.auditAnnotations`` (also lands in the
 API server's audit log). Without it, skips are counted under ``unknown``."""
 

@@ -11,7 +11,7 @@ import pytest
 
 from autocrane import annotations
 from tests.webhook import podchecks
-from webhook import admission, inject, settings
+from webhook import admission, inject, policy, settings
 
 SETTINGS = settings.load()
 DATA = {"data.autocrane.io/models": "repo/models"}
@@ -47,7 +47,8 @@ def patched(original: dict[str, Any], response: dict[str, Any]) -> dict[str, Any
 def test_the_response_echoes_api_version_kind_and_uid() -> None:
     answer = admission.review(review_of(pod()), SETTINGS)
     assert answer["apiVersion"] == "admission.k8s.io/v1" and answer["kind"] == "AdmissionReview"
-    assert answer["response"] == {"uid": "705ab4f5-6393-11e8-b7cc-42010a800002", "allowed": True}
+    assert answer["response"] == {"uid": "705ab4f5-6393-11e8-b7cc-42010a800002", "allowed": True,
+                                  "auditAnnotations": {"skip-reason": policy.NOT_OPTED_IN}}
 
 
 def test_an_opted_in_pod_is_allowed_with_a_patch_that_gives_the_injected_pod() -> None:
@@ -87,7 +88,8 @@ def test_managed_fields_are_neither_diffed_nor_touched() -> None:
 
 def test_a_pod_that_does_not_opt_in_is_allowed_without_a_patch() -> None:
     answer = admission.review(review_of(pod({"app": "x"})), SETTINGS)["response"]
-    assert answer == {"uid": answer["uid"], "allowed": True}
+    assert answer == {"uid": answer["uid"], "allowed": True,
+                      "auditAnnotations": {"skip-reason": policy.NOT_OPTED_IN}}
 
 
 def test_non_pods_and_non_creates_are_allowed_untouched() -> None:
@@ -130,7 +132,8 @@ def test_unknown_autocrane_annotations_pass_with_warnings() -> None:
 def test_an_injected_pod_comes_back_without_a_patch() -> None:
     injected = inject.inject(pod(DATA), SETTINGS).pod
     answer = admission.review(review_of(injected), SETTINGS)
-    assert answer["response"] == {"uid": answer["response"]["uid"], "allowed": True}
+    assert answer["response"] == {"uid": answer["response"]["uid"], "allowed": True,
+                                  "auditAnnotations": {"skip-reason": policy.ALREADY_INJECTED}}
     assert admission.outcome(answer) == "allowed"
 
 
@@ -151,3 +154,16 @@ def test_malformed_reviews_raise_malformed_review(body: Any) -> None:
 
 def test_outcome_labels_an_injection() -> None:
     assert admission.outcome(admission.review(review_of(pod(DATA)), SETTINGS)) == "injected"
+
+
+def test_a_skipped_pod_says_why_in_an_audit_annotation() -> None:
+    review_request = {
+        "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+        "request": {"uid": "u1", "operation": "CREATE", "kind": {"group": "", "version": "v1", "kind": "Pod"},
+                    "object": {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
+                               "spec": {"containers": [{"name": "app", "image": "x"}]}}},
+    }
+    response = admission.review(review_request, settings.InjectorSettings())["response"]
+    assert response["allowed"] is True
+    assert "patch" not in response
+    assert response["auditAnnotations"] == {admission.SKIP_REASON_AUDIT_KEY: policy.NOT_OPTED_IN}

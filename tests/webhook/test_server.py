@@ -63,7 +63,8 @@ def test_a_pod_that_did_not_opt_in_is_allowed_untouched_and_counted_as_skipped(c
     response = client.post("/mutate", json=_review({"metadata": {"name": "plain"},
                                                    "spec": {"containers": [{"name": "a", "image": "a"}]}}))
     assert response.status_code == 200
-    assert response.json()["response"] == {"uid": "uid-1", "allowed": True}
+    assert response.json()["response"] == {"uid": "uid-1", "allowed": True,
+                                           "auditAnnotations": {"skip-reason": "not-opted-in"}}
     assert _count("skipped") == before + 1
 
 
