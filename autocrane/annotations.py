@@ -54,6 +54,8 @@ HEALTH_LABEL = "status.autocrane.io/health"
 """Label the controller sets from the aggregated watchdog status."""
 REQUEST_DATA_PREFIX = "request.data.autocrane.io/"
 STATUS_DATA_PREFIX = "status.data.autocrane.io/"
+EVICTION_OPT_OUT = "eviction.autocrane.io/opt-out"
+"""``"true"``: the controller never evicts this pod, whatever its watchdogs say."""
 
 # --- the injector ------------------------------------------------------------------------------
 INJECTOR_PREFIX = "injector.autocrane.io/"
@@ -86,6 +88,7 @@ _OPEN_FAMILIES = (DATA_PREFIX, PROBE_PREFIX, STATUS_PREFIX, REQUEST_DATA_PREFIX,
 _CLOSED_FAMILIES = {
     "store.autocrane.io/": frozenset({STORE_LOCATION}),
     "watchdoghealthz.autocrane.io/": frozenset({MIN_READY_SECONDS}),
+    "eviction.autocrane.io/": frozenset({EVICTION_OPT_OUT}),
     INJECTOR_PREFIX: _INJECTOR_KEYS,
 }
 """Prefixes with a fixed set of keys; anything else in them is probably a typo and is warned about."""

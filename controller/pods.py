@@ -19,7 +19,7 @@ from autocrane import annotations
 
 MIRROR_ANNOTATION = "kubernetes.io/config.mirror"
 """Set by the kubelet on the API copy of a static pod; evicting it does nothing."""
-OPT_OUT_ANNOTATION = "eviction.autocrane.io/opt-out"
+OPT_OUT_ANNOTATION = annotations.EVICTION_OPT_OUT
 """``"true"`` keeps AutoCrane from ever evicting the pod (its watchdogs are still probed)."""
 
 

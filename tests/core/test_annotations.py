@@ -156,3 +156,10 @@ def test_opts_in_matches_the_webhook_match_condition() -> None:
     assert annotations.opts_in({"data.autocrane.io/x": "y"})
     assert annotations.opts_in({annotations.MIN_READY_SECONDS: "1"})
     assert not annotations.opts_in({annotations.STORE_LOCATION: "/x"}) and not annotations.opts_in(None)
+
+
+def test_the_eviction_opt_out_is_a_known_key_and_raises_no_warning() -> None:
+    _, warnings = annotations.parse_pod({annotations.EVICTION_OPT_OUT: "true", "data.autocrane.io/m": "s"})
+    assert warnings == []
+    _, warnings = annotations.parse_pod({"eviction.autocrane.io/opt-uot": "true", "data.autocrane.io/m": "s"})
+    assert any("eviction.autocrane.io/opt-uot" in w for w in warnings)
