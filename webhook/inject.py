@@ -20,7 +20,6 @@ so (``policy.ALREADY_INJECTED``) and the webhook returns no patch.
 
 from __future__ import annotations
 
-import copy
 import functools
 import posixpath
 from collections.abc import Mapping
@@ -48,6 +47,24 @@ class InjectionResult:
     can still differ from the input: a stale injection is stripped from pods that no longer opt in."""
 
 
+_JSON_SCALARS = frozenset({str, int, float, bool, type(None)})
+
+
+def _copy_json(value: Any) -> Any:
+    """A deep copy of JSON data: several times faster than ``copy.deepcopy``, which keeps a memo
+    for shared and cyclic references that decoded JSON never has (most of an admission's CPU)."""
+    kind = type(value)  # exact types first: an ABC isinstance check costs more than the copy
+    if kind is dict:
+        return {key: _copy_json(item) for key, item in value.items()}
+    if kind is list:
+        return [_copy_json(item) for item in value]
+    if kind in _JSON_SCALARS:
+        return value
+    if isinstance(value, Mapping):
+        return {key: _copy_json(item) for key, item in value.items()}
+    return [_copy_json(item) for item in value] if isinstance(value, tuple) else value
+
+
 def inject(pod: Mapping[str, Any], settings: injector_settings.InjectorSettings) -> InjectionResult:
     """Inject AutoCrane's containers into ``pod`` (a Pod or a pod template) as its annotations ask.
 
@@ -55,8 +72,8 @@ def inject(pod: Mapping[str, Any], settings: injector_settings.InjectorSettings)
     when the object is not shaped like a pod.
     """
     if not policy.is_pod(pod):
-        return InjectionResult(copy.deepcopy(dict(pod)) if isinstance(pod, Mapping) else {}, (), policy.NOT_A_POD)
-    result: dict[str, Any] = copy.deepcopy(dict(pod))
+        return InjectionResult(_copy_json(pod) if isinstance(pod, Mapping) else {}, (), policy.NOT_A_POD)
+    result: dict[str, Any] = _copy_json(pod)
     request, warnings = annotations.parse_pod(_annotations(result))
     decision = policy.decide(result, request)
     if not decision.inject:

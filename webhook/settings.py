@@ -17,6 +17,7 @@ on the pods (``injector.autocrane.io/status``).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 from collections.abc import Mapping
@@ -85,8 +86,7 @@ class InjectorSettings:
 
     def config_hash(self) -> str:
         """First 16 hex digits of the SHA-256 of the settings as canonical JSON: stable across runs."""
-        canonical = json.dumps(dataclasses.asdict(self), sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+        return _config_hash(self)
 
     def resources(self, program: str) -> Resources:
         """The default resources of ``program`` (``datadeployer`` or ``watchdoghealthz``)."""
@@ -95,6 +95,13 @@ class InjectorSettings:
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(InjectorSettings)}
+
+
+@functools.lru_cache(maxsize=16)
+def _config_hash(settings: InjectorSettings) -> str:
+    # Settings are frozen (hashable) and read once, but every admission records the hash: cache it.
+    canonical = json.dumps(dataclasses.asdict(settings), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
 def load(path: Path | None = None, overrides: Mapping[str, object] | None = None) -> InjectorSettings:
