@@ -21,9 +21,10 @@
 from __future__ import annotations
 
 import base64
-import json
 from collections.abc import Mapping
 from typing import Any
+
+import orjson
 
 from autocrane import errors
 from webhook import inject, patching, policy
@@ -55,7 +56,7 @@ def review(request_review: Mapping[str, Any], settings: injector_settings.Inject
     patch = admission_patch(pod, result.pod)
     if patch:
         response["patchType"] = "JSONPatch"
-        response["patch"] = base64.b64encode(json.dumps(patch, separators=(",", ":")).encode()).decode()
+        response["patch"] = base64.b64encode(orjson.dumps(patch)).decode()
     if result.warnings:
         response["warnings"] = list(result.warnings)
     if result.skipped_reason and not patch:

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import logging
 import os
 import time
@@ -39,6 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import orjson
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
@@ -56,7 +56,7 @@ MAX_BODY_BYTES = 3 * 1024 * 1024
 
 
 def _json(document: object) -> bytes:
-    return json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode()
+    return orjson.dumps(document)
 
 
 def _failure_review(review_in: dict[str, Any], uid: str) -> dict[str, Any]:
@@ -140,8 +140,8 @@ class Mutate:
         if body is None:
             return self._reject(413, f"body larger than {MAX_BODY_BYTES} bytes")
         try:
-            review_in = json.loads(body)
-        except ValueError as exc:
+            review_in = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:  # also invalid UTF-8
             return self._reject(400, f"body is not JSON: {exc}")
         try:
             review_out = admission.review(review_in, self.injector)
