@@ -13,13 +13,14 @@ key                                                     written by              
 ======================================================  =====================================  =========
 ``data.autocrane.io/<name>: <source>``                  user (opts into the datadeployer)      yes
 ``store.autocrane.io/location: <absolute path>``        user                                   yes
+``store.autocrane.io/deps: <source>, ...``              user (rollout dependents)              recognised
 ``watchdoghealthz.autocrane.io/min-ready-seconds: <n>``  user (opts into watchdoghealthz)       yes
 ``injector.autocrane.io/<override>``                    user (per-pod injector overrides)      yes
 ``injector.autocrane.io/status``                        the injector (what it injected)        yes
 ``probe.autocrane.io/<name>: <url>``                    user (watchdog probes)                 recognised
 ``status.autocrane.io/<name>``, label ``.../health``    the controller                         recognised
 ``request.data.autocrane.io/<name>``                    the controller (data rollouts)         recognised
-``status.data.autocrane.io/<name>``                     the datadeployer sidecar               recognised
+``status.data.autocrane.io/<name>``                     the controller (datadeployer's ack)    recognised
 ======================================================  =====================================  =========
 """
 
@@ -44,6 +45,9 @@ STORE_LOCATION = "store.autocrane.io/location"
 """Absolute path where data sets appear in the app containers, as ``<location>/<name>``."""
 DEFAULT_STORE_LOCATION = "/autocrane/data"
 """Used when ``store.autocrane.io/location`` is absent (and the injector's config does not say otherwise)."""
+STORE_DEPS = "store.autocrane.io/deps"
+"""Comma list of sources the pod consumes indirectly (through another pod): a data rollout of any of them
+is gated on this pod's watchdogs too."""
 MIN_READY_SECONDS = "watchdoghealthz.autocrane.io/min-ready-seconds"
 """Opts into the watchdoghealthz sidecar: not Ready until no error watchdog for that many seconds."""
 
@@ -86,7 +90,7 @@ _INJECTOR_KEYS = frozenset(
 _OPEN_FAMILIES = (DATA_PREFIX, PROBE_PREFIX, STATUS_PREFIX, REQUEST_DATA_PREFIX, STATUS_DATA_PREFIX)
 """Prefixes whose ``<name>`` part is free; any key in them is recognised."""
 _CLOSED_FAMILIES = {
-    "store.autocrane.io/": frozenset({STORE_LOCATION}),
+    "store.autocrane.io/": frozenset({STORE_LOCATION, STORE_DEPS}),
     "watchdoghealthz.autocrane.io/": frozenset({MIN_READY_SECONDS}),
     "eviction.autocrane.io/": frozenset({EVICTION_OPT_OUT}),
     INJECTOR_PREFIX: _INJECTOR_KEYS,
