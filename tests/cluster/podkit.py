@@ -1,0 +1,157 @@
+"""Standing in for the kubelet: in-pod programs as local processes, fed from a real pod object.
+
+- :class:`Kubelet` writes a pod's downward-API volume (``annotations`` and ``labels``) from the
+  pod as the API server has it now, the way the kubelet's AtomicWriter does: the files live in a
+  timestamped directory, ``..data`` is a symlink to it swapped with rename(2), and ``annotations``
+  is a symlink to ``..data/annotations``. The file format is the kubelet's
+  (``fieldpath.FormatMap``: sorted ``key="value"`` lines, the value quoted like Go's ``%q``),
+  from :func:`autocrane.podinfo.format_annotations`. The kubelet refreshes the volume on its sync
+  loop; a test calls :meth:`Kubelet.sync` where that refresh would happen.
+- :class:`Processes` starts ``autocrane`` subcommands with their output in log files, and stops
+  every one of them at the end, also on failure.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import secrets
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import httpx
+
+from autocrane import podinfo
+from autocrane.devcluster import controlplane
+from tests.cluster import harness
+
+free_port = controlplane.free_port
+AUTOCRANE = (sys.executable, "-c", "from autocrane import cli; cli.main()")
+
+
+class Kubelet:
+    """The downward-API volume of one pod, refreshed on demand from the API server."""
+
+    def __init__(self, cluster: harness.Cluster, namespace: str, pod: str, directory: Path) -> None:
+        self.cluster, self.namespace, self.pod, self.directory = cluster, namespace, pod, directory
+        directory.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def annotations_file(self) -> Path:
+        return self.directory / "annotations"
+
+    def sync(self) -> dict[str, str]:
+        """Rewrite the volume from the pod's current annotations and labels; return the annotations."""
+        pod = self.cluster.core.read_namespaced_pod(self.pod, self.namespace)
+        pod_annotations = dict(pod.metadata.annotations or {})
+        self.write({"annotations": podinfo.format_annotations(pod_annotations),
+                    "labels": podinfo.format_annotations(dict(pod.metadata.labels or {}))})
+        return pod_annotations
+
+    def write(self, files: Mapping[str, str]) -> None:
+        """AtomicWriter: new timestamped dir, ``..data`` swapped to it, user-visible symlinks, old dir removed."""
+        stamp = dt.datetime.now(dt.UTC).strftime("..%Y_%m_%d_%H_%M_%S.") + secrets.token_hex(4)
+        fresh = self.directory / stamp
+        fresh.mkdir()
+        for name, content in files.items():
+            (fresh / name).write_text(content, encoding="utf-8")
+        data = self.directory / "..data"
+        old = os.readlink(data) if data.is_symlink() else None
+        tmp = self.directory / "..data_tmp"
+        tmp.unlink(missing_ok=True)
+        tmp.symlink_to(stamp)
+        os.replace(tmp, data)
+        for name in files:
+            link = self.directory / name
+            if not link.is_symlink():
+                link.symlink_to(f"..data/{name}")
+        if old is not None:
+            for leftover in (self.directory / old).iterdir():
+                leftover.unlink()
+            (self.directory / old).rmdir()
+
+
+class Process:
+    """One running ``autocrane`` subcommand; its stdout and stderr go to ``log``."""
+
+    def __init__(self, name: str, command: Sequence[str], log: Path, env: Mapping[str, str] | None) -> None:
+        self.name, self.log = name, log
+        with log.open("wb") as out:
+            self.popen = subprocess.Popen(list(command), stdout=out, stderr=subprocess.STDOUT,
+                                          env={**os.environ, **(env or {})})
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def alive(self) -> bool:
+        """True while running; an unexpected exit fails the test with the program's log."""
+        if self.popen.poll() is not None:
+            raise AssertionError(f"{self.name} exited with {self.popen.returncode}:\n{self.output()[-3000:]}")
+        return True
+
+    def wait(self, timeout: float) -> int:
+        try:
+            return self.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"{self.name} still running after {timeout:.0f}s:\n{self.output()[-3000:]}") from None
+
+    def stop(self, timeout: float = 20.0) -> int:
+        """SIGTERM, then SIGKILL after ``timeout``; the exit code."""
+        if self.popen.poll() is None:
+            self.popen.terminate()
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait()
+        return self.popen.returncode
+
+
+class Processes:
+    """Every process a test started; :meth:`stop_all` is called by the fixture, also on failure."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.started: list[Process] = []
+
+    def start(self, name: str, *args: str, env: Mapping[str, str] | None = None,
+              command: Sequence[str] | None = None) -> Process:
+        """``autocrane ARGS...`` (or ``command`` as given), logging to ``<directory>/<name>.log``."""
+        argv = list(command) if command is not None else [*AUTOCRANE, *args, "--log-format", "text"]
+        proc = Process(name, argv, self.directory / f"{name}.log", env)
+        self.started.append(proc)
+        return proc
+
+    def run(self, name: str, *args: str, timeout: float = 60.0, env: Mapping[str, str] | None = None,
+            command: Sequence[str] | None = None) -> tuple[int, str]:
+        """Run to completion within ``timeout``: (exit code, output)."""
+        proc = self.start(name, *args, env=env, command=command)
+        return proc.wait(timeout), proc.output()
+
+    def stop_all(self) -> list[str]:
+        """Stop every process still running; the logs of the ones that did not exit 0 on SIGTERM."""
+        problems = []
+        for proc in reversed(self.started):
+            running = proc.popen.poll() is None
+            code = proc.stop()
+            if running and code != 0:
+                problems.append(f"{proc.name} exited {code} on SIGTERM:\n{proc.output()[-2000:]}")
+        return problems
+
+
+def http_get(url: str, timeout: float = 5.0) -> httpx.Response | None:
+    """GET without proxies from the environment; None when nothing answers (yet)."""
+    try:
+        return httpx.get(url, timeout=timeout, trust_env=False)
+    except httpx.TransportError:
+        return None
+
+
+def answers(url: str, status: int, proc: Process | None = None) -> httpx.Response | None:
+    """The response if ``url`` answers ``status`` (for :func:`harness.wait_until`)."""
+    if proc is not None:
+        proc.alive()
+    response = http_get(url)
+    return response if response is not None and response.status_code == status else None
