@@ -9,25 +9,41 @@
   loop; a test calls :meth:`Kubelet.sync` where that refresh would happen.
 - :class:`Processes` starts ``autocrane`` subcommands with their output in log files, and stops
   every one of them at the end, also on failure.
+- :class:`Repository` is a real ``autocrane datarepository`` serving one directory source.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import secrets
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 
-from autocrane import podinfo
+from autocrane import annotations, podinfo
 from autocrane.devcluster import controlplane
 from tests.cluster import harness
+from tests.cluster.harness import wait_until
 
 free_port = controlplane.free_port
+SOURCE = "greetings"
+"""The repository's one source: a directory holding ``hello.txt``."""
+DATA_SET = "greet"
+DECLARE = {annotations.DATA_PREFIX + DATA_SET: SOURCE}
+"""The pod annotation declaring data set :data:`DATA_SET` from :data:`SOURCE`."""
+REQUEST_KEY = annotations.REQUEST_DATA_PREFIX + DATA_SET
+
+
+def request_value(version: Mapping[str, Any], sha256: str | None = None) -> str:
+    """``request.data.autocrane.io/<name>`` as the controller writes it (``sha256`` to make it lie)."""
+    return json.dumps({"version": version["version"], "sha256": sha256 or version["sha256"]})
 AUTOCRANE = (sys.executable, "-c", "from autocrane import cli; cli.main()")
 
 
@@ -155,3 +171,42 @@ def answers(url: str, status: int, proc: Process | None = None) -> httpx.Respons
         proc.alive()
     response = http_get(url)
     return response if response is not None and response.status_code == status else None
+
+
+@dataclass
+class Repository:
+    """A real ``autocrane datarepository`` polling the directory ``upstream`` every 0.2 s as :data:`SOURCE`."""
+
+    url: str
+    upstream: Path
+    state: Path
+    process: Process
+
+    @classmethod
+    def start(cls, processes: Processes, directory: Path) -> Repository:
+        upstream = directory / "upstream"
+        upstream.mkdir()
+        config = directory / "sources.yaml"
+        config.write_text(f"sources:\n  - name: {SOURCE}\n    every: 0.2\n    directory: {{path: {upstream}}}\n")
+        port = free_port()
+        proc = processes.start("datarepository", "datarepository", "--config", str(config),
+                               "--data-dir", str(directory / "repository"), "--host", "127.0.0.1", "--port", str(port))
+        repo = cls(f"http://127.0.0.1:{port}", upstream, directory / "repository", proc)
+        wait_until("the repository's /readyz", lambda: answers(f"{repo.url}/readyz", 200, proc), timeout=30)
+        return repo
+
+    def versions(self) -> list[dict[str, Any]]:
+        response = http_get(f"{self.url}/v1/sources/{SOURCE}")
+        return list(response.json()["versions"]) if response is not None and response.status_code == 200 else []
+
+    def publish(self, text: str) -> dict[str, Any]:
+        """Change the upstream file; the new version, once the repository has packed it."""
+        before = len(self.versions())
+        (self.upstream / "hello.txt").write_text(text)
+        wait_until(f"version {before + 1} of {SOURCE}",
+                   lambda: self.process.alive() and len(self.versions()) > before, timeout=30)
+        return self.versions()[-1]
+
+    def archive(self, version: dict[str, Any]) -> Path:
+        """Where the repository keeps ``version``'s archive (for tests that corrupt it)."""
+        return self.state / "archives" / f"{version['sha256']}.tar.gz"

@@ -16,7 +16,6 @@ import json
 import re
 import secrets
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,71 +25,13 @@ import pytest
 from autocrane import annotations
 from tests.cluster import harness, podkit
 from tests.cluster.harness import wait_until
-from tests.cluster.podkit import answers, http_get
+from tests.cluster.podkit import DATA_SET, DECLARE, REQUEST_KEY, answers, http_get, request_value
 from tests.sidecars import hostile
 
 pytestmark = pytest.mark.cluster
 
-SOURCE = "greetings"
-DATA_SET = "greet"
-DECLARE = {annotations.DATA_PREFIX + DATA_SET: SOURCE}
-REQUEST_KEY = annotations.REQUEST_DATA_PREFIX + DATA_SET
 FAILURE_THRESHOLD = 2.0
 """Seconds of failed syncing before the datadeployer's /watchdog says error."""
-
-
-@pytest.fixture
-def processes(tmp_path: Path) -> Iterator[podkit.Processes]:
-    running = podkit.Processes(tmp_path)
-    try:
-        yield running
-    finally:
-        problems = running.stop_all()
-    assert not problems, "\n".join(problems)  # every program shuts down cleanly on SIGTERM
-
-
-@dataclass
-class Repository:
-    """A real ``autocrane datarepository`` polling a directory every 0.2 s."""
-
-    url: str
-    upstream: Path
-    state: Path
-    process: podkit.Process
-
-    def versions(self) -> list[dict[str, Any]]:
-        response = http_get(f"{self.url}/v1/sources/{SOURCE}")
-        return list(response.json()["versions"]) if response is not None and response.status_code == 200 else []
-
-    def publish(self, text: str) -> dict[str, Any]:
-        """Change the upstream file; the new version, once the repository has packed it."""
-        before = len(self.versions())
-        (self.upstream / "hello.txt").write_text(text)
-        wait_until(f"version {before + 1} of {SOURCE}",
-                   lambda: self.process.alive() and len(self.versions()) > before, timeout=30)
-        return self.versions()[-1]
-
-    def archive(self, version: dict[str, Any]) -> Path:
-        return self.state / "archives" / f"{version['sha256']}.tar.gz"
-
-
-@pytest.fixture
-def repository(tmp_path: Path, processes: podkit.Processes) -> Repository:
-    upstream = tmp_path / "upstream"
-    upstream.mkdir()
-    (tmp_path / "sources.yaml").write_text(
-        f"sources:\n  - name: {SOURCE}\n    every: 0.2\n    directory: {{path: {upstream}}}\n")
-    port = podkit.free_port()
-    proc = processes.start("datarepository", "datarepository", "--config", str(tmp_path / "sources.yaml"),
-                           "--data-dir", str(tmp_path / "repository"), "--host", "127.0.0.1", "--port", str(port))
-    repo = Repository(f"http://127.0.0.1:{port}", upstream, tmp_path / "repository", proc)
-    wait_until("the repository's /readyz", lambda: answers(f"{repo.url}/readyz", 200, proc), timeout=30)
-    return repo
-
-
-def request_value(version: dict[str, Any], sha256: str | None = None) -> str:
-    """``request.data.autocrane.io/<name>`` as the controller writes it."""
-    return json.dumps({"version": version["version"], "sha256": sha256 or version["sha256"]})
 
 
 def create_pod(cluster: harness.Cluster, namespace: str, name: str, pod_annotations: dict[str, str]) -> Any:
@@ -138,7 +79,7 @@ class DataPod:
 
 
 def start_data_pod(cluster: harness.Cluster, namespace: str, tmp_path: Path, processes: podkit.Processes,
-                   repo: Repository, first: dict[str, Any]) -> DataPod:
+                   repo: podkit.Repository, first: dict[str, Any]) -> DataPod:
     """Create the pod asking for ``first`` (a request written at admission), run init, then the sidecar."""
     name = "data"
     pod = create_pod(cluster, namespace, name, {**DECLARE, REQUEST_KEY: request_value(first)})
@@ -171,7 +112,7 @@ def deployed_at(entry: dict[str, Any]) -> dt.datetime:
 
 
 def test_a_requested_version_is_swapped_in_and_acknowledged(
-    cluster: harness.Cluster, namespace: str, tmp_path: Path, processes: podkit.Processes, repository: Repository
+    cluster: harness.Cluster, namespace: str, tmp_path: Path, processes: podkit.Processes, repository: podkit.Repository
 ) -> None:
     v1 = repository.publish("hello v1")
     pod = start_data_pod(cluster, namespace, tmp_path, processes, repository, v1)
@@ -214,7 +155,7 @@ def _escaped(root: Path) -> list[Path]:
 
 
 def test_a_hostile_or_corrupt_version_leaves_the_live_data_untouched_and_is_reported(
-    cluster: harness.Cluster, namespace: str, tmp_path: Path, processes: podkit.Processes, repository: Repository
+    cluster: harness.Cluster, namespace: str, tmp_path: Path, processes: podkit.Processes, repository: podkit.Repository
 ) -> None:
     v1 = repository.publish("hello v1")
     pod = start_data_pod(cluster, namespace, tmp_path, processes, repository, v1)
