@@ -10,6 +10,12 @@
   up to 5 min) and the pass goes on. 500 with "multiple PodDisruptionBudgets" is treated alike.
   In dry-run mode the same request is sent with ``dryRun=All``: the API server checks the PDB
   and answers as it would, but nothing is evicted.
+- Data rollouts (:mod:`controller.datarollouts`): request annotations
+  (``request.data.autocrane.io/<name>``, with the mirrored acknowledgement
+  ``status.data.autocrane.io/<name>``) as merge patches of those keys only, without a
+  ``resourceVersion`` (only the leader writes them, and a merge patch of single keys loses nothing);
+  ``DataRollout`` creation and status patches *with* the ``resourceVersion`` (409 -> decide again);
+  the repository's last known good (``PUT``). Every rollback gets a Warning Event on the pod.
 - Every eviction, block and skip gets an Event on the pod (core/v1, shown by ``kubectl describe``),
   at most one per pod and reason per ``event_window`` seconds, so a pod held for an hour does
   not spam its namespace.
@@ -26,7 +32,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from controller import eviction, health, kubeapi, metrics, pods
+from controller import eviction, health, kubeapi, metrics, pods, repository, state
 
 log = logging.getLogger(__name__)
 COMPONENT = "autocrane-controller"
@@ -159,4 +165,59 @@ class Applier:
             log.warning("event not recorded", extra={"pod": pod.key, "reason": reason, "error": str(exc)})
             return False
         metrics.EVENTS.labels("created").inc()
+        return True
+
+    async def write_data(self, pod: pods.Pod, changes: dict[str, str | None]) -> str:
+        """Patch a pod's data request / acknowledgement annotations; returns ok, gone or error."""
+        try:
+            await self.api.request("PATCH", _pod_path(pod), body={"metadata": {"annotations": changes}},
+                                   content_type=kubeapi.MERGE_PATCH)
+            result = "ok"
+        except kubeapi.ApiError as exc:
+            result = "gone" if exc.status == 404 else "error"
+            if result == "error":
+                log.warning("data request patch failed", extra={"pod": pod.key, "error": str(exc)})
+        metrics.DATA_WRITES.labels("request", result).inc()
+        return result
+
+    async def create_rollout(self, namespace: str, source: str) -> dict[str, Any] | None:
+        """Create the DataRollout of ``source``; the object, or None (already there: the next pass reads it)."""
+        try:
+            created = await self.api.request("POST", state.path(namespace), body=state.new_object(namespace, source))
+        except kubeapi.ApiError as exc:
+            result = "conflict" if exc.status == 409 else "error"
+            metrics.DATA_WRITES.labels("rollout_create", result).inc()
+            if result == "error":
+                log.warning("DataRollout not created", extra={"namespace": namespace, "source": source,
+                                                             "error": str(exc)})
+            return None
+        metrics.DATA_WRITES.labels("rollout_create", "ok").inc()
+        log.info("DataRollout created", extra={"namespace": namespace, "source": source,
+                                               "name": created.get("metadata", {}).get("name")})
+        return created
+
+    async def write_rollout_status(self, rollout: state.Rollout, patch: dict[str, Any]) -> str:
+        """Merge-patch a DataRollout's status (carrying its resourceVersion); ok, conflict, gone or error."""
+        try:
+            await self.api.request("PATCH", state.path(rollout.namespace, rollout.name) + "/status", body=patch,
+                                   content_type=kubeapi.MERGE_PATCH)
+            result = "ok"
+        except kubeapi.ApiError as exc:
+            result = {409: "conflict", 404: "gone"}.get(exc.status, "error")
+            if result == "error":
+                log.warning("DataRollout status not written", extra={
+                    "rollout": f"{rollout.namespace}/{rollout.name}", "error": str(exc)})
+        metrics.DATA_WRITES.labels("rollout_status", result).inc()
+        return result
+
+    async def set_last_known_good(self, repo: repository.Repository, source: str, version: str) -> bool:
+        try:
+            await repo.set_last_known_good(source, version)
+        except repository.RepositoryError as exc:
+            metrics.DATA_WRITES.labels("repository_lkg", "error").inc()
+            log.warning("last known good not set in the repository", extra={
+                "source": source, "version": version, "error": str(exc)})
+            return False
+        metrics.DATA_WRITES.labels("repository_lkg", "ok").inc()
+        log.info("last known good set in the repository", extra={"source": source, "version": version})
         return True

@@ -1,10 +1,12 @@
 """One controller pass, and the loop that repeats it while this replica leads.
 
 A pass is level-triggered: it reads the informers' current pods, probes every probe annotation,
-writes the status patches :mod:`controller.health` asks for, then evicts what
-:mod:`controller.eviction` plans, all on that one snapshot (updated by the pass' own patches).
+writes the status patches :mod:`controller.health` asks for, evicts what
+:mod:`controller.eviction` plans, then takes the next step of every data rollout
+(:mod:`controller.datarollouts`, when a data repository is configured), all on that one snapshot
+(updated by the pass' own patches).
 Nothing in a pass depends on the previous one except the eviction streak counts, which only
-ever delay an eviction when lost.
+ever delay an eviction when lost; rollout state is read from the cluster every pass.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import time
 from collections.abc import Sequence
 
 from autocrane import annotations
-from controller import apply, eviction, health, informer, leader, metrics, pods, probing
+from controller import apply, datarollouts, eviction, health, informer, leader, metrics, pods, probing
 
 log = logging.getLogger(__name__)
 
@@ -34,18 +36,21 @@ class Report:
     evicted: tuple[str, ...]
     skipped: tuple[tuple[str, str], ...]
     breakers: int
+    data_requests: int = 0
+    rollout_writes: int = 0
 
 
 class Controller:
     def __init__(self, informers: Sequence[informer.PodInformer], prober: probing.Prober, applier: apply.Applier,
                  policy: eviction.Policy, *, elector: leader.LeaderElector | None = None,
-                 interval: float = 10.0) -> None:
+                 interval: float = 10.0, rollouts: datarollouts.DataRollouts | None = None) -> None:
         self.informers = list(informers)
         self.prober = prober
         self.applier = applier
         self.policy = policy
         self.elector = elector
         self.interval = interval
+        self.rollouts = rollouts
         self.streaks: dict[str, eviction.Streak] = {}
         self.last_pass = 0.0
         """time.monotonic() at the end of the last pass (0: none yet)."""
@@ -100,9 +105,13 @@ class Controller:
                 break
             if await self.applier.evict(decision) in ("evicted", "dry_run"):
                 evicted.append(decision.pod.key)
+        data = datarollouts.Report()
+        if self.rollouts is not None and self.leading:
+            data = await self.rollouts.run_pass(updated, lambda: self.leading)
         self.applier.forget(p.uid for p in snapshot)
         return Report(pods=len(snapshot), probed=len(results), status_writes=writes, evicted=tuple(evicted),
-                      skipped=tuple((d.pod.key, d.reason) for d in plan.skipped), breakers=len(plan.breakers))
+                      skipped=tuple((d.pod.key, d.reason) for d in plan.skipped), breakers=len(plan.breakers),
+                      data_requests=data.requests, rollout_writes=data.status_writes)
 
     async def run(self) -> None:
         """Pass after pass while synced and leading; a failing pass is logged, never fatal."""
@@ -117,7 +126,8 @@ class Controller:
             try:
                 with metrics.PASS_DURATION.time():
                     report = await self.run_pass()
-                level = logging.INFO if report.status_writes or report.evicted or report.skipped else logging.DEBUG
+                level = logging.INFO if (report.status_writes or report.evicted or report.skipped
+                                         or report.data_requests or report.rollout_writes) else logging.DEBUG
                 log.log(level, "pass done", extra={**dataclasses.asdict(report),
                                                    "seconds": round(time.monotonic() - started, 3)})
             except Exception:

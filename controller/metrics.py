@@ -33,3 +33,23 @@ INFORMER_RELISTS = metrics.counter(AREA, "informer_relists", "Full LISTs (start,
 INFORMER_LAST_EVENT = metrics.gauge(AREA, "informer_last_event", "timestamp_seconds",
                                     "When the pod watch last delivered an event or bookmark (lag = now - this).")
 LEADER = metrics.gauge(AREA, "leader", "info", "1 while this replica holds the leader Lease, else 0.")
+ROLLOUT_STAGE = metrics.gauge(AREA, "rollout_stage", "info",
+                              "Stage (1-based) of the running data rollout per namespace and source; 0 when none.",
+                              ["namespace", "source"])
+ROLLOUT_PHASE = metrics.gauge(AREA, "rollout_phase", "info",
+                              "1 on the data rollout's current phase (Idle, Progressing, Succeeded, RolledBack, "
+                              "Pinned).",
+                              ["namespace", "source", "phase"])
+ROLLOUT_VERSION = metrics.gauge(AREA, "rollout_version", "info",
+                                "1 per data version in a role: last_known_good, or target (being rolled out).",
+                                ["namespace", "source", "role", "version"])
+ROLLOUT_PODS = metrics.gauge(AREA, "rollout_pods", "items",
+                             "Pods of a data rollout: members, on_target, acknowledged.",
+                             ["namespace", "source", "state"])
+ROLLBACKS = metrics.counter(AREA, "rollbacks", "Data rollouts rolled back, by reason (watchdog, deadline, abort).",
+                            ["reason"])
+DATA_WRITES = metrics.counter(
+    AREA, "data_writes", "Writes for data rollouts by kind (request, rollout_status, rollout_create, repository_lkg) "
+    "and result (ok, conflict, gone, error).", ["kind", "result"])
+REPOSITORY_READS = metrics.counter(AREA, "repository_reads", "Data repository manifest reads by result (ok, error).",
+                                   ["result"])

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import json
 import re
 import time
 from collections.abc import Iterable
@@ -110,6 +111,26 @@ class Prober:
                 return health.ProbeResult("unknown", f"unreachable: {type(exc).__name__}")
             finally:
                 self.durations.append(time.monotonic() - started)
+
+    async def get_json(self, url: str, limit: int = 1 << 20) -> object | None:
+        """GET ``url`` and decode a 200 answer as JSON (at most ``limit`` bytes); None for anything else."""
+        assert self._session is not None, "use Prober as an async context manager"
+        async with self._slots:
+            try:
+                async with self._session.get(url, allow_redirects=False) as response:
+                    if response.status != 200:
+                        return None
+                    decoded: object = json.loads(await response.content.read(limit))
+                    return decoded
+            except (aiohttp.ClientError, OSError, TimeoutError, ValueError):
+                return None
+
+    async def datadeployer_status(self, pod: pods.Pod, port: int) -> object | None:
+        """The pod's datadeployer ``GET /status`` (on its own IP only), or None when it does not answer."""
+        if not probeable(pod):
+            return None
+        shown = f"[{pod.pod_ip}]" if ":" in pod.pod_ip else pod.pod_ip
+        return await self.get_json(f"http://{shown}:{port}/status")
 
     async def probe_pod(self, pod: pods.Pod) -> dict[str, health.ProbeResult]:
         """Every probe annotation of ``pod``, by watchdog name."""

@@ -42,6 +42,8 @@ implies, so a crash in between re-derives the same requests, never an earlier st
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
+import json
 import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -391,7 +393,7 @@ def step(spec: Spec, state: State, manifest: manifests.SourceManifest | None, po
                 f"{len(waiting)} pod(s) to acknowledge {target}" if waiting else
                 f"pods to take {target} ({len(in_stage)} of {counts[stage]} can)")
         elif not promote and now - since < bake:
-            message = f"{label}: baking, {bake - (now - since):.0f}s left"
+            message = f"{label}: baking until {manifests.format_time(dt.datetime.fromtimestamp(since + bake, dt.UTC))}"
         else:
             message = ""
         passed = promote or (failure is None and not waiting and not short and now - since >= bake)
@@ -437,3 +439,43 @@ def _finish(state: State, members: list[_Member], manifest: manifests.SourceMani
                                 acknowledged=acked)
     repository = lkg if lkg is not None and manifest.last_known_good != lkg else None
     return Step(state, tuple(requests), tuple(events), repository, tuple(logs))
+
+
+# --- acknowledgements -------------------------------------------------------------------------------
+
+def parse_acks(body: object) -> dict[str, Ack]:
+    """The datadeployer's ``GET /status`` answer -> data-set name -> :class:`Ack` (garbage -> nothing)."""
+    sets = body.get("sets") if isinstance(body, dict) else None
+    out: dict[str, Ack] = {}
+    for name, entry in (sets or {}).items() if isinstance(sets, dict) else ():
+        if not isinstance(entry, dict):
+            continue
+        version = entry.get("version")
+        deployed = entry.get("deployedAt")
+        try:
+            at = dt.datetime.fromisoformat(deployed.replace("Z", "+00:00")).timestamp() \
+                if isinstance(deployed, str) else None
+        except ValueError:
+            at = None
+        error = entry.get("error")
+        out[str(name)] = Ack(version if isinstance(version, str) else None, at,
+                             error if isinstance(error, str) else None)
+    return out
+
+
+def ack_annotations(pod: pods.Pod, pod_acks: Mapping[str, Ack]) -> dict[str, str]:
+    """``status.data.autocrane.io/<name>`` values that mirror what the datadeployer reports, where they differ.
+
+    Only the version and when it went live are kept, so the value changes once per deployment.
+    """
+    changes = {}
+    for name, ack in pod_acks.items():
+        if ack.version is None or not pod.annotations.get(annotations.DATA_PREFIX + name):
+            continue
+        when = None if ack.deployed_at is None else manifests.format_time(
+            dt.datetime.fromtimestamp(ack.deployed_at, dt.UTC))
+        value = json.dumps({"version": ack.version, "deployedAt": when}, separators=(",", ":"))
+        key = annotations.STATUS_DATA_PREFIX + name
+        if pod.annotations.get(key) != value:
+            changes[key] = value
+    return changes

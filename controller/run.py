@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -23,15 +24,16 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
 from autocrane import logs, metrics, serving
-from controller import apply, eviction, informer, kubeapi, leader, loop, probing
+from controller import apply, datarollouts, eviction, informer, kubeapi, leader, loop, probing, repository, rollout
 
 log = logging.getLogger("controller")
 
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="autocrane controller", description=(
-        "Probe watchdog annotations, record statuses and the health label, and evict pods stuck in error "
-        "through the Eviction API (PDBs respected, circuit breaker when most of a workload fails)."))
+        "Probe watchdog annotations, record statuses and the health label, evict pods stuck in error "
+        "through the Eviction API (PDBs respected, circuit breaker when most of a workload fails), and roll "
+        "data versions out in watchdog-gated stages with rollback (with --data-repository)."))
     p.add_argument("--kubeconfig", type=Path, default=None,
                    help="kubeconfig file (default: in-cluster service account, else $KUBECONFIG or ~/.kube/config)")
     p.add_argument("--namespace", "-n", action="append", default=[],
@@ -55,6 +57,19 @@ def parser() -> argparse.ArgumentParser:
                    help="gracePeriodSeconds for evictions (default: the pod's own)")
     g.add_argument("--dry-run", action="store_true",
                    help="send evictions with dryRun=All: PDBs are checked and Events written, nothing is evicted")
+    d = p.add_argument_group("data rollouts (off without --data-repository)")
+    d.add_argument("--data-repository", metavar="URL", default=None,
+                   help="the data repository's base URL (e.g. http://autocrane-datarepository); enables data rollouts")
+    d.add_argument("--data-repository-token-file", type=Path, default=None,
+                   help="file holding the repository's bearer token")
+    d.add_argument("--datadeployer-port", type=int, default=8098,
+                   help="port of the datadeployer's GET /status on each pod (default 8098, the injector's)")
+    d.add_argument("--rollout-stages", default=",".join(rollout.DEFAULT_STAGES),
+                   help="default stages: pod counts or percentages, the last 100%% (default 1,25%%,100%%)")
+    d.add_argument("--bake-seconds", type=float, default=600.0,
+                   help="default seconds a stage must stay free of error watchdogs once acknowledged (default 600)")
+    d.add_argument("--progress-deadline", type=float, default=600.0,
+                   help="default seconds a stage may wait for acknowledgements before rolling back (default 600)")
     a = p.add_argument_group("API server")
     a.add_argument("--qps", type=float, default=20.0, help="client-side limit on API writes per second (default 20)")
     a.add_argument("--burst", type=int, default=40, help="writes allowed in a burst (default 40)")
@@ -75,6 +90,11 @@ def policy(args: argparse.Namespace) -> eviction.Policy:
         observations=args.error_observations, min_error_seconds=args.error_seconds, min_pod_age=args.min_pod_age,
         max_per_pass=args.max_evictions_per_pass, max_per_namespace=args.max_evictions_per_namespace,
         max_per_owner=args.max_evictions_per_owner, max_failing_share=args.max_failing_share)
+
+
+def rollout_policy(args: argparse.Namespace) -> rollout.Policy:
+    stages = rollout.check_stages([s.strip() for s in args.rollout_stages.split(",")])
+    return rollout.Policy(stages=stages, bake_seconds=args.bake_seconds, progress_deadline=args.progress_deadline)
 
 
 def health_app(controller: loop.Controller, tasks: list[asyncio.Task[None]]) -> Starlette:
@@ -101,8 +121,18 @@ async def run(args: argparse.Namespace) -> int:
     loop_ = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop_.add_signal_handler(signum, stop.set)
-    async with probing.Prober(concurrency=args.probe_concurrency, timeout=args.probe_timeout) as prober:
-        controller = loop.Controller(informers, prober, applier, policy(args), elector=elector, interval=args.interval)
+    repo = repository.Repository(args.data_repository, token_file=args.data_repository_token_file) \
+        if args.data_repository else None
+    async with contextlib.AsyncExitStack() as stack:
+        prober = await stack.enter_async_context(
+            probing.Prober(concurrency=args.probe_concurrency, timeout=args.probe_timeout))
+        rollouts = None
+        if repo is not None:
+            await stack.enter_async_context(repo)
+            rollouts = datarollouts.DataRollouts(api, repo, prober, applier, namespaces=args.namespace,
+                                                 policy=rollout_policy(args), datadeployer_port=args.datadeployer_port)
+        controller = loop.Controller(informers, prober, applier, policy(args), elector=elector, interval=args.interval,
+                                     rollouts=rollouts)
         tasks = [asyncio.create_task(i.run(), name=f"informer-{i.namespace or 'all'}") for i in informers]
         tasks.append(asyncio.create_task(controller.run(), name="passes"))
         if elector is not None:
@@ -111,7 +141,8 @@ async def run(args: argparse.Namespace) -> int:
                                              args.health_port)], graceful_timeout=2)
         await site.start()
         log.info("controller started", extra={"identity": identity, "dry_run": args.dry_run,
-                                              "namespaces": args.namespace or "all", "selector": args.selector})
+                                              "namespaces": args.namespace or "all", "selector": args.selector,
+                                              "data_repository": args.data_repository})
         crashed = asyncio.ensure_future(asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED))
         await asyncio.wait([crashed, asyncio.ensure_future(stop.wait())], return_when=asyncio.FIRST_COMPLETED)
         code = 0 if stop.is_set() else 1
@@ -132,6 +163,11 @@ async def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str]) -> int:
-    args = parser().parse_args(argv)
+    p = parser()
+    args = p.parse_args(argv)
+    try:
+        rollout_policy(args)
+    except ValueError as exc:
+        p.error(f"--rollout-stages: {exc}")
     logs.setup_from_arguments(args)
     return asyncio.run(run(args))

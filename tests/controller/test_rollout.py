@@ -93,7 +93,7 @@ def test_a_stage_is_not_passed_before_its_bake_time() -> None:
     step = rollout.step(SPEC, state, manifest("a", "b"), [pod], {}, T0, POLICY)
     assert step.state.stage == 0 and "1 pod(s) to acknowledge b" in step.state.message
     step = rollout.step(SPEC, state, manifest("a", "b"), [pod], acks([pod], "b", T0 - 30), T0, POLICY)
-    assert step.state.stage == 0 and "baking, 30s left" in step.state.message
+    assert step.state.stage == 0 and "baking until 2026-03-01T12:00:30Z" in step.state.message
     step = rollout.step(SPEC, state, manifest("a", "b"), [pod], acks([pod], "b", T0 - 60), T0, POLICY)
     assert step.state.stage == 1
 
@@ -295,3 +295,16 @@ def test_the_repository_is_told_the_last_known_good_until_it_agrees() -> None:
     state = dataclasses.replace(State(), last_known_good="b", phase=rollout.SUCCEEDED)
     assert rollout.step(SPEC, state, manifest("a", "b", lkg="a"), [], {}, T0, POLICY).repository_lkg == "b"
     assert rollout.step(SPEC, state, manifest("a", "b", lkg="b"), [], {}, T0, POLICY).repository_lkg is None
+
+
+def test_acknowledgements_are_read_from_the_datadeployer_status_and_mirrored_once() -> None:
+    body = {"sets": {"model": {"version": "b", "deployedAt": "2026-03-01T11:59:00Z", "error": None},
+                     "junk": "x", "other": {"version": 3}}, "annotationsError": None}
+    found = rollout.parse_acks(body)
+    assert found["model"] == Ack("b", T0 - 60) and found["other"] == Ack(None)
+    assert rollout.parse_acks("garbage") == {} and rollout.parse_acks({"sets": []}) == {}
+    pod = member("web-1", B)
+    changes = rollout.ack_annotations(pod, found)
+    assert changes == {"status.data.autocrane.io/model": '{"version":"b","deployedAt":"2026-03-01T11:59:00Z"}'}
+    mirrored = pod.with_annotations(changes, pod.health_label)
+    assert rollout.ack_annotations(mirrored, found) == {}

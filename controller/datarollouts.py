@@ -1,0 +1,153 @@
+"""The data-rollout part of a pass: observe (manifest, DataRollouts, acknowledgements), decide, act.
+
+Run by :class:`controller.loop.Controller` after statuses and evictions, on the same snapshot, and
+only while leading. For every namespace and source its pods use:
+
+1. read the repository's manifest and the namespace's ``DataRollout`` objects (created when
+   missing), and each data pod's datadeployer ``GET /status`` (the acknowledgement);
+2. :func:`controller.rollout.step` decides;
+3. write the new status first (with its resourceVersion; on 409 nothing else is done this pass),
+   then the pods' requests, the repository's last known good and the Events, all through
+   :class:`controller.apply.Applier`.
+
+The acknowledgements are mirrored on each pod as ``status.data.autocrane.io/<name>`` (version and
+deployment time, written when they change) so ``autocrane status`` and people can see them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+
+from autocrane import manifests
+from controller import apply, kubeapi, metrics, pods, probing, repository, rollout, state
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Report:
+    rollouts: int = 0
+    requests: int = 0
+    status_writes: int = 0
+
+
+class DataRollouts:
+    def __init__(self, api: kubeapi.KubeApi, repo: repository.Repository, prober: probing.Prober,
+                 applier: apply.Applier, *, namespaces: Sequence[str] | None = None,
+                 policy: rollout.Policy | None = None, datadeployer_port: int = 8098,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.api, self.repo, self.prober, self.applier = api, repo, prober, applier
+        self.namespaces = list(namespaces or [])
+        self.policy = policy or rollout.Policy()
+        self.port = datadeployer_port
+        self.clock = clock
+
+    async def _rollouts(self) -> list[dict[str, object]]:
+        found = []
+        for namespace in self.namespaces or [None]:
+            found += await state.list_rollouts(self.api, namespace)
+        return found
+
+    async def _acks(self, data_pods: list[pods.Pod]) -> dict[str, dict[str, rollout.Ack]]:
+        answers = await asyncio.gather(*(self.prober.datadeployer_status(p, self.port) for p in data_pods))
+        return {p.uid: rollout.parse_acks(body) for p, body in zip(data_pods, answers, strict=True)
+                if body is not None}
+
+    async def run_pass(self, snapshot: Sequence[pods.Pod], leading: Callable[[], bool]) -> Report:
+        data_pods = [p for p in snapshot if rollout.sources(p) and not p.terminating]
+        if not data_pods:
+            return Report()
+        try:
+            manifest = await self.repo.manifest()
+            metrics.REPOSITORY_READS.labels("ok").inc()
+        except repository.RepositoryError as exc:
+            metrics.REPOSITORY_READS.labels("error").inc()
+            log.warning("data repository unreachable; data rollouts wait", extra={"error": str(exc)})
+            return Report()
+        raw_rollouts, acks = await asyncio.gather(self._rollouts(), self._acks(data_pods))
+        by_key = {}
+        raw_status = {}
+        for obj in raw_rollouts:
+            one = state.from_json(obj)
+            by_key[(one.namespace, one.spec.source)] = one
+            raw_status[(one.namespace, one.spec.source)] = obj.get("status")
+        by_namespace: dict[str, list[pods.Pod]] = defaultdict(list)
+        for pod in snapshot:
+            by_namespace[pod.namespace].append(pod)
+        wanted = sorted({(p.namespace, s) for p in data_pods for s in rollout.sources(p)})
+        for namespace, source in wanted:
+            if (namespace, source) in by_key or not leading():
+                continue
+            try:
+                manifests.check_source(source)
+            except manifests.ManifestError:
+                continue  # the datadeployer reports a malformed source on its own data set
+            created = await self.applier.create_rollout(namespace, source)
+            if created is not None:
+                by_key[(namespace, source)] = state.from_json(created)
+                raw_status[(namespace, source)] = created.get("status")
+
+        changes: dict[str, dict[str, str | None]] = defaultdict(dict)
+        owners: dict[str, pods.Pod] = {}
+        for pod in data_pods:
+            mirrored = rollout.ack_annotations(pod, acks.get(pod.uid, {}))
+            if mirrored:
+                changes[pod.uid].update(mirrored)
+                owners[pod.uid] = pod
+        report = Report()
+        metrics.ROLLOUT_VERSION.clear()
+        for (namespace, source), one in sorted(by_key.items()):
+            if not leading():
+                break
+            step = rollout.step(one.spec, one.state, manifest.get(source), by_namespace.get(namespace, []), acks,
+                                self.clock(), self.policy)
+            stages = len(one.spec.stages or self.policy.stages)
+            new_status = state.status_json(step.state, stages, one, self.clock())
+            patch = state.status_patch(one, raw_status.get((namespace, source)), new_status)
+            where = {"namespace": namespace, "source": source, "rollout": one.name}
+            if patch is not None:
+                result = await self.applier.write_rollout_status(one, patch)
+                report = dataclasses.replace(report, status_writes=report.status_writes + (result == "ok"))
+                if result != "ok":
+                    continue  # decide again on fresh state next pass
+            for message, fields in step.log:
+                log.info(message, extra={**where, **fields})
+                if message == "data rollout rolled back":
+                    metrics.ROLLBACKS.labels("deadline" if fields.get("why") else "watchdog").inc()
+                elif message == "data rollout aborted":
+                    metrics.ROLLBACKS.labels("abort").inc()
+            for request in step.requests:
+                changes[request.pod.uid][request.key] = request.request.to_annotation()
+                owners[request.pod.uid] = request.pod
+                log.info("data version requested", extra={**where, "pod": request.pod.name, "name": request.name,
+                                                          "version": request.request.version})
+            if step.repository_lkg is not None:
+                await self.applier.set_last_known_good(self.repo, source, step.repository_lkg)
+            for event in step.events:
+                await self.applier.event(event.pod, event.kind, event.reason, event.message)
+            self._metrics(namespace, source, step.state)
+            report = dataclasses.replace(report, rollouts=report.rollouts + 1,
+                                         requests=report.requests + len(step.requests))
+        for uid, patch_ in changes.items():
+            if not leading():
+                break
+            await self.applier.write_data(owners[uid], patch_)
+        return report
+
+    @staticmethod
+    def _metrics(namespace: str, source: str, current: rollout.State) -> None:
+        metrics.ROLLOUT_STAGE.labels(namespace, source).set(current.stage + 1 if current.target else 0)
+        for phase in rollout.PHASES:
+            metrics.ROLLOUT_PHASE.labels(namespace, source, phase).set(1 if current.phase == phase else 0)
+        if current.last_known_good:
+            metrics.ROLLOUT_VERSION.labels(namespace, source, "last_known_good", current.last_known_good).set(1)
+        if current.target:
+            metrics.ROLLOUT_VERSION.labels(namespace, source, "target", current.target).set(1)
+        for name, value in (("members", current.members), ("on_target", current.on_target),
+                            ("acknowledged", current.acknowledged)):
+            metrics.ROLLOUT_PODS.labels(namespace, source, name).set(value)
