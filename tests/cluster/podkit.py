@@ -5,8 +5,10 @@
   timestamped directory, ``..data`` is a symlink to it swapped with rename(2), and ``annotations``
   is a symlink to ``..data/annotations``. The file format is the kubelet's
   (``fieldpath.FormatMap``: sorted ``key="value"`` lines, the value quoted like Go's ``%q``),
-  from :func:`autocrane.podinfo.format_annotations`. The kubelet refreshes the volume on its sync
-  loop; a test calls :meth:`Kubelet.sync` where that refresh would happen.
+  written by :func:`format_map`, a transcription of Go's ``strconv.Quote`` kept independent of
+  :mod:`autocrane.podinfo` so the programs' parser is checked against Go's escaping, not against
+  itself. The kubelet refreshes the volume on its sync loop; a test calls :meth:`Kubelet.sync`
+  where that refresh would happen.
 - :class:`Processes` starts ``autocrane`` subcommands with their output in log files, and stops
   every one of them at the end, also on failure.
 - :class:`Repository` is a real ``autocrane datarepository`` serving one directory source.
@@ -27,11 +29,12 @@ from typing import Any
 
 import httpx
 
-from autocrane import annotations, podinfo
+from autocrane import annotations
 from autocrane.devcluster import controlplane
 from tests.cluster import harness
 from tests.cluster.harness import wait_until
 
+AUTOCRANE = (sys.executable, "-c", "from autocrane import cli; cli.main()")
 free_port = controlplane.free_port
 SOURCE = "greetings"
 """The repository's one source: a directory holding ``hello.txt``."""
@@ -44,7 +47,40 @@ REQUEST_KEY = annotations.REQUEST_DATA_PREFIX + DATA_SET
 def request_value(version: Mapping[str, Any], sha256: str | None = None) -> str:
     """``request.data.autocrane.io/<name>`` as the controller writes it (``sha256`` to make it lie)."""
     return json.dumps({"version": version["version"], "sha256": sha256 or version["sha256"]})
-AUTOCRANE = (sys.executable, "-c", "from autocrane import cli; cli.main()")
+
+
+_GO_ESCAPES = {"\a": "\\a", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r", "\t": "\\t",
+               "\v": "\\v"}
+TRICKY = 'say "hi" \\ back\nline two\ttab\x07bell \x7f é ✓ \u00a0nbsp \u2028 \U0001F600 \U000E0001tag'
+"""An annotation value exercising every branch of Go's quoting; tests put it on their pods."""
+
+
+def go_quote(value: str) -> str:
+    """Go's ``strconv.Quote`` (``%q``): ``\\"`` and ``\\\\``, printable runes as is, ``\\a \\b \\f \\n
+    \\r \\t \\v``, other control bytes ``\\xNN``, other unprintable runes ``\\uNNNN``/``\\UNNNNNNNN``.
+    Python's ``isprintable`` matches Go's ``unicode.IsPrint`` for what the tests use."""
+    out = ['"']
+    for ch in value:
+        code = ord(ch)
+        if ch in '"\\':
+            out.append("\\" + ch)
+        elif ch.isprintable():
+            out.append(ch)
+        elif ch in _GO_ESCAPES:
+            out.append(_GO_ESCAPES[ch])
+        elif code < 0x20 or code == 0x7F:
+            out.append(f"\\x{code:02x}")
+        elif code < 0x10000:
+            out.append(f"\\u{code:04x}")
+        else:
+            out.append(f"\\U{code:08x}")
+    out.append('"')
+    return "".join(out)
+
+
+def format_map(values: Mapping[str, str]) -> str:
+    """The kubelet's ``fieldpath.FormatMap``: ``%v=%q\\n`` per key in sorted order, last newline trimmed."""
+    return "".join(f"{key}={go_quote(values[key])}\n" for key in sorted(values)).removesuffix("\n")
 
 
 class Kubelet:
@@ -62,8 +98,8 @@ class Kubelet:
         """Rewrite the volume from the pod's current annotations and labels; return the annotations."""
         pod = self.cluster.core.read_namespaced_pod(self.pod, self.namespace)
         pod_annotations = dict(pod.metadata.annotations or {})
-        self.write({"annotations": podinfo.format_annotations(pod_annotations),
-                    "labels": podinfo.format_annotations(dict(pod.metadata.labels or {}))})
+        self.write({"annotations": format_map(pod_annotations),
+                    "labels": format_map(dict(pod.metadata.labels or {}))})
         return pod_annotations
 
     def write(self, files: Mapping[str, str]) -> None:

@@ -35,9 +35,12 @@ FAILURE_THRESHOLD = 2.0
 
 
 def create_pod(cluster: harness.Cluster, namespace: str, name: str, pod_annotations: dict[str, str]) -> Any:
-    """A plain pod (no injection); KWOK schedules it and gives it an IP on loopback. Returns it Running."""
+    """A plain pod (no injection); KWOK schedules it and gives it an IP on loopback. Returns it Running.
+
+    It also carries an annotation needing every kind of Go escape, which the programs must parse."""
     cluster.core.create_namespaced_pod(namespace, {
-        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "annotations": pod_annotations},
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "annotations": {"example.com/tricky": podkit.TRICKY, **pod_annotations}},
         "spec": {"containers": [{"name": "app", "image": "registry.invalid/app:1"}]}})
 
     def running() -> Any:
@@ -101,6 +104,7 @@ def start_data_pod(cluster: harness.Cluster, namespace: str, tmp_path: Path, pro
                               "--failure-threshold", str(FAILURE_THRESHOLD))
     data_pod = DataPod(name, pod.status.pod_ip, kubelet, root, sidecar, f"http://{pod.status.pod_ip}:{port}")
     wait_until("the sidecar's /synced on the pod's IP", lambda: answers(f"{data_pod.status_url}/synced", 200, sidecar))
+    assert http_get(f"{data_pod.status_url}/status").json()["annotationsError"] is None
     entry = data_pod.status()
     assert (entry["version"], entry["sha256"], entry["requested"]) == (first["version"], first["sha256"],
                                                                        first["version"])

@@ -69,7 +69,8 @@ def test_the_injected_containers_run_as_rendered_and_answer_their_probes(
     rendered = inject.inject({
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": "injected", "annotations": {
-            **DECLARE, REQUEST_KEY: request_value(v1), annotations.MIN_READY_SECONDS: "1"}},
+            **DECLARE, REQUEST_KEY: request_value(v1), annotations.MIN_READY_SECONDS: "1",
+            "example.com/tricky": podkit.TRICKY}},
         "spec": {"containers": [{"name": "app", "image": "registry.invalid/app:1"}]},
     }, settings)
     assert rendered.skipped_reason is None, rendered
