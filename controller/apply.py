@@ -193,7 +193,7 @@ class Applier:
             return None
         metrics.DATA_WRITES.labels("rollout_create", "ok").inc()
         log.info("DataRollout created", extra={"namespace": namespace, "source": source,
-                                               "name": created.get("metadata", {}).get("name")})
+                                               "rollout": created.get("metadata", {}).get("name")})
         return created
 
     async def write_rollout_status(self, rollout: state.Rollout, patch: dict[str, Any]) -> str:

@@ -124,7 +124,7 @@ class DataRollouts:
             for request in step.requests:
                 changes[request.pod.uid][request.key] = request.request.to_annotation()
                 owners[request.pod.uid] = request.pod
-                log.info("data version requested", extra={**where, "pod": request.pod.name, "name": request.name,
+                log.info("data version requested", extra={**where, "pod": request.pod.name, "data_set": request.name,
                                                           "version": request.request.version})
             if step.repository_lkg is not None:
                 await self.applier.set_last_known_good(self.repo, source, step.repository_lkg)

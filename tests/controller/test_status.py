@@ -31,3 +31,13 @@ def test_unreadable_statuses_and_requests_are_shown_as_such() -> None:
 def test_a_data_set_without_a_request_shows_a_dash() -> None:
     row = status.table([raw("x", annotations={"data.autocrane.io/m": "src"})], NOW).splitlines()[1].split()
     assert row[-1] == "m=-"
+
+
+def test_acknowledged_versions_and_the_rollout_follow_the_requested_version() -> None:
+    pod = raw("x", annotations={"data.autocrane.io/m": "src", "request.data.autocrane.io/m": '{"version":"v2"}',
+                                "status.data.autocrane.io/m": '{"version":"v1","deployedAt":null}'})
+    rollout = {"metadata": {"namespace": "ns", "name": "src"}, "spec": {"source": "src"},
+               "status": {"phase": "Progressing", "stageText": "2/3", "target": "v2"}}
+    other = {"metadata": {"namespace": "elsewhere", "name": "src"}, "spec": {"source": "src"}, "status": {}}
+    row = status.table([pod], NOW, [other, rollout]).splitlines()[1]
+    assert row.endswith("m=v2/v1 (src: Progressing 2/3 -> v2)")
