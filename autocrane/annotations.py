@@ -26,6 +26,7 @@ key                                                     written by              
 
 from __future__ import annotations
 
+import functools
 import json
 import posixpath
 import re
@@ -218,16 +219,22 @@ def parse_pod(annotations: Mapping[str, str] | None) -> tuple[PodSpecRequest, li
     Returns the request and warnings about unknown ``*.autocrane.io`` keys (short, one per key, for
     AdmissionResponse warnings). Keys of other domains are ignored.
     """
-    annotations = annotations or {}
+    ours = tuple(sorted((k, v) for k, v in (annotations or {}).items() if is_autocrane_key(k)))
+    for key, value in ours:
+        if not isinstance(value, str):
+            raise errors.AnnotationError(key, value, "a string (quote the value in YAML)")
+    request, warnings = _parse_ours(ours)
+    return request, list(warnings)
+
+
+@functools.lru_cache(maxsize=1024)
+def _parse_ours(ours: tuple[tuple[str, str], ...]) -> tuple[PodSpecRequest, tuple[str, ...]]:
+    # Pure on immutable input: the pods of one workload carry the same annotations, so admissions
+    # mostly hit this cache. Errors are raised again each time (lru_cache keeps only results).
     data_sets: list[DataSet] = []
     warnings: list[str] = []
     values: dict[str, str] = {}
-    for key in sorted(annotations):
-        if not is_autocrane_key(key):
-            continue
-        value = annotations[key]
-        if not isinstance(value, str):
-            raise errors.AnnotationError(key, value, "a string (quote the value in YAML)")
+    for key, value in ours:
         if key.startswith(DATA_PREFIX):
             data_sets.append(parse_data_set(key, value))
         elif key.startswith(_OPEN_FAMILIES):
@@ -255,7 +262,7 @@ def parse_pod(annotations: Mapping[str, str] | None) -> tuple[PodSpecRequest, li
         watchdoghealthz_resources=_parse_overrides("watchdoghealthz", values),
         status=None if status is None else parse_status(status),
     )
-    return request, warnings
+    return request, tuple(warnings)
 
 
 def parse_data_set(key: str, value: str) -> DataSet:

@@ -28,6 +28,7 @@ Fields the API server would default are set explicitly, so a re-invoked injectio
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -69,6 +70,7 @@ class Plan:
     """Effective resources (defaults with the pod's overrides)."""
 
 
+@functools.lru_cache(maxsize=256)  # pure, on frozen values: pods of one workload share the answer
 def effective_resources(default: injector_settings.Resources,
                         overrides: annotations.ResourceOverrides) -> injector_settings.Resources:
     """Defaults with per-pod overrides; a lone override drags the other bound along to keep request <= limit."""

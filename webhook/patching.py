@@ -34,9 +34,10 @@ def diff(old: Any, new: Any, path: str = "") -> list[Operation]:
     """The operations that turn ``old`` into ``new``; empty when they are equal."""
     if old == new:
         return []
-    if isinstance(old, Mapping) and isinstance(new, Mapping):
+    old_type, new_type = type(old), type(new)  # exact types first: ABC checks cost more than the diff
+    if (old_type is dict or isinstance(old, Mapping)) and (new_type is dict or isinstance(new, Mapping)):
         return _diff_objects(old, new, path)
-    if isinstance(old, list) and isinstance(new, list):
+    if old_type is list and new_type is list:
         return _diff_lists(old, new, path)
     return [{"op": "replace", "path": path, "value": new}]
 

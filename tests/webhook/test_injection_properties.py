@@ -14,6 +14,7 @@ policies, native and classic modes, both init positions.
 from __future__ import annotations
 
 import base64
+import copy
 import json
 from typing import Any
 
@@ -134,6 +135,7 @@ def review_of(pod: dict[str, Any]) -> dict[str, Any]:
 @given(pod=pods(), variant=st.integers(0, len(SETTINGS_VARIANTS) - 1))
 def test_patches_apply_results_are_valid_and_injection_is_idempotent(pod: dict[str, Any], variant: int) -> None:
     s = SETTINGS_VARIANTS[variant]
+    pristine = copy.deepcopy(pod)
     answer = admission.review(review_of(pod), s)["response"]
     try:
         result = inject.inject(pod, s)
@@ -155,6 +157,7 @@ def test_patches_apply_results_are_valid_and_injection_is_idempotent(pod: dict[s
     podchecks.assert_valid_pod(result.pod)
     again = inject.inject(result.pod, s)
     assert again.pod == result.pod
+    assert pod == pristine, "inject and review must never change their input"
     assert "patch" not in admission.review(review_of(result.pod), s)["response"]
 
     if result.skipped_reason is None:
