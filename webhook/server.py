@@ -240,7 +240,8 @@ def _parser() -> argparse.ArgumentParser:
                         help="seconds between checks of the certificate files (default %(default)s)")
     parser.add_argument("--config", type=Path, help="injector config YAML (a mounted ConfigMap)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override one injector setting (repeatable)")
+                        help="override one injector setting (repeatable); also from the environment as "
+                        "AUTOCRANE_INJECTOR_<KEY>")
     self_signed = parser.add_argument_group("self-signed mode (instead of --tls-cert-file/--tls-key-file)")
     self_signed.add_argument("--self-signed", action="store_true",
                              help="generate a CA (kept in a Secret) and serving certificates; keep the "
@@ -339,7 +340,9 @@ def main(argv: list[str]) -> int:
         parser.error("--register-url needs --register-ca-file (the CA for the caBundle)")
     logs.setup_from_arguments(arguments)
     try:
-        injector = settings.load(arguments.config, _overrides(arguments.overrides))
+        # Precedence: flags over environment over the config file over defaults.
+        overrides = {**settings.environment_overrides(os.environ), **_overrides(arguments.overrides)}
+        injector = settings.load(arguments.config, overrides)
         asyncio.run(serve(arguments, injector))
     except (errors.ConfigError, tls.CertError, kube.KubeError, OSError) as exc:
         log.error("cannot start the webhook", extra={"error": str(exc)})

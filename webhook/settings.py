@@ -104,6 +104,18 @@ def _config_hash(settings: InjectorSettings) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
+ENV_PREFIX = "AUTOCRANE_INJECTOR_"
+
+
+def environment_overrides(environ: Mapping[str, str]) -> dict[str, str]:
+    """``AUTOCRANE_INJECTOR_<FIELD>=value`` variables as overrides (e.g. ``AUTOCRANE_INJECTOR_NATIVE_SIDECAR=true``).
+
+    Unknown fields are refused by :func:`load` like any other unknown key, naming the variable's field.
+    """
+    return {key.removeprefix(ENV_PREFIX).lower(): value for key, value in environ.items()
+            if key.startswith(ENV_PREFIX)}
+
+
 def load(path: Path | None = None, overrides: Mapping[str, object] | None = None) -> InjectorSettings:
     """Settings from the YAML file at ``path`` (if any), then ``overrides`` on top; raise ``errors.ConfigError``.
 

@@ -90,3 +90,17 @@ def test_the_config_hash_is_stable_across_processes_and_changes_with_any_setting
                            capture_output=True, text=True, check=True).stdout.strip()
     assert here == there and len(here) == 16
     assert settings.load(overrides={"tmp_size_limit": "64Mi"}).config_hash() != here
+
+
+def test_environment_variables_override_settings_by_field_name() -> None:
+    overrides = settings.environment_overrides({
+        "AUTOCRANE_INJECTOR_NATIVE_SIDECAR": "true", "AUTOCRANE_INJECTOR_WATCHDOGHEALTHZ_PORT": "9001",
+        "UNRELATED": "x"})
+    loaded = settings.load(None, overrides)
+    assert loaded.native_sidecar is True
+    assert loaded.watchdoghealthz_port == 9001
+
+
+def test_an_unknown_environment_override_is_refused_naming_its_key() -> None:
+    with pytest.raises(errors.ConfigError, match="no_such_field"):
+        settings.load(None, settings.environment_overrides({"AUTOCRANE_INJECTOR_NO_SUCH_FIELD": "1"}))
