@@ -1,5 +1,7 @@
 # The two commands of the README. Everything else here is what they need.
-#   make dev   - AutoCrane on a local control plane (built from Go modules on first use)
+#   make dev   - AutoCrane on a local control plane (built from Go modules on first use);
+#                make dev CLUSTER=path/to/kubeconfig installs the chart on that cluster instead
+#                (its nodes must be able to pull the images: HELM_ARGS="--set image.repository=...")
 #   make test  - lint and the whole test suite, including the real-control-plane tests
 PYTHON ?= python3
 VENV ?= .venv
@@ -7,8 +9,15 @@ BIN := $(VENV)/bin
 
 .PHONY: dev test lint binaries install clean
 
+HELM := $(or $(AUTOCRANE_CACHE),$(HOME)/.cache/autocrane)/bin/helm
+
 dev: install binaries
+ifdef CLUSTER
+	$(HELM) upgrade --install autocrane charts/autocrane --namespace autocrane-system --create-namespace \
+		--kubeconfig $(CLUSTER) --wait $(HELM_ARGS)
+else
 	$(BIN)/autocrane devcluster up
+endif
 
 test: install binaries lint
 	$(BIN)/pytest -v
