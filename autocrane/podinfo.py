@@ -128,6 +128,7 @@ class Watcher:
             raw = self.path.read_bytes()
         except OSError as error:
             self.error = f"{self.path}: {error.strerror or error}"
+            self._raw = None  # the next successful read is parsed again, which clears the error
             return False
         if raw == self._raw:
             return False

@@ -125,6 +125,16 @@ class Kubelet:
             (self.directory / old).rmdir()
 
 
+    def lose_volume(self) -> None:
+        """Make the files unreadable for a while (``..data`` gone), as a read racing the swap sees them."""
+        data = self.directory / "..data"
+        target = self.directory / os.readlink(data)
+        data.unlink()
+        for leftover in target.iterdir():
+            leftover.unlink()
+        target.rmdir()
+
+
 class Process:
     """One running ``autocrane`` subcommand; its stdout and stderr go to ``log``."""
 

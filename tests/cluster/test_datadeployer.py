@@ -278,3 +278,11 @@ def test_watchdoghealthz_follows_statuses_posted_through_the_api(
     code, output = _watchdog(processes, cluster, namespace, "app", "get", "--annotations-file",
                              str(kubelet.annotations_file))
     assert re.search(r"^app info \S+ recovered$", output, re.MULTILINE), output
+
+    # A moment when the file cannot be read makes it unready; the same content readable again
+    # makes it ready again (it used to stick: the watcher skipped unchanged content, error and all).
+    kubelet.lose_volume()
+    lost = wait_until("watchdoghealthz unready without its file", lambda: answers(url, 503, healthz))
+    assert "cannot be read" in lost.text
+    kubelet.sync()
+    wait_until("watchdoghealthz ready again with the same file back", lambda: answers(url, 200, healthz), timeout=30)

@@ -66,3 +66,18 @@ def test_the_watcher_rereads_only_when_the_content_changes(tmp_path: Path) -> No
     path.write_text("garbage")
     assert watcher.poll() is True and "line 1" in (watcher.error or "")
     assert watcher.annotations == {"a": "1", "b": "2"}  # the last good content stays in force
+
+
+def test_watcher_clears_a_read_error_when_the_same_content_is_readable_again(tmp_path: Path) -> None:
+    # The kubelet swaps ..data and then deletes the old directory: a read racing with it fails
+    # once, and the next read returns the unchanged content. The error must not stick.
+    path = tmp_path / "annotations"
+    path.write_text('a="1"')
+    watcher = podinfo.Watcher(path)
+    assert watcher.poll() is True and watcher.error is None
+    path.unlink()
+    assert watcher.poll() is False and watcher.error is not None
+    assert watcher.annotations == {"a": "1"}
+    path.write_text('a="1"')
+    watcher.poll()
+    assert watcher.error is None and watcher.annotations == {"a": "1"}
