@@ -19,6 +19,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "webhook": ("webhook.server:main", "run the mutating admission webhook"),
     "controller": ("controller.run:main", "run the controller: watchdog probes, statuses and safe evictions"),
     "status": ("controller.status:main", "print pods with their watchdogs, health and data versions"),
+    "rollout": ("controller.rolloutctl:main", "promote, abort, pin or list data rollouts (DataRollout objects)"),
     "datadeployer": ("sidecars.datadeploy.main:main", "in-pod: fetch, verify and atomically swap in data versions"),
     "datarepository": ("sidecars.datarepo.main:main", "serve versioned data archives polled from git, HTTP, dirs"),
     "watchdoghealthz": ("sidecars.watchdoghealthz:main", "in-pod: readiness from the pod's watchdog statuses"),

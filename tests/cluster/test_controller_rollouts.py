@@ -222,3 +222,37 @@ def test_killing_the_leader_mid_rollout_resumes_on_the_other_replica_without_rep
         assert sorted(asked) == sorted({p.metadata.name for p in live_pods(cluster, namespace, "web")})
         assert not [line for line in second.lines() if line.get("message") == "data version requested"
                     and line.get("version") == v1], "no pod went back to v1 on the new leader"
+
+
+def _cli(cluster: harness.Cluster, namespace: str, *args: str) -> str:
+    done = subprocess.run([str(Path(sys.executable).parent / "autocrane"), "rollout", *args, "--kubeconfig",
+                           str(cluster.kubeconfig), "-n", namespace], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
+def test_promote_abort_and_pin_from_the_command_line(cluster: harness.Cluster, namespace: str) -> None:
+    status_port, watchdog_port = free_port(), free_port()
+    cluster.apps.create_namespaced_deployment(namespace, _deployment("web", 3, watchdog_port))
+    ready_pods(cluster, namespace, "web", 3)
+    with Repository() as repo, DataFleet(cluster, namespace, repo.url, status_port, watchdog_port), \
+            controller(cluster, namespace, *_flags(repo, status_port, bake=600)):
+        (v1,) = repo.versions
+        wait_until("every pod on v1, acknowledged", lambda: _all_on(cluster, namespace, v1, 3))
+        v2 = repo.publish("v2")
+        wait_until("stage 1 baking (600 s)", lambda: "baking" in _status(cluster, namespace).get("message", ""))
+
+        assert "promoted" in _cli(cluster, namespace, "promote", "models")
+        wait_until("stage 2 after promote", lambda: _status(cluster, namespace).get("stage") == 2)
+        assert "aborted" in _cli(cluster, namespace, "abort", "models")
+        wait_until("rolled back after abort", lambda: _status(cluster, namespace).get("phase") == "RolledBack")
+        assert _status(cluster, namespace)["held"] == [v2]
+        wait_until("every pod back on v1", lambda: _all_on(cluster, namespace, v1, 3))
+
+        _cli(cluster, namespace, "pin", "models", v2)
+        wait_until("every pod pinned to v2", lambda: _all_on(cluster, namespace, v2, 3))
+        assert _status(cluster, namespace)["phase"] == "Pinned"
+        assert "Pinned" in _cli(cluster, namespace, "list")
+        _cli(cluster, namespace, "pin", "models", "--clear")
+        wait_until("back on the last known good once unpinned", lambda: _all_on(cluster, namespace, v1, 3))
+        assert repo.manifest()["lastKnownGood"] == v1, "a pin never moves the last known good"
