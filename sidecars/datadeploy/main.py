@@ -87,6 +87,8 @@ class Deployer:
                 request = await asyncio.to_thread(syncing.last_known_good, self.settings, data_set.source)
             except syncing.SyncError as error:
                 log.error("%s: no request after %.0fs and %s", name, self.request_timeout, error)
+                if name not in self.sets:
+                    return Outcome.DONE
                 self.status.failed(name, f"no request after {self.request_timeout:.0f}s and {error}")
                 return Outcome.FAILED
             log.warning("%s: no request after %.0fs; falling back to the repository's last known good version %s",
@@ -98,8 +100,12 @@ class Deployer:
                 syncing.sync, self.settings, self.store, name, data_set.source, request)
         except syncing.SyncError as error:
             log.error("%s: sync failed, still serving %s: %s", name, entry.version or "nothing", error)
+            if name not in self.sets:  # undeclared while it ran: recording it would resurrect the entry
+                return Outcome.DONE
             self.status.failed(name, str(error))
             return Outcome.FAILED
+        if name not in self.sets:
+            return Outcome.DONE
         self.status.succeeded(name, deployed.version, deployed.sha256, deployed.time)
         if changed:
             self.announce(deployed)

@@ -7,6 +7,7 @@ import datetime as dt
 import logging
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -199,3 +200,34 @@ def test_status_endpoints_synced_and_watchdog_threshold() -> None:
         state.succeeded("ds", "v3", "b" * 64, now[0])
         assert httpx.get(f"{base}/watchdog").text == "info: ok"
         assert httpx.get(f"{base}/status").json()["sets"]["ds"]["version"] == "v3"
+
+
+def test_a_set_removed_while_it_syncs_leaves_no_status_behind(tmp_path: Path, repo: FakeRepository, url: str,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    # A failure recorded after the declaration went away would stay in /status, /synced and
+    # /watchdog for the life of the pod (nothing syncs that set any more to clear it).
+    repo.add("src", "v1", tree_archive("v1"))
+    annotations_file = tmp_path / "annotations"
+    write_annotations(annotations_file, {"ds": "src"}, {"ds": manifests.DataRequest("v9", None)})
+    d = deployer(tmp_path, url)
+    d.refresh()
+    started, release = threading.Event(), threading.Event()
+    real_sync = main.syncing.sync
+
+    def slow_sync(*args: Any) -> Any:
+        started.set()
+        release.wait(10)
+        return real_sync(*args)
+
+    monkeypatch.setattr(main.syncing, "sync", slow_sync)
+
+    async def scenario() -> main.Outcome:
+        step = asyncio.create_task(d.step("ds"))
+        assert await asyncio.to_thread(started.wait, 10)
+        write_annotations(annotations_file, {}, {})
+        assert d.refresh() and "ds" not in d.status.sets
+        release.set()
+        return await step
+
+    assert asyncio.run(scenario()) is main.Outcome.DONE
+    assert d.status.sets == {} and d.status.synced() == (True, []) and d.status.watchdog() == ("info", "ok")
