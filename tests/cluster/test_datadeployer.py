@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from autocrane import annotations
@@ -286,3 +287,25 @@ def test_watchdoghealthz_follows_statuses_posted_through_the_api(
     assert "cannot be read" in lost.text
     kubelet.sync()
     wait_until("watchdoghealthz ready again with the same file back", lambda: answers(url, 200, healthz), timeout=30)
+
+
+def test_init_without_a_request_falls_back_to_the_last_known_good_the_controller_set(
+    cluster: harness.Cluster, namespace: str, tmp_path: Path, processes: podkit.Processes, repository: podkit.Repository
+) -> None:
+    repository.publish("hello v1")
+    v2 = repository.publish("hello v2")
+    # What the controller does when a rollout completes: the repository learns the new last known good.
+    moved = httpx.put(f"{repository.url}/v1/sources/{podkit.SOURCE}/last-known-good",
+                      json={"version": v2["version"]}, timeout=5, trust_env=False)
+    assert moved.status_code == 200 and moved.json()["lastKnownGood"] == v2["version"]
+    create_pod(cluster, namespace, "late", DECLARE)  # no request yet: the controller has not seen the pod
+    kubelet = podkit.Kubelet(cluster, namespace, "late", tmp_path / "podinfo")
+    kubelet.sync()
+    root = tmp_path / "data"
+    root.mkdir()
+    code, output = processes.run("datadeployer-init", "datadeployer", "--mode", "init", "--repository",
+                                 repository.url, "--root", str(root), "--annotations-file",
+                                 str(kubelet.annotations_file), "--request-timeout", "1", "--poll-seconds", "0.1")
+    assert code == 0, output
+    assert f"falling back to the repository's last known good version {v2['version']}" in output
+    assert (root / DATA_SET / "hello.txt").read_text() == "hello v2"
