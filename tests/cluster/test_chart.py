@@ -84,7 +84,8 @@ def test_helm_upgrade_install_runs_the_injector_in_a_restricted_namespace_and_un
 
         def running() -> bool:
             pods = cluster.core.list_namespaced_pod(
-                namespace, label_selector=f"app.kubernetes.io/instance={release}").items
+                namespace, label_selector=f"app.kubernetes.io/instance={release},app.kubernetes.io/component=injector"
+            ).items
             return len(pods) == 2 and all(p.status.phase == "Running" for p in pods)
 
         # PodSecurity enforces on pods: had any container broken `restricted`, none would exist.

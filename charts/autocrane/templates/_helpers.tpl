@@ -16,6 +16,14 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 app.kubernetes.io/component: injector
 {{- end -}}
 
+{{- define "autocrane.controllerName" -}}{{ .Release.Name }}-controller{{- end -}}
+
+{{- define "autocrane.controllerSelector" -}}
+app.kubernetes.io/name: autocrane
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: controller
+{{- end -}}
+
 {{- define "autocrane.image" -}}
 {{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}
 {{- end -}}

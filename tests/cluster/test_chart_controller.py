@@ -1,0 +1,108 @@
+"""The chart's controller: restricted security, least-privilege RBAC that is enough, and the CRD."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from autocrane.devcluster import build
+from tests.cluster import harness
+from tests.cluster.harness import wait_until
+
+CHART = Path(__file__).resolve().parents[2] / "charts" / "autocrane"
+
+
+def _helm(*args: str, kubeconfig: Path | None = None) -> subprocess.CompletedProcess[str]:
+    helm = build.bin_dir() / "helm"
+    if not helm.exists():
+        pytest.skip(f"helm is not built ({helm}); run 'autocrane devcluster build'")
+    extra = ["--kubeconfig", str(kubeconfig)] if kubeconfig else []
+    return subprocess.run([str(helm), *args, *extra], capture_output=True, text=True, timeout=180)
+
+
+def _render(*values: str) -> list[dict]:
+    result = _helm("template", "ac", str(CHART), "-n", "sys", "--include-crds",
+                   *[a for v in values for a in ("--set", v)])
+    assert result.returncode == 0, result.stderr
+    return [d for d in yaml.safe_load_all(result.stdout) if d]
+
+
+def _kinds(docs: list[dict], kind: str) -> list[dict]:
+    return [d for d in docs if d["kind"] == kind and "controller" in d["metadata"]["name"]]
+
+
+def test_the_controller_renders_restricted_with_least_privilege() -> None:
+    docs = _render("controller.dataRepository=http://repo")
+    (deployment,) = _kinds(docs, "Deployment")
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    security = container["securityContext"]
+    assert security["runAsNonRoot"] and security["readOnlyRootFilesystem"]
+    assert not security["allowPrivilegeEscalation"] and security["capabilities"] == {"drop": ["ALL"]}
+    assert "--data-repository=http://repo" in container["args"] and "--lease-namespace=sys" in container["args"]
+    (role,) = _kinds(docs, "ClusterRole")
+    granted = {(group, resource, verb) for rule in role["rules"] for group in rule["apiGroups"]
+               for resource in rule["resources"] for verb in rule["verbs"]}
+    assert granted == {("", "pods", v) for v in ("get", "list", "watch", "patch")} | {
+        ("", "pods/eviction", "create"), ("", "events", "create"),
+        *{("autocrane.io", "datarollouts", v) for v in ("get", "list", "watch", "create")},
+        ("autocrane.io", "datarollouts/status", "patch")}
+    assert len(_kinds(docs, "ClusterRoleBinding")) == 1
+    (crd,) = [d for d in docs if d["kind"] == "CustomResourceDefinition"]
+    assert crd["metadata"]["name"] == "datarollouts.autocrane.io"
+
+
+def test_watching_some_namespaces_binds_the_role_only_there() -> None:
+    docs = _render("controller.namespaces={a,b}")
+    assert _kinds(docs, "ClusterRoleBinding") == []
+    bound = {d["metadata"].get("namespace") for d in _kinds(docs, "RoleBinding")
+             if "lease" not in d["metadata"]["name"]}
+    assert bound == {"a", "b"}
+    (deployment,) = _kinds(docs, "Deployment")
+    assert {"--namespace=a", "--namespace=b"} <= set(deployment["spec"]["template"]["spec"]["containers"][0]["args"])
+    assert _kinds(_render("controller.enabled=false"), "Deployment") == []
+
+
+@pytest.mark.cluster
+def test_installed_the_controller_runs_under_psa_restricted_and_may_do_exactly_its_job(
+    cluster: harness.Cluster, namespace: str
+) -> None:
+    cluster.core.patch_namespace(namespace, {"metadata": {"labels": {
+        "pod-security.kubernetes.io/enforce": "restricted"}}})
+    release = "ac-ctl"
+    try:
+        installed = _helm("upgrade", "--install", release, str(CHART), "-n", namespace, "--wait=false",
+                          "--set", "webhook.replicas=1", kubeconfig=cluster.kubeconfig)
+        assert installed.returncode == 0, installed.stderr
+
+        def running() -> bool:
+            pods = cluster.core.list_namespaced_pod(namespace, label_selector=(
+                f"app.kubernetes.io/instance={release},app.kubernetes.io/component=controller")).items
+            return len(pods) == 2 and all(p.status.phase == "Running" for p in pods)
+
+        wait_until("the controller's 2 pods Running under PSA restricted", running)
+        kubectl = build.bin_dir() / "kubectl"
+        who = f"system:serviceaccount:{namespace}:{release}-controller"
+
+        def can(verb: str, resource: str, where: str = namespace) -> bool:
+            resource, _, sub = resource.partition(":")  # "pods:eviction" is the pods/eviction subresource
+            done = subprocess.run([str(kubectl), "--kubeconfig", str(cluster.kubeconfig), "auth", "can-i", verb,
+                                   resource, "-n", where, "--as", who, *(["--subresource", sub] if sub else [])],
+                                  capture_output=True, text=True, timeout=30)
+            return done.stdout.strip() == "yes"
+
+        for verb, resource in (("patch", "pods"), ("watch", "pods"), ("create", "pods:eviction"),
+                               ("create", "events"), ("create", "datarollouts.autocrane.io"),
+                               ("patch", "datarollouts.autocrane.io:status"),
+                               ("update", f"leases.coordination.k8s.io/{release}-controller")):
+            assert can(verb, resource), f"the controller needs {verb} {resource}"
+        for verb, resource in (("delete", "pods"), ("get", "secrets"), ("patch", "datarollouts.autocrane.io"),
+                               ("update", "leases.coordination.k8s.io/someone-else"), ("create", "pods"),
+                               ("patch", "pods:status")):
+            assert not can(verb, resource), f"the controller must not {verb} {resource}"
+        assert not can("update", f"leases.coordination.k8s.io/{release}-controller", "default")
+    finally:
+        removed = _helm("uninstall", release, "-n", namespace, "--wait", kubeconfig=cluster.kubeconfig)
+    assert removed.returncode == 0, removed.stderr
