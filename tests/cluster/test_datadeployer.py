@@ -31,7 +31,7 @@ from tests.sidecars import hostile
 
 pytestmark = pytest.mark.cluster
 
-FAILURE_THRESHOLD = 2.0
+FAILURE_THRESHOLD = 3.0
 """Seconds of failed syncing before the datadeployer's /watchdog says error."""
 
 
@@ -232,7 +232,7 @@ def _watchdog(processes: podkit.Processes, cluster: harness.Cluster, namespace: 
 def test_watchdoghealthz_follows_statuses_posted_through_the_api(
     cluster: harness.Cluster, namespace: str, tmp_path: Path, processes: podkit.Processes
 ) -> None:
-    min_ready = 2
+    min_ready = 3
     pod = create_pod(cluster, namespace, "app", {annotations.MIN_READY_SECONDS: str(min_ready)})
     kubelet = podkit.Kubelet(cluster, namespace, "app", tmp_path / "podinfo")
     kubelet.sync()
