@@ -48,6 +48,8 @@ VOLUME_NAMES = (DATA_VOLUME, PODINFO_VOLUME, TMP_VOLUME)
 PODINFO_DIR = "/etc/autocrane/podinfo"
 ANNOTATIONS_FILE = f"{PODINFO_DIR}/annotations"
 SYNCED_PATH = "/synced"
+LIVEZ_PATH = "/livez"
+"""Both injected servers answer it while their event loop runs."""
 HEALTHZ_PATH = "/healthz"
 _STARTUP_PERIOD_SECONDS = 2
 
@@ -102,6 +104,8 @@ def datadeployer_sidecar(s: injector_settings.InjectorSettings, plan: Plan) -> d
         [*_datadeployer_args(s, plan, "sidecar"), "--port", str(s.datadeployer_status_port)],
         ports=[_port("autocrane-sync", s.datadeployer_status_port)], resources=plan.datadeployer_resources,
         mounts=[_mount(DATA_VOLUME, plan.store_location, read_only=False), *_common_mounts()])
+    # A hung sidecar is restarted by the kubelet; the live data and the app are not touched.
+    container["livenessProbe"] = _http_probe(LIVEZ_PATH, s.datadeployer_status_port, period=10, failures=3)
     if plan.native:
         container["restartPolicy"] = "Always"
         container["startupProbe"] = _http_probe(
@@ -124,6 +128,7 @@ def watchdoghealthz_sidecar(s: injector_settings.InjectorSettings, plan: Plan) -
     if plan.native:
         container["restartPolicy"] = "Always"
     container["readinessProbe"] = _http_probe(HEALTHZ_PATH, s.watchdoghealthz_port, period=5, failures=1)
+    container["livenessProbe"] = _http_probe(LIVEZ_PATH, s.watchdoghealthz_port, period=10, failures=3)
     return container
 
 
