@@ -10,10 +10,11 @@ written only after the DataRollout status they describe was stored.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -193,35 +194,55 @@ def test_killing_the_leader_mid_rollout_resumes_on_the_other_replica_without_rep
     _create_rollout(cluster, namespace, stages=["1", "50%", "100%"], bakeSeconds=3)
     ready_pods(cluster, namespace, "web", 4)
     with Repository() as repo, DataFleet(cluster, namespace, repo.url, status_port, watchdog_port), \
-            controller(cluster, namespace, *_flags(repo, status_port, bake=600), identity="first") as first, \
-            controller(cluster, namespace, *_flags(repo, status_port, bake=600), identity="second") as second:
-        (v1,) = repo.versions
-        wait_until("every pod on v1, acknowledged", lambda: _all_on(cluster, namespace, v1, 4))
-        assert second.count("data version requested") == 0, "the standby never acts"
+            controller(cluster, namespace, *_flags(repo, status_port, bake=600), identity="first") as first:
+        wait_until("first leads", lambda: first.count("became the leader") == 1)
+        second = ControllerProcess(cluster, namespace, *_flags(repo, status_port, bake=600), identity="second")
+        with _running(second):
+            _failover(cluster, namespace, repo, first, second)
 
-        v2 = repo.publish("v2")
-        wait_until("stage 2 of 3 running", lambda: _status(cluster, namespace).get("stage") == 2)
-        assert first.process is not None
-        first.process.kill()  # no clean shutdown: the Lease must expire
-        first.process.wait(10)
-        at_kill = _status(cluster, namespace)
-        assert at_kill["target"] == v2 and at_kill["stage"] == 2
 
-        wait_until("second leads", lambda: second.count("became the leader") == 1, timeout=45)
-        wait_until("every pod on v2, acknowledged", lambda: _all_on(cluster, namespace, v2, 4), timeout=90)
-        wait_until("v2 the last known good", lambda: _status(cluster, namespace).get("lastKnownGood") == v2)
+@contextlib.contextmanager
+def _running(proc: ControllerProcess) -> Iterator[ControllerProcess]:
+    proc.start()
+    try:
+        yield proc
+    except BaseException:
+        print(f"--- {proc.command[proc.command.index('--identity') + 1]} log tail ({proc.log_path}) ---")
+        print(proc.tail())
+        raise
+    finally:
+        proc.stop()
 
-        def stages(proc: ControllerProcess) -> list[int]:
-            return [line["stage"] for line in _journal(proc)
-                    if line["message"] == "data rollout stage started" and line["version"] == v2]
 
-        assert stages(first)[:2] == [0, 1] and 0 not in stages(second) and 1 not in stages(second)
-        assert stages(first) + stages(second) == [0, 1, 2], "each stage started exactly once across the replicas"
-        asked = [line["pod"] for line in _journal(first, second) if line["message"] == "data version requested"
-                 and line["version"] == v2]
-        assert sorted(asked) == sorted({p.metadata.name for p in live_pods(cluster, namespace, "web")})
-        assert not [line for line in second.lines() if line.get("message") == "data version requested"
-                    and line.get("version") == v1], "no pod went back to v1 on the new leader"
+def _failover(cluster: harness.Cluster, namespace: str, repo: Repository, first: ControllerProcess,
+              second: ControllerProcess) -> None:
+    (v1,) = repo.versions
+    wait_until("every pod on v1, acknowledged", lambda: _all_on(cluster, namespace, v1, 4))
+    assert second.count("data version requested") == 0, "the standby never acts"
+
+    v2 = repo.publish("v2")
+    wait_until("stage 2 of 3 running", lambda: _status(cluster, namespace).get("stage") == 2)
+    assert first.process is not None
+    first.process.kill()  # no clean shutdown: the Lease must expire
+    first.process.wait(10)
+    at_kill = _status(cluster, namespace)
+    assert at_kill["target"] == v2 and at_kill["stage"] == 2
+
+    wait_until("second leads", lambda: second.count("became the leader") == 1, timeout=45)
+    wait_until("every pod on v2, acknowledged", lambda: _all_on(cluster, namespace, v2, 4), timeout=90)
+    wait_until("v2 the last known good", lambda: _status(cluster, namespace).get("lastKnownGood") == v2)
+
+    def stages(proc: ControllerProcess) -> list[int]:
+        return [line["stage"] for line in _journal(proc)
+                if line["message"] == "data rollout stage started" and line["version"] == v2]
+
+    assert stages(first)[:2] == [0, 1] and 0 not in stages(second) and 1 not in stages(second)
+    assert stages(first) + stages(second) == [0, 1, 2], "each stage started exactly once across the replicas"
+    asked = [line["pod"] for line in _journal(first, second) if line["message"] == "data version requested"
+             and line["version"] == v2]
+    assert sorted(asked) == sorted({p.metadata.name for p in live_pods(cluster, namespace, "web")})
+    assert not [line for line in second.lines() if line.get("message") == "data version requested"
+                and line.get("version") == v1], "no pod went back to v1 on the new leader"
 
 
 def _cli(cluster: harness.Cluster, namespace: str, *args: str) -> str:
