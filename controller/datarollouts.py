@@ -10,6 +10,9 @@ only while leading. For every namespace and source its pods use:
    then the pods' requests, the repository's last known good and the Events, all through
    :class:`controller.apply.Applier`.
 
+A pod patch is not repeated while the informer still shows the version of the pod it was made
+on (our own write not seen yet), so informer lag never doubles a request.
+
 The acknowledgements are mirrored on each pod as ``status.data.autocrane.io/<name>`` (version and
 deployment time, written when they change) so ``autocrane status`` and people can see them.
 """
@@ -46,6 +49,9 @@ class DataRollouts:
         self.policy = policy or rollout.Policy()
         self.port = datadeployer_port
         self.clock = clock
+        self._sent: dict[str, tuple[str, dict[str, str | None]]] = {}
+        """Pod uid -> (its resourceVersion when we patched it, what we wrote): the informer may lag our
+        own writes by a pass; writing the same again would be a wasted MODIFIED event."""
 
     async def _rollouts(self) -> list[dict[str, object]]:
         found = []
@@ -93,6 +99,7 @@ class DataRollouts:
                 raw_status[(namespace, source)] = created.get("status")
 
         changes: dict[str, dict[str, str | None]] = defaultdict(dict)
+        asked: dict[str, list[dict[str, object]]] = defaultdict(list)
         owners: dict[str, pods.Pod] = {}
         for pod in data_pods:
             mirrored = rollout.ack_annotations(pod, acks.get(pod.uid, {}))
@@ -124,8 +131,8 @@ class DataRollouts:
             for request in step.requests:
                 changes[request.pod.uid][request.key] = request.request.to_annotation()
                 owners[request.pod.uid] = request.pod
-                log.info("data version requested", extra={**where, "pod": request.pod.name, "data_set": request.name,
-                                                          "version": request.request.version})
+                asked[request.pod.uid].append({**where, "pod": request.pod.name, "data_set": request.name,
+                                               "version": request.request.version})
             if step.repository_lkg is not None:
                 await self.applier.set_last_known_good(self.repo, source, step.repository_lkg)
             for event in step.events:
@@ -136,7 +143,16 @@ class DataRollouts:
         for uid, patch_ in changes.items():
             if not leading():
                 break
-            await self.applier.write_data(owners[uid], patch_)
+            pod = owners[uid]
+            sent = self._sent.get(uid)
+            if sent is not None and sent[0] == pod.resource_version and patch_.items() <= sent[1].items():
+                continue  # written on this very version of the pod: the informer has not caught up yet
+            if await self.applier.write_data(pod, patch_) == "ok":
+                self._sent[uid] = (pod.resource_version, patch_)
+                for fields in asked.get(uid, ()):
+                    log.info("data version requested", extra=fields)
+        live = {p.uid for p in snapshot}
+        self._sent = {uid: sent for uid, sent in self._sent.items() if uid in live}
         return report
 
     @staticmethod
