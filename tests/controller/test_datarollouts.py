@@ -1,0 +1,98 @@
+"""The rollout part of a pass with fake API, repository and pods: order of writes, the lag guard, outages."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from typing import Any
+
+from autocrane import manifests
+from controller import datarollouts, pods, repository, state
+from tests.controller.podfactory import NOW, T0, raw
+
+
+class FakeRepo:
+    def __init__(self) -> None:
+        self.down = False
+        self.lkg = "a"
+
+    async def manifest(self) -> dict[str, manifests.SourceManifest]:
+        if self.down:
+            raise repository.RepositoryError("GET /v1/manifest: no answer")
+        versions = tuple(manifests.Version(v, c * 64, 1, NOW - dt.timedelta(days=3 - i))
+                         for i, (v, c) in enumerate((("a", "1"), ("b", "2"))))
+        return {"models": manifests.SourceManifest("models", versions, self.lkg)}
+
+
+class FakeApi:
+    def __init__(self) -> None:
+        self.rollouts: list[dict[str, Any]] = []
+
+    async def request(self, method: str, path: str, **_: Any) -> dict[str, Any]:
+        assert method == "GET" and path.endswith("/datarollouts")
+        return {"items": self.rollouts}
+
+
+class FakeProber:
+    async def datadeployer_status(self, pod: pods.Pod, port: int) -> object | None:
+        return {"sets": {"model": {"version": "a", "deployedAt": "2026-03-01T10:00:00Z"}}}
+
+
+class FakeApplier:
+    def __init__(self, api: FakeApi) -> None:
+        self.api = api
+        self.writes: list[tuple[str, Any]] = []
+
+    async def create_rollout(self, namespace: str, source: str) -> dict[str, Any]:
+        created = state.new_object(namespace, source)
+        created["metadata"] |= {"resourceVersion": "1", "generation": 1}
+        self.api.rollouts.append(created)
+        self.writes.append(("create", source))
+        return created
+
+    async def write_rollout_status(self, rollout: state.Rollout, patch: dict[str, Any]) -> str:
+        self.writes.append(("status", patch["status"]["phase"]))
+        self.api.rollouts[0]["status"] = patch["status"]
+        return "ok"
+
+    async def write_data(self, pod: pods.Pod, changes: dict[str, str | None]) -> str:
+        self.writes.append(("pod", pod.name))
+        return "ok"
+
+    async def event(self, *args: Any) -> bool:
+        return True
+
+    async def set_last_known_good(self, *args: Any) -> bool:
+        return True
+
+
+def _pods() -> list[pods.Pod]:
+    return [pods.from_json(raw(f"web-{i}", annotations={"data.autocrane.io/model": "models"}, ip=f"127.16.0.{i}"))
+            for i in (1, 2)]
+
+
+def test_status_first_then_requests_once_and_nothing_while_the_repository_is_down() -> None:
+    api, repo = FakeApi(), FakeRepo()
+    applier = FakeApplier(api)
+    rollouts = datarollouts.DataRollouts(api, repo, FakeProber(), applier, clock=lambda: T0)  # type: ignore[arg-type]
+    snapshot = _pods()
+
+    report = asyncio.run(rollouts.run_pass(snapshot, lambda: True))
+    assert applier.writes == [("create", "models"), ("status", "Progressing"), ("pod", "web-1"), ("pod", "web-2")]
+    assert report.requests == 2 and report.status_writes == 1
+
+    applier.writes.clear()
+    asyncio.run(rollouts.run_pass(snapshot, lambda: True))  # the informer has not seen our writes yet
+    assert applier.writes == []
+
+    repo.down = True
+    assert asyncio.run(rollouts.run_pass(snapshot, lambda: True)) == datarollouts.Report()
+    assert applier.writes == []
+
+
+def test_a_standby_writes_nothing() -> None:
+    api = FakeApi()
+    applier = FakeApplier(api)
+    rollouts = datarollouts.DataRollouts(api, FakeRepo(), FakeProber(), applier)  # type: ignore[arg-type]
+    asyncio.run(rollouts.run_pass(_pods(), lambda: False))
+    assert applier.writes == []
