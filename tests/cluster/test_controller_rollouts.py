@@ -222,6 +222,10 @@ def _failover(cluster: harness.Cluster, namespace: str, repo: Repository, first:
 
     v2 = repo.publish("v2")
     wait_until("stage 2 of 3 running", lambda: _status(cluster, namespace).get("stage") == 2)
+    # the log lines follow the writes they describe: wait for them, or the kill could land in between
+    wait_until("first logged stage 2 and its two pods", lambda: first.count(
+        "data version requested", lambda line: line.get("version") == v2) == 2 and first.count(
+        "data rollout stage started", lambda line: line.get("stage") == 1) == 1)
     assert first.process is not None
     first.process.kill()  # no clean shutdown: the Lease must expire
     first.process.wait(10)
