@@ -44,14 +44,19 @@ def _up(directory: Path, nodes: int, with_autocrane: bool) -> int:
     with controlplane.ControlPlane.start(controlplane.Options(nodes=nodes), directory=directory) as plane:
         kubectl = build.bin_dir() / "kubectl"
         print(controlplane.environment_summary(plane))
-        if with_autocrane:
-            autocrane = stack.Stack(plane)
-            autocrane.start()
-            print(autocrane.summary())
-        print(f"\nready. In another shell:\n  export KUBECONFIG={plane.kubeconfig}\n"
-              f"  {kubectl if kubectl.exists() else 'kubectl'} get pods -A\n\nCtrl-C stops the cluster.", flush=True)
-        while not stop.wait(1.0):
-            plane.check_alive()
+        autocrane = stack.Stack(plane) if with_autocrane else None
+        try:
+            if autocrane is not None:
+                autocrane.start()
+                print(autocrane.summary())
+            print(f"\nready. In another shell:\n  export KUBECONFIG={plane.kubeconfig}\n"
+                  f"  {kubectl if kubectl.exists() else 'kubectl'} get pods -A\n\nCtrl-C stops the cluster.",
+                  flush=True)
+            while not stop.wait(1.0):
+                plane.check_alive()
+        finally:
+            if autocrane is not None:
+                autocrane.stop()
     print("stopped", file=sys.stderr)
     return 0
 

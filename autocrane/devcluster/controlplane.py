@@ -61,6 +61,18 @@ class Options:
     pod_cidr: str = DEFAULT_POD_CIDR
     start_timeout: float = 120.0
     """Seconds to wait for each component to become ready."""
+    pods_per_node: int = 110
+    """Pod capacity of each fake node (the kubelet's default is 110)."""
+    kube_api_qps: float | None = None
+    """``--kube-api-qps`` of kube-controller-manager and kube-scheduler; None keeps their defaults
+    (20 and 50). Raised by benchmarks that create thousands of pods (``bench/controller_kwok_bench.py``)."""
+    kube_api_burst: int | None = None
+    """``--kube-api-burst`` of both; None keeps their defaults (30 and 100)."""
+
+    def client_rate_flags(self) -> list[str]:
+        """The ``--kube-api-qps``/``--kube-api-burst`` flags for KCM and the scheduler (none by default)."""
+        flags = [] if self.kube_api_qps is None else [f"--kube-api-qps={self.kube_api_qps:g}"]
+        return flags + ([] if self.kube_api_burst is None else [f"--kube-api-burst={self.kube_api_burst}"])
 
 
 def _die_with_parent() -> None:
@@ -153,8 +165,9 @@ class ControlPlane:
             "--use-service-account-credentials=false",
             # Evicted pods must go quickly; KWOK deletes them, and nodes never really die here.
             "--terminated-pod-gc-threshold=100",
+            *self.options.client_rate_flags(),
         ])
-        scheduler_port = self._start_component("kube-scheduler", [])
+        scheduler_port = self._start_component("kube-scheduler", self.options.client_rate_flags())
         self._start_kwok()
         for name, port in (("kube-controller-manager", kcm_port), ("kube-scheduler", scheduler_port)):
             wait_for(f"{name} /healthz",
@@ -325,6 +338,7 @@ class ControlPlane:
         return result if isinstance(result, dict) else None
 
     def _create_nodes(self) -> None:
+        capacity = {"cpu": "32", "memory": "256Gi", "pods": str(self.options.pods_per_node)}
         for i in range(self.options.nodes):
             name = f"kwok-node-{i}"
             self._request("POST", "/api/v1/nodes", {
@@ -336,10 +350,7 @@ class ControlPlane:
                     "labels": {"kubernetes.io/hostname": name, "kubernetes.io/os": "linux",
                                "kubernetes.io/arch": "amd64", "type": "kwok"},
                 },
-                "status": {
-                    "capacity": {"cpu": "32", "memory": "256Gi", "pods": "110"},
-                    "allocatable": {"cpu": "32", "memory": "256Gi", "pods": "110"},
-                },
+                "status": {"capacity": capacity, "allocatable": capacity},
             })
 
     def _nodes_ready(self) -> bool:

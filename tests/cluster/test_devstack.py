@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import urllib.request
 
 import pytest
 
@@ -11,25 +12,41 @@ from autocrane.devcluster import controlplane, stack
 pytestmark = pytest.mark.cluster
 
 
-def test_the_dev_stack_serves_injected_sample_pods_and_unregisters_on_stop() -> None:
+def test_the_dev_stack_injects_runs_and_watches_the_sample_and_cleans_up() -> None:
     if os.environ.get("AUTOCRANE_TEST_KUBECONFIG"):
         pytest.skip("starts its own local control plane; AUTOCRANE_TEST_KUBECONFIG selects an external cluster")
     registration = (f"/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations/"
                     f"{stack.WEBHOOK_CONFIGURATION}")
     with controlplane.ControlPlane.start(controlplane.Options(nodes=1)) as plane:
         dev = stack.Stack(plane)
-        dev.start()
+        try:
+            dev.start()
 
-        def injected_running_pods() -> list[dict]:
-            listing = plane.get(f"/api/v1/namespaces/{stack.DEMO_NAMESPACE}/pods") or {}
-            pods = [p for p in listing.get("items", []) if p["status"].get("phase") == "Running"]
-            return pods if len(pods) == 3 else []
+            def sample_pods() -> list[dict]:
+                listing = plane.get(f"/api/v1/namespaces/{stack.DEMO_NAMESPACE}/pods") or {}
+                return [p for p in listing.get("items", []) if p["status"].get("phase") == "Running"]
 
-        controlplane.wait_for("3 sample pods Running", lambda: bool(injected_running_pods()), 60,
-                              check=plane.check_alive)
-        for pod in injected_running_pods():
-            assert "injector.autocrane.io/status" in pod["metadata"]["annotations"]
-            assert [c["name"] for c in pod["spec"]["initContainers"]] == ["autocrane-datadeployer-init"]
+            def watched(level: str, pod_ip: str | None = None) -> bool:
+                pods = [p for p in sample_pods() if pod_ip in (None, p["status"]["podIP"])]
+                return len(pods) == (1 if pod_ip else 3) and all(
+                    (p["metadata"]["annotations"].get("status.autocrane.io/app") or "").startswith(level)
+                    for p in pods)
+
+            # The app runs on each pod's IP, and the controller probes it there.
+            controlplane.wait_for("3 sample pods with an ok watchdog status", lambda: watched("info"), 90,
+                                  check=plane.check_alive)
+            for pod in sample_pods():
+                assert "injector.autocrane.io/status" in pod["metadata"]["annotations"]
+                assert [c["name"] for c in pod["spec"]["initContainers"]] == ["autocrane-datadeployer-init"]
+
+            victim = sample_pods()[0]["status"]["podIP"]
+            failing = urllib.request.Request(f"http://{victim}:{stack.APP_PORT}/fail", method="POST")
+            urllib.request.urlopen(failing, timeout=5).close()
+            controlplane.wait_for("the failing watchdog recorded as error", lambda: watched("error", victim), 60,
+                                  check=plane.check_alive)
+        finally:
+            dev.stop()
+        assert not dev.apps
 
         (webhook,) = [p for p in plane.processes if p.name == "autocrane-webhook"]
         webhook.popen.terminate()
