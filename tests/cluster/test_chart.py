@@ -2,41 +2,26 @@
 
 from __future__ import annotations
 
-import subprocess
-from pathlib import Path
-
 import pytest
 import yaml
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from autocrane.devcluster import build
-from tests.cluster import harness
+from tests.cluster import harness, helmkit
 from tests.cluster.harness import wait_until
 from webhook import registration
 
 pytestmark = pytest.mark.cluster
 
-CHART = Path(__file__).resolve().parents[2] / "charts" / "autocrane"
-
-
-def _helm(*args: str, kubeconfig: Path | None = None) -> subprocess.CompletedProcess[str]:
-    helm = build.bin_dir() / "helm"
-    if not helm.exists():
-        pytest.skip(f"helm is not built ({helm}); run 'autocrane devcluster build'")
-    extra = ["--kubeconfig", str(kubeconfig)] if kubeconfig else []
-    return subprocess.run([str(helm), *args, *extra], capture_output=True, text=True, timeout=180)
-
-
 def _render(*values: str, namespace: str = "autocrane-system", release: str = "autocrane") -> list[dict]:
     sets = [a for v in values for a in ("--set", v)]
-    result = _helm("template", release, str(CHART), "-n", namespace, *sets)
+    result = helmkit.helm("template", release, str(helmkit.CHART), "-n", namespace, *sets)
     assert result.returncode == 0, result.stderr
     return [d for d in yaml.safe_load_all(result.stdout) if d]
 
 
 def test_the_chart_lints_strictly() -> None:
-    result = _helm("lint", "--strict", str(CHART))
+    result = helmkit.helm("lint", "--strict", str(helmkit.CHART))
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -52,10 +37,11 @@ def test_the_rendered_webhook_registration_is_the_one_webhook_registration_build
 
 
 def test_secret_mode_requires_its_secret_and_ca_bundle() -> None:
-    no_ca = _helm("template", "autocrane", str(CHART), "--set", "tls.mode=secret", "--set", "tls.secretName=s")
+    chart = str(helmkit.CHART)
+    no_ca = helmkit.helm("template", "autocrane", chart, "--set", "tls.mode=secret", "--set", "tls.secretName=s")
     assert no_ca.returncode != 0
     assert "tls.caBundle (PEM) is required" in no_ca.stderr
-    no_secret = _helm("template", "autocrane", str(CHART), "--set", "tls.mode=secret", "--set", "tls.caBundle=PEM")
+    no_secret = helmkit.helm("template", "autocrane", chart, "--set", "tls.mode=secret", "--set", "tls.caBundle=PEM")
     assert no_secret.returncode != 0
     assert "tls.secretName is required" in no_secret.stderr
     both = _render("tls.mode=secret", "tls.secretName=s", "tls.caBundle=PEM")
@@ -64,7 +50,7 @@ def test_secret_mode_requires_its_secret_and_ca_bundle() -> None:
 
 
 def test_unknown_values_are_refused_by_the_schema() -> None:
-    result = _helm("template", "autocrane", str(CHART), "--set", "webhook.replica=3")
+    result = helmkit.helm("template", "autocrane", str(helmkit.CHART), "--set", "webhook.replica=3")
     assert result.returncode != 0
     assert "replica" in result.stderr
 
@@ -75,11 +61,11 @@ def test_helm_upgrade_install_runs_the_injector_in_a_restricted_namespace_and_un
     cluster.core.patch_namespace(namespace, {"metadata": {"labels": {
         "pod-security.kubernetes.io/enforce": "restricted"}}})
     release = "ac-chart"
-    install = ["upgrade", "--install", release, str(CHART), "-n", namespace, "--wait=false"]
+    install = ["upgrade", "--install", release, str(helmkit.CHART), "-n", namespace, "--wait=false"]
     try:
-        first = _helm(*install, kubeconfig=cluster.kubeconfig)
+        first = helmkit.helm(*install, kubeconfig=cluster.kubeconfig)
         assert first.returncode == 0, first.stderr
-        again = _helm(*install, kubeconfig=cluster.kubeconfig)  # upgrading in place is a no-op
+        again = helmkit.helm(*install, kubeconfig=cluster.kubeconfig)  # upgrading in place is a no-op
         assert again.returncode == 0, again.stderr
 
         def running() -> bool:
@@ -91,7 +77,7 @@ def test_helm_upgrade_install_runs_the_injector_in_a_restricted_namespace_and_un
         # PodSecurity enforces on pods: had any container broken `restricted`, none would exist.
         wait_until("the injector's 2 pods Running under PSA restricted", running)
     finally:
-        removed = _helm("uninstall", release, "-n", namespace, "--wait", kubeconfig=cluster.kubeconfig)
+        removed = helmkit.helm("uninstall", release, "-n", namespace, "--wait", kubeconfig=cluster.kubeconfig)
     assert removed.returncode == 0, removed.stderr
     with pytest.raises(ApiException) as gone:
         client.AdmissionregistrationV1Api(cluster.api).read_mutating_webhook_configuration(f"{release}-injector")

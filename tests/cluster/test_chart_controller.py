@@ -3,28 +3,17 @@
 from __future__ import annotations
 
 import subprocess
-from pathlib import Path
 
 import pytest
 import yaml
 
 from autocrane.devcluster import build
-from tests.cluster import harness
+from tests.cluster import harness, helmkit
 from tests.cluster.harness import wait_until
-
-CHART = Path(__file__).resolve().parents[2] / "charts" / "autocrane"
-
-
-def _helm(*args: str, kubeconfig: Path | None = None) -> subprocess.CompletedProcess[str]:
-    helm = build.bin_dir() / "helm"
-    if not helm.exists():
-        pytest.skip(f"helm is not built ({helm}); run 'autocrane devcluster build'")
-    extra = ["--kubeconfig", str(kubeconfig)] if kubeconfig else []
-    return subprocess.run([str(helm), *args, *extra], capture_output=True, text=True, timeout=180)
 
 
 def _render(*values: str) -> list[dict]:
-    result = _helm("template", "ac", str(CHART), "-n", "sys", "--include-crds",
+    result = helmkit.helm("template", "ac", str(helmkit.CHART), "-n", "sys", "--include-crds",
                    *[a for v in values for a in ("--set", v)])
     assert result.returncode == 0, result.stderr
     return [d for d in yaml.safe_load_all(result.stdout) if d]
@@ -73,7 +62,7 @@ def test_installed_the_controller_runs_under_psa_restricted_and_may_do_exactly_i
         "pod-security.kubernetes.io/enforce": "restricted"}}})
     release = "ac-ctl"
     try:
-        installed = _helm("upgrade", "--install", release, str(CHART), "-n", namespace, "--wait=false",
+        installed = helmkit.helm("upgrade", "--install", release, str(helmkit.CHART), "-n", namespace, "--wait=false",
                           "--set", "webhook.replicas=1", kubeconfig=cluster.kubeconfig)
         assert installed.returncode == 0, installed.stderr
 
@@ -104,5 +93,5 @@ def test_installed_the_controller_runs_under_psa_restricted_and_may_do_exactly_i
             assert not can(verb, resource), f"the controller must not {verb} {resource}"
         assert not can("update", f"leases.coordination.k8s.io/{release}-controller", "default")
     finally:
-        removed = _helm("uninstall", release, "-n", namespace, "--wait", kubeconfig=cluster.kubeconfig)
+        removed = helmkit.helm("uninstall", release, "-n", namespace, "--wait", kubeconfig=cluster.kubeconfig)
     assert removed.returncode == 0, removed.stderr

@@ -9,7 +9,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,17 +23,6 @@ from autocrane import manifests, podinfo
 from sidecars.datadeploy import hooks, main, status, swap
 from tests.sidecars.servers import FakeRepository, serve_asgi
 from tests.sidecars.test_datadeploy_sync import settings, tree_archive
-
-
-@pytest.fixture
-def repo() -> FakeRepository:
-    return FakeRepository()
-
-
-@pytest.fixture
-def url(repo: FakeRepository) -> Iterator[str]:
-    with repo.serve() as base:
-        yield base
 
 
 def write_annotations(path: Path, sets: dict[str, str], requests: dict[str, manifests.DataRequest]) -> None:

@@ -27,17 +27,6 @@ def tree_archive(version: str, files: int = 3, size: int = 100) -> bytes:
         for i in range(files)))
 
 
-@pytest.fixture
-def repo() -> FakeRepository:
-    return FakeRepository()
-
-
-@pytest.fixture
-def url(repo: FakeRepository) -> Iterator[str]:
-    with repo.serve() as base:
-        yield base
-
-
 def settings(root: Path, url: str, limits: archives.Limits | None = None) -> syncing.Settings:
     root.mkdir(exist_ok=True)
     return syncing.Settings(root, fetching.Repository(url, timeout=5), limits or archives.Limits(), NO_WAIT)
