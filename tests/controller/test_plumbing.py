@@ -1,4 +1,4 @@
-"""The informer's store folding, the write rate limiter, metric labels and the Lease timing rule."""
+"""The informer's store folding, the write rate limiter, metric labels, the Lease timing rule, bounded_map."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from controller import informer, kubeapi, leader
+from controller import informer, kubeapi, leader, loop
 from tests.controller.podfactory import raw
 
 
@@ -77,3 +77,19 @@ def test_leader_timing_must_keep_lease_above_deadline_above_retries() -> None:
         leader.Timing(10, 10, 2)
     with pytest.raises(ValueError):
         leader.Timing(15, 2, 2)
+
+
+def test_bounded_map_keeps_the_order_and_never_runs_more_than_its_workers() -> None:
+    running = most = 0
+
+    async def slow_square(x: int) -> int:
+        nonlocal running, most
+        running += 1
+        most = max(most, running, len(asyncio.all_tasks()) - 1)  # no task per item either
+        await asyncio.sleep(0.001 * (x % 3))
+        running -= 1
+        return x * x
+
+    assert asyncio.run(loop.bounded_map(slow_square, list(range(100)), 5)) == [x * x for x in range(100)]
+    assert most <= 5
+    assert asyncio.run(loop.bounded_map(slow_square, [], 5)) == []

@@ -135,3 +135,27 @@ def test_a_watchdog_that_does_not_answer_in_time_gives_unknown() -> None:
     finally:
         listener.close()
     assert result == ProbeResult("unknown", "no answer within 0.3s")
+
+
+def test_probing_many_pods_keeps_at_most_concurrency_tasks(server: int) -> None:
+    many = [pod(f"web-{i}", ip="127.0.0.1", annotations={"probe.autocrane.io/app": f"POD_IP:{server}/ok"})
+            for i in range(200)]
+    most = 0
+
+    async def run() -> dict[str, dict[str, ProbeResult]]:
+        nonlocal most
+        async with probing.Prober(concurrency=4, timeout=5) as prober:
+            probe_pod = prober.probe_pod
+
+            async def counting(p: object) -> dict[str, ProbeResult]:
+                nonlocal most
+                most = max(most, len(asyncio.all_tasks()))
+                return await probe_pod(p)  # type: ignore[arg-type]
+
+            prober.probe_pod = counting  # type: ignore[method-assign]
+            return await prober.probe_all(many)
+
+    results = asyncio.run(run())
+    assert len(results) == 200 and all(r == {"app": ProbeResult("ok")} for r in results.values())
+    # the test's task, the 4 workers and each one's gather of its pod's probes: never a task per pod (200)
+    assert most <= 1 + 2 * 4
