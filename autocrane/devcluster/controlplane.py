@@ -16,12 +16,14 @@ import ctypes
 import dataclasses
 import json
 import os
+import random
 import shutil
 import signal
 import socket
 import ssl
 import subprocess
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -84,10 +86,39 @@ def _die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
+_handed_out: set[int] = set()
+_ports_lock = threading.Lock()
+
+
+def _ephemeral_range_start() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A TCP port free on 127.0.0.1 now, below the kernel's ephemeral range, not given out before.
+
+    ``bind(0)`` would hand out an ephemeral port, the range outgoing connections use too: between
+    our check and the program's own bind, one of the many connections a test run opens can take
+    it ("Address already in use", seen in CI). Below that range only listeners compete.
+    """
+    end = _ephemeral_range_start()
+    start = 20000 if end > 21000 else 1024
+    with _ports_lock:
+        for _ in range(2000):
+            port = random.randrange(start, end)
+            if port in _handed_out:
+                continue
+            with socket.socket() as probe:
+                try:
+                    probe.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+            _handed_out.add(port)
+            return port
+    raise ControlPlaneError(f"no free port found in {start}-{end - 1}")
 
 
 def wait_for(what: str, condition: Callable[[], bool], timeout: float, *, interval: float = 0.1,

@@ -12,7 +12,7 @@ import contextlib
 import http.server
 import json
 import os
-import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from autocrane.devcluster import controlplane
 from tests.cluster import harness
 from tests.cluster.harness import wait_until
 
@@ -117,14 +118,14 @@ class Fleet:
             server.server_close()
 
 
-def free_port() -> int:
-    return random.randint(20000, 45000)
+free_port = controlplane.free_port
 
 
 class ControllerProcess:
     """``autocrane controller`` against the test cluster, scoped to one namespace."""
 
     def __init__(self, cluster: harness.Cluster, namespace: str, *extra: str, identity: str = "test") -> None:
+        self.identity = identity
         self.log_path = Path(tempfile.mkdtemp(prefix="controller-")) / "controller.log"
         self.command = [str(Path(sys.executable).parent / "autocrane"), "controller",
                         "--kubeconfig", str(cluster.kubeconfig), "--namespace", namespace,
@@ -166,11 +167,19 @@ class ControllerProcess:
 @contextlib.contextmanager
 def controller(cluster: harness.Cluster, namespace: str, *extra: str, identity: str = "test"
                ) -> Iterator[ControllerProcess]:
-    proc = ControllerProcess(cluster, namespace, *extra, identity=identity).start()
+    with running(ControllerProcess(cluster, namespace, *extra, identity=identity)) as proc:
+        yield proc
+
+
+@contextlib.contextmanager
+def running(proc: ControllerProcess) -> Iterator[ControllerProcess]:
+    """Start ``proc``; stop it and remove its log afterwards (printing the log's tail on failure)."""
+    proc.start()
     try:
         yield proc
     except BaseException:
-        print(f"--- controller log tail ({proc.log_path}) ---\n{proc.tail()}")
+        print(f"--- controller {proc.identity} log tail ({proc.log_path}) ---\n{proc.tail()}")
         raise
     finally:
         proc.stop()
+        shutil.rmtree(proc.log_path.parent, ignore_errors=True)

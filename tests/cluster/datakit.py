@@ -22,6 +22,7 @@ import contextlib
 import http.server
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -100,13 +101,24 @@ class Repository:
             [AUTOCRANE, "datarepository", "--config", str(self.dir / "sources.yaml"), "--data-dir",
              str(self.dir / "state"), "--host", "127.0.0.1", "--port", str(self.port)],
             stdout=self.log_path.open("wb"), stderr=subprocess.STDOUT)
-        wait_until("the data repository's first version", lambda: self._versions(), timeout=30)
+        try:
+            wait_until("the data repository's first version", self._first_version, timeout=30)
+        except BaseException:
+            self.__exit__()
+            raise
         return self
+
+    def _first_version(self) -> list[str]:
+        if self.process is not None and self.process.poll() is not None:
+            raise AssertionError(f"the data repository exited with {self.process.returncode}:\n"
+                                 + self.log_path.read_text(errors="replace")[-3000:])
+        return self._versions()
 
     def __exit__(self, *exc_info: object) -> None:
         if self.process is not None:
             self.process.kill()
             self.process.wait(10)
+        shutil.rmtree(self.dir, ignore_errors=True)
 
     def manifest(self) -> dict[str, Any]:
         return dict(get_json(f"{self.url}/v1/sources/{self.source}"))
@@ -210,4 +222,5 @@ class DataFleet:
         for server in self._servers.values():
             server.shutdown()
             server.server_close()
+        shutil.rmtree(self.dir, ignore_errors=True)
 

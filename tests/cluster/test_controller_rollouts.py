@@ -10,11 +10,10 @@ written only after the DataRollout status they describe was stored.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import subprocess
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +22,15 @@ from kubernetes import client
 
 from autocrane.devcluster import build
 from tests.cluster import harness
-from tests.cluster.controllerkit import ControllerProcess, controller, free_port, live_pods, pod_events, ready_pods
+from tests.cluster.controllerkit import (
+    ControllerProcess,
+    controller,
+    free_port,
+    live_pods,
+    pod_events,
+    ready_pods,
+    running,
+)
 from tests.cluster.datakit import DataFleet, Repository, install_crd
 from tests.cluster.harness import wait_until
 
@@ -197,21 +204,8 @@ def test_killing_the_leader_mid_rollout_resumes_on_the_other_replica_without_rep
             controller(cluster, namespace, *_flags(repo, status_port, bake=600), identity="first") as first:
         wait_until("first leads", lambda: first.count("became the leader") == 1)
         second = ControllerProcess(cluster, namespace, *_flags(repo, status_port, bake=600), identity="second")
-        with _running(second):
+        with running(second):
             _failover(cluster, namespace, repo, first, second)
-
-
-@contextlib.contextmanager
-def _running(proc: ControllerProcess) -> Iterator[ControllerProcess]:
-    proc.start()
-    try:
-        yield proc
-    except BaseException:
-        print(f"--- {proc.command[proc.command.index('--identity') + 1]} log tail ({proc.log_path}) ---")
-        print(proc.tail())
-        raise
-    finally:
-        proc.stop()
 
 
 def _failover(cluster: harness.Cluster, namespace: str, repo: Repository, first: ControllerProcess,

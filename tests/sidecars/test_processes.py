@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -13,13 +12,10 @@ import httpx
 import pytest
 
 from autocrane import podinfo
+from autocrane.devcluster import controlplane
 from tests.sidecars.servers import wait_until
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+free_port = controlplane.free_port
 
 
 def _get(url: str) -> httpx.Response | None:
