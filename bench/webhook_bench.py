@@ -54,10 +54,11 @@ TARGET_RATIO = 0.6
 TARGET_P99_MS = 15.0
 
 
-def admission_review() -> dict[str, Any]:
+def admission_review(image_tag: str = "1.42.0") -> dict[str, Any]:
     """A pod as a ReplicaSet creates it (labels, env, probes, managedFields), opted into data and readiness."""
     container = {
-        "name": "web", "image": "registry.example/shop/web:1.42.0", "ports": [{"containerPort": 8080, "name": "http"}],
+        "name": "web", "image": f"registry.example/shop/web:{image_tag}",
+        "ports": [{"containerPort": 8080, "name": "http"}],
         "env": [{"name": f"SETTING_{i}", "value": f"value-{i}"} for i in range(8)],
         "resources": {"requests": {"cpu": "250m", "memory": "256Mi"}, "limits": {"cpu": "1", "memory": "512Mi"}},
         "readinessProbe": {"httpGet": {"path": "/ready", "port": "http"}, "periodSeconds": 5},
@@ -152,7 +153,9 @@ def admission_costs(body: bytes, repeat: int = 300) -> dict[str, float]:
         "orjson.loads(body)": lambda: orjson.loads(body),
         "inject.inject(pod)": lambda: inject.inject(json.loads(body)["request"]["object"], injector),
         "admission_patch (JSONPatch diff)": lambda: admission.admission_patch(pod, mutated),
-        "admission.review (all of it)": lambda: admission.review(json.loads(body), injector),
+        "admission.review, template seen before": lambda: admission.review(orjson.loads(body), injector),
+        "admission.review, new template": lambda: (admission._CACHE._entries.clear(),
+                                                   admission.review(orjson.loads(body), injector)),
     }
     costs = {}
     for name, call in parts.items():
@@ -177,14 +180,14 @@ class Round:
     errors: int = 0
 
 
-async def _client(port: int, context: ssl.SSLContext, request: bytes, deadline: float, budget: list[int],
+async def _client(port: int, context: ssl.SSLContext, requests: list[bytes], deadline: float, budget: list[int],
                   result: Round) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=context, server_hostname="localhost")
     try:
         while time.perf_counter() < deadline and budget[0] > 0:
             budget[0] -= 1
             started = time.perf_counter()
-            writer.write(request)
+            writer.write(requests[budget[0] % len(requests)])
             head = await reader.readuntil(b"\r\n\r\n")
             length = 0
             for line in head.split(b"\r\n")[1:]:
@@ -199,15 +202,16 @@ async def _client(port: int, context: ssl.SSLContext, request: bytes, deadline: 
         writer.close()
 
 
-async def load(name: str, port: int, context: ssl.SSLContext, body: bytes, *, concurrency: int, duration: float,
-               max_requests: int) -> Round:
-    request = (b"POST /mutate?timeout=10s HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
-               b"Accept: application/json\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+async def load(name: str, port: int, context: ssl.SSLContext, bodies: list[bytes], *, concurrency: int,
+               duration: float, max_requests: int) -> Round:
+    requests = [b"POST /mutate?timeout=10s HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+                b"Accept: application/json\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+                for body in bodies]
     result = Round(name)
     budget = [max_requests]
     started = time.perf_counter()
     deadline = started + duration
-    await asyncio.gather(*(_client(port, context, request, deadline, budget, result) for _ in range(concurrency)))
+    await asyncio.gather(*(_client(port, context, requests, deadline, budget, result) for _ in range(concurrency)))
     result.seconds = time.perf_counter() - started
     return result
 
@@ -271,6 +275,8 @@ async def bench(arguments: argparse.Namespace) -> int:
                                   validity=datetime.timedelta(hours=2))
     context = ssl.create_default_context(cadata=ca.cert_pem.decode())
     body = json.dumps(admission_review()).encode()
+    bodies = [body] if not arguments.distinct else [
+        json.dumps(admission_review(image_tag=f"1.42.{i}")).encode() for i in range(arguments.distinct)]
     with tempfile.TemporaryDirectory(prefix="autocrane-bench-") as scratch:
         cert_file, key_file = Path(scratch, "tls.crt"), Path(scratch, "tls.key")
         cert_file.write_bytes(leaf.cert_pem)
@@ -296,12 +302,12 @@ async def bench(arguments: argparse.Namespace) -> int:
                 raise SystemExit(f"the webhook did not inject the benchmark pod: {answer['response']}")
             patch_bytes = len(answer["response"]["patch"])
             for name in ports:  # warm-up: connections, caches, the first JIT-less paths
-                await load(name, ports[name], context, body, concurrency=arguments.concurrency,
+                await load(name, ports[name], context, bodies, concurrency=arguments.concurrency,
                            duration=arguments.warmup, max_requests=arguments.max_requests)
             rounds: dict[str, list[Round]] = {name: [] for name in ports}
             for _ in range(arguments.rounds):
                 for name in ports:
-                    rounds[name].append(await load(name, ports[name], context, body,
+                    rounds[name].append(await load(name, ports[name], context, bodies,
                                                    concurrency=arguments.concurrency, duration=arguments.duration,
                                                    max_requests=arguments.max_requests))
         finally:
@@ -315,7 +321,9 @@ async def bench(arguments: argparse.Namespace) -> int:
     results = {name: summary(name, rounds[name]) for name in rounds}
     print(f"POST /mutate over TLS, {arguments.concurrency} keep-alive clients, one server worker each; "
           f"{arguments.rounds} x {arguments.duration:g} s per server, alternating; request {len(body)} bytes, "
-          f"injection patch {patch_bytes} bytes (base64); {os.cpu_count()} CPUs, Python {sys.version.split()[0]}")
+          f"injection patch {patch_bytes} bytes (base64); {os.cpu_count()} CPUs, Python {sys.version.split()[0]}; "
+          + (f"{len(bodies)} distinct pods (no cached responses)" if arguments.distinct
+             else "one pod template (as a ReplicaSet's burst: cached responses)"))
     columns = ("requests", "errors", "admissions/s", "p50 ms", "p99 ms", "max ms")
     print(f"{'server':<10} " + " ".join(f"{column:>{max(9, len(column))}}" for column in columns))
     for name, row in results.items():
@@ -347,6 +355,10 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per round (default %(default)s)")
     parser.add_argument("--rounds", type=int, default=3, help="rounds per server (default %(default)s)")
     parser.add_argument("--warmup", type=float, default=1.0, help="seconds of warm-up per server (default %(default)s)")
+    parser.add_argument("--distinct", type=int, default=0, metavar="N",
+                        help="cycle through N pods that differ (image tag), so no admission repeats a recent "
+                        "template: the webhook's response cache never hits (default: one pod, as in a ReplicaSet "
+                        "burst)")
     parser.add_argument("--max-requests", type=int, default=100_000, help="cap per round (default %(default)s)")
     arguments = parser.parse_args()
     if arguments.command == "ceiling":

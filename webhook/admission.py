@@ -21,6 +21,8 @@
 from __future__ import annotations
 
 import base64
+import collections
+import threading
 from collections.abc import Mapping
 from typing import Any
 
@@ -48,10 +50,21 @@ def review(request_review: Mapping[str, Any], settings: injector_settings.Inject
     pod = request.get("object")
     if not isinstance(pod, Mapping) or not policy.is_pod(pod):
         raise MalformedReview("request.object must be the Pod being created")
+    key = _cache_key(pod, settings)
+    response = _CACHE.get(key) if key is not None else None
+    if response is None:
+        response = _respond(pod, settings)
+        if key is not None:
+            _CACHE.put(key, response)
+    return _answer(uid, dict(response))
+
+
+def _respond(pod: Mapping[str, Any], settings: injector_settings.InjectorSettings) -> dict[str, Any]:
+    """The response to a pod CREATE, without its uid."""
     try:
         result = inject.inject(pod, settings)
     except (errors.AnnotationError, errors.ObjectError) as exc:  # the pod's fault, said in words
-        return _answer(uid, {"allowed": False, "status": {"code": 400, "message": str(exc)}})
+        return {"allowed": False, "status": {"code": 400, "message": str(exc)}}
     response: dict[str, Any] = {"allowed": True}
     patch = admission_patch(pod, result.pod)
     if patch:
@@ -62,7 +75,58 @@ def review(request_review: Mapping[str, Any], settings: injector_settings.Inject
     if result.skipped_reason and not patch:
         # Lands in the API server's audit log, and the server counts skips by it.
         response["auditAnnotations"] = {SKIP_REASON_AUDIT_KEY: result.skipped_reason}
-    return _answer(uid, response)
+    return response
+
+
+class _ResponseCache:
+    """The last few responses by what they depend on (see ``_cache_key``); least recently used out.
+
+    The pods of one ReplicaSet arrive in bursts (a rollout, a scale-up) and differ only in fields
+    the injection never reads (name, uid, labels, owner): their responses are the same, so the
+    injection and its patch are computed once per template. Responses are never changed after
+    they are stored; ``review`` hands out copies of their top level.
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.hits = self.misses = 0
+        self._entries: collections.OrderedDict[tuple[object, bytes], dict[str, Any]] = collections.OrderedDict()
+        self._lock = threading.Lock()  # reviews run on the event loop; tests may call from threads
+
+    def get(self, key: tuple[object, bytes]) -> dict[str, Any] | None:
+        with self._lock:
+            found = self._entries.get(key)
+            if found is None:
+                self.misses += 1
+                return None
+            self._entries.move_to_end(key)
+            self.hits += 1
+            return found
+
+    def put(self, key: tuple[object, bytes], response: dict[str, Any]) -> None:
+        with self._lock:
+            self._entries[key] = response
+            if len(self._entries) > self.size:
+                self._entries.popitem(last=False)
+
+
+_CACHE = _ResponseCache(256)
+
+
+def _cache_key(pod: Mapping[str, Any], settings: injector_settings.InjectorSettings) -> tuple[object, bytes] | None:
+    """Everything the response depends on: the settings, and the pod's kind, whether it has
+    metadata, its annotations and its spec (``inject`` reads nothing else). None: do not cache."""
+    metadata = pod.get("metadata")
+    if metadata is not None and not isinstance(metadata, Mapping):
+        return None
+    # Presence as well as value: a missing key and a null one give different patch operations.
+    has_annotations = metadata is not None and "annotations" in metadata
+    annotations = metadata["annotations"] if has_annotations else None
+    try:
+        return settings, orjson.dumps([pod.get("apiVersion"), pod.get("kind"), metadata is not None,
+                                       has_annotations, annotations, "spec" in pod, pod.get("spec")])
+    except (TypeError, orjson.JSONEncodeError):  # not plain JSON (only from in-process callers)
+        return None
 
 
 def admission_patch(original: Mapping[str, Any], mutated: Mapping[str, Any]) -> list[dict[str, Any]]:

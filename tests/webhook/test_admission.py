@@ -167,3 +167,30 @@ def test_a_skipped_pod_says_why_in_an_audit_annotation() -> None:
     assert response["allowed"] is True
     assert "patch" not in response
     assert response["auditAnnotations"] == {admission.SKIP_REASON_AUDIT_KEY: policy.NOT_OPTED_IN}
+
+
+def test_pods_of_one_template_share_one_computed_response_and_a_changed_spec_gets_its_own() -> None:
+    def replica(name: str, image: str = "app:1") -> dict[str, Any]:
+        made = pod(DATA)
+        made["metadata"].update(name=name, uid=f"uid-{name}", labels={"pod-template-hash": "abc"})
+        made["spec"]["containers"][0]["image"] = image
+        return made
+
+    def reviewed(made: dict[str, Any]) -> dict[str, Any]:
+        request = review_of(made)
+        request["request"]["uid"] = made["metadata"]["uid"]
+        return admission.review(request, SETTINGS)["response"]
+
+    first = reviewed(replica("a"))
+    hits = admission._CACHE.hits
+    second = reviewed(replica("b"))
+    assert admission._CACHE.hits == hits + 1
+    assert (first["uid"], second["uid"]) == ("uid-a", "uid-b")
+    assert first["patch"] == second["patch"]
+
+    changed = replica("c", image="app:changed-by-the-cache-test")
+    hits = admission._CACHE.hits
+    third = reviewed(changed)
+    assert admission._CACHE.hits == hits
+    assert patched(changed, third) == inject.inject(changed, SETTINGS).pod
+
