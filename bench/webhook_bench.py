@@ -54,15 +54,24 @@ TARGET_RATIO = 0.6
 TARGET_P99_MS = 15.0
 
 
-def admission_review(image_tag: str = "1.42.0") -> dict[str, Any]:
-    """A pod as a ReplicaSet creates it (labels, env, probes, managedFields), opted into data and readiness."""
+_SUFFIX_CHARS = "bcdfghjklmnpqrstvwxz2456789"  # what the ServiceAccount admission plugin draws from
+
+
+def admission_review(replica: int = 0, image_tag: str = "1.42.0") -> dict[str, Any]:
+    """A pod as a ReplicaSet creates it (labels, env, probes, managedFields), opted into data and readiness.
+
+    Replicas differ as real ones do when the webhook sees them: request uid, and the service-account
+    token volume, whose name the ServiceAccount admission plugin suffixes with 5 random characters.
+    """
+    suffix = "".join(_SUFFIX_CHARS[(replica // len(_SUFFIX_CHARS) ** i) % len(_SUFFIX_CHARS)] for i in range(5))
+    token_volume = f"kube-api-access-{suffix}"
     container = {
         "name": "web", "image": f"registry.example/shop/web:{image_tag}",
         "ports": [{"containerPort": 8080, "name": "http"}],
         "env": [{"name": f"SETTING_{i}", "value": f"value-{i}"} for i in range(8)],
         "resources": {"requests": {"cpu": "250m", "memory": "256Mi"}, "limits": {"cpu": "1", "memory": "512Mi"}},
         "readinessProbe": {"httpGet": {"path": "/ready", "port": "http"}, "periodSeconds": 5},
-        "volumeMounts": [{"name": "kube-api-access-x1", "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount",
+        "volumeMounts": [{"name": token_volume, "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount",
                           "readOnly": True}],
     }
     pod = {
@@ -83,14 +92,14 @@ def admission_review(image_tag: str = "1.42.0") -> dict[str, Any]:
         },
         "spec": {
             "containers": [container],
-            "volumes": [{"name": "kube-api-access-x1", "projected": {"sources": [
+            "volumes": [{"name": token_volume, "projected": {"sources": [
                 {"serviceAccountToken": {"expirationSeconds": 3607, "path": "token"}}]}}],
             "restartPolicy": "Always", "serviceAccountName": "web", "terminationGracePeriodSeconds": 30,
             "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
         },
     }
     return {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
-        "uid": "705ab4f5-6393-11e8-b7cc-42010a800002", "kind": {"group": "", "version": "v1", "kind": "Pod"},
+        "uid": f"705ab4f5-6393-11e8-b7cc-{replica:012d}", "kind": {"group": "", "version": "v1", "kind": "Pod"},
         "resource": {"group": "", "version": "v1", "resource": "pods"},
         "requestKind": {"group": "", "version": "v1", "kind": "Pod"},
         "requestResource": {"group": "", "version": "v1", "resource": "pods"},
@@ -275,8 +284,10 @@ async def bench(arguments: argparse.Namespace) -> int:
                                   validity=datetime.timedelta(hours=2))
     context = ssl.create_default_context(cadata=ca.cert_pem.decode())
     body = json.dumps(admission_review()).encode()
-    bodies = [body] if not arguments.distinct else [
-        json.dumps(admission_review(image_tag=f"1.42.{i}")).encode() for i in range(arguments.distinct)]
+    # 2,000 replicas of one template (they differ as real ReplicaSet pods do), or as many pods that
+    # all differ (--distinct): the webhook's response cache then never hits.
+    bodies = [json.dumps(admission_review(i, f"1.42.{i}" if arguments.distinct else "1.42.0")).encode()
+              for i in range(arguments.distinct or 2000)]
     with tempfile.TemporaryDirectory(prefix="autocrane-bench-") as scratch:
         cert_file, key_file = Path(scratch, "tls.crt"), Path(scratch, "tls.key")
         cert_file.write_bytes(leaf.cert_pem)
@@ -323,7 +334,7 @@ async def bench(arguments: argparse.Namespace) -> int:
           f"{arguments.rounds} x {arguments.duration:g} s per server, alternating; request {len(body)} bytes, "
           f"injection patch {patch_bytes} bytes (base64); {os.cpu_count()} CPUs, Python {sys.version.split()[0]}; "
           + (f"{len(bodies)} distinct pods (no cached responses)" if arguments.distinct
-             else "one pod template (as a ReplicaSet's burst: cached responses)"))
+             else f"{len(bodies)} replicas of one template (a ReplicaSet's burst)"))
     columns = ("requests", "errors", "admissions/s", "p50 ms", "p99 ms", "max ms")
     print(f"{'server':<10} " + " ".join(f"{column:>{max(9, len(column))}}" for column in columns))
     for name, row in results.items():

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import base64
 import collections
+import re
 import threading
 from collections.abc import Mapping
 from typing import Any
@@ -54,9 +55,16 @@ def review(request_review: Mapping[str, Any], settings: injector_settings.Inject
     response = _CACHE.get(key) if key is not None else None
     if response is None:
         response = _respond(pod, settings)
-        if key is not None:
+        if key is not None and _shareable(response):
             _CACHE.put(key, response)
     return _answer(uid, dict(response))
+
+
+def _shareable(response: Mapping[str, Any]) -> bool:
+    """Whether other pods with this key may get this response: only if the patch does not carry
+    the token volume's name, which the key leaves out (a patch that replaced a whole list would)."""
+    patch = response.get("patch")
+    return patch is None or b"kube-api-access-" not in base64.b64decode(patch)
 
 
 def _respond(pod: Mapping[str, Any], settings: injector_settings.InjectorSettings) -> dict[str, Any]:
@@ -123,10 +131,18 @@ def _cache_key(pod: Mapping[str, Any], settings: injector_settings.InjectorSetti
     has_annotations = metadata is not None and "annotations" in metadata
     annotations = metadata["annotations"] if has_annotations else None
     try:
-        return settings, orjson.dumps([pod.get("apiVersion"), pod.get("kind"), metadata is not None,
-                                       has_annotations, annotations, "spec" in pod, pod.get("spec")])
+        key = orjson.dumps([pod.get("apiVersion"), pod.get("kind"), metadata is not None,
+                            has_annotations, annotations, "spec" in pod, pod.get("spec")])
     except (TypeError, orjson.JSONEncodeError):  # not plain JSON (only from in-process callers)
         return None
+    return settings, _TOKEN_VOLUME.sub(b'"kube-api-access-*"', key)
+
+
+# The ServiceAccount admission plugin (which runs before webhooks) names each pod's token volume
+# kube-api-access-<5 random characters>, so replicas would never share a key. The injection only
+# compares volume names with its own (autocrane-*), never copies them: the suffix cannot change
+# the response, and is left out of the key.
+_TOKEN_VOLUME = re.compile(rb'"kube-api-access-[a-z0-9]{5}"')
 
 
 def admission_patch(original: Mapping[str, Any], mutated: Mapping[str, Any]) -> list[dict[str, Any]]:

@@ -6,8 +6,12 @@ or replaces; this diff says exactly that, in a few microseconds:
 
 - objects: ``remove`` keys that went, ``add`` keys that came, recurse into keys that changed;
 - lists of equal length: recurse element by element;
-- lists that grew or shrank in one place (a common prefix and suffix around the change, which is
-  how containers, volumes and mounts are inserted): ``add``/``remove`` at explicit indexes;
+- lists of objects with unique ``name`` keys (containers, volumes, mounts, env: Kubernetes' own
+  merge key), where the names they share keep their order: matched by name, so a container that
+  gained a mount while a sidecar was appended is one ``add`` into its mounts and one ``add`` of
+  the sidecar, never the whole list;
+- other lists that grew or shrank in one place (a common prefix and suffix around the change):
+  ``add``/``remove`` at explicit indexes;
 - anything else: ``replace`` the value.
 
 Parents that do not exist are added whole, so ``/metadata/annotations`` or ``/spec/initContainers``
@@ -52,7 +56,39 @@ def _diff_objects(old: Mapping[str, Any], new: Mapping[str, Any], path: str) -> 
     return ops
 
 
+def _names(items: list[Any]) -> list[Any] | None:
+    """The ``name`` of each item, if every item is an object with a unique one."""
+    names = [item.get("name") if isinstance(item, Mapping) else None for item in items]
+    if None in names or len(set(names)) != len(names):
+        return None
+    return names
+
+
+def _diff_named(old: list[Any], new: list[Any], old_names: list[Any], new_names: list[Any],
+                path: str) -> list[Operation] | None:
+    """Match elements by name; None when the shared names are not in the same order."""
+    kept = set(old_names) & set(new_names)
+    if [n for n in old_names if n in kept] != [n for n in new_names if n in kept]:
+        return None
+    # Removals from the end first, so earlier indexes stay right; then the list is walked in
+    # the target's order: a shared element is always the next one left, a new one is inserted.
+    ops: list[Operation] = [{"op": "remove", "path": f"{path}/{index}"}
+                            for index in reversed(range(len(old))) if old_names[index] not in kept]
+    remaining = iter(item for item, name in zip(old, old_names, strict=True) if name in kept)
+    for index, (item, name) in enumerate(zip(new, new_names, strict=True)):
+        if name in kept:
+            ops.extend(diff(next(remaining), item, f"{path}/{index}"))
+        else:
+            ops.append({"op": "add", "path": f"{path}/{index}", "value": item})
+    return ops
+
+
 def _diff_lists(old: list[Any], new: list[Any], path: str) -> list[Operation]:
+    old_names, new_names = _names(old), _names(new)
+    if old_names is not None and new_names is not None and old_names != new_names:
+        named = _diff_named(old, new, old_names, new_names, path)
+        if named is not None:
+            return named
     if len(old) == len(new):
         ops: list[Operation] = []
         for index, (before, after) in enumerate(zip(old, new, strict=True)):

@@ -174,6 +174,10 @@ def test_pods_of_one_template_share_one_computed_response_and_a_changed_spec_get
         made = pod(DATA)
         made["metadata"].update(name=name, uid=f"uid-{name}", labels={"pod-template-hash": "abc"})
         made["spec"]["containers"][0]["image"] = image
+        # as the ServiceAccount admission plugin leaves it: a token volume with a random suffix
+        token = f"kube-api-access-{name * 5}"
+        made["spec"]["containers"][0]["volumeMounts"] = [{"name": token, "mountPath": "/var/run/secrets/x"}]
+        made["spec"]["volumes"] = [{"name": token, "projected": {"sources": []}}]
         return made
 
     def reviewed(made: dict[str, Any]) -> dict[str, Any]:
@@ -187,6 +191,7 @@ def test_pods_of_one_template_share_one_computed_response_and_a_changed_spec_get
     assert admission._CACHE.hits == hits + 1
     assert (first["uid"], second["uid"]) == ("uid-a", "uid-b")
     assert first["patch"] == second["patch"]
+    assert patched(replica("b"), second) == inject.inject(replica("b"), SETTINGS).pod
 
     changed = replica("c", image="app:changed-by-the-cache-test")
     hits = admission._CACHE.hits
@@ -194,3 +199,14 @@ def test_pods_of_one_template_share_one_computed_response_and_a_changed_spec_get
     assert admission._CACHE.hits == hits
     assert patched(changed, third) == inject.inject(changed, SETTINGS).pod
 
+
+
+def test_a_response_whose_patch_names_a_token_volume_is_never_shared_with_other_pods() -> None:
+    def response(ops: list[dict[str, Any]]) -> dict[str, Any]:
+        return {"allowed": True, "patch": base64.b64encode(json.dumps(ops).encode()).decode()}
+
+    replaced = [{"op": "replace", "path": "/spec/volumes", "value": [{"name": "kube-api-access-bbbbb"}]}]
+    appended = [{"op": "add", "path": "/spec/volumes/1", "value": {"name": "autocrane-data"}}]
+    assert not admission._shareable(response(replaced))
+    assert admission._shareable(response(appended))
+    assert admission._shareable({"allowed": False, "status": {"code": 400, "message": "m"}})

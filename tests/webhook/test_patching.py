@@ -53,3 +53,26 @@ json_values = st.recursive(
 @given(json_values, json_values)
 def test_any_two_documents_are_bridged_by_the_patch(old: object, new: object) -> None:
     _applies({"doc": old}, {"doc": new})
+
+
+def test_a_container_that_gained_a_mount_beside_an_appended_sidecar_is_two_adds() -> None:
+    old = {"containers": [{"name": "app", "volumeMounts": [{"name": "token"}]}]}
+    new = {"containers": [{"name": "app", "volumeMounts": [{"name": "token"}, {"name": "data"}]},
+                          {"name": "sidecar"}]}
+    assert _applies(old, new) == [
+        {"op": "add", "path": "/containers/0/volumeMounts/1", "value": {"name": "data"}},
+        {"op": "add", "path": "/containers/1", "value": {"name": "sidecar"}},
+    ]
+
+
+named_items = st.lists(
+    st.fixed_dictionaries({"name": st.sampled_from("abcdefgh"), "v": st.integers(0, 2)}),
+    max_size=6, unique_by=lambda item: item["name"])
+
+
+@settings(max_examples=500, deadline=None)
+@given(named_items, named_items)
+def test_lists_of_named_objects_are_bridged_whatever_was_added_removed_moved_or_changed(
+    old: list[dict], new: list[dict]
+) -> None:
+    _applies({"items": old}, {"items": new})
