@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
@@ -18,6 +17,7 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from autocrane.devcluster import controlplane
+from tests import waiting
 
 T = TypeVar("T")
 DEFAULT_TIMEOUT = 60.0
@@ -75,15 +75,8 @@ def _exists(read: Callable[[], object]) -> bool:
 
 def wait_until(what: str, condition: Callable[[], T], timeout: float = DEFAULT_TIMEOUT,
                interval: float = 0.1) -> T:
-    """Poll ``condition`` until it returns something truthy, and return that; fail with ``what``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = condition()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(interval)
+    """``tests.waiting.wait_until`` with the cluster tests' deadline and pace."""
+    return waiting.wait_until(what, condition, timeout, interval)
 
 
 def _client_for(kubeconfig: Path) -> client.ApiClient:

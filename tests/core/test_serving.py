@@ -6,8 +6,6 @@ import asyncio
 import os
 import signal
 import socket
-import time
-from collections.abc import Awaitable, Callable
 
 import httpx
 import pytest
@@ -17,6 +15,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from autocrane import serving
+from tests import waiting
 
 
 def _app(text: str, gate: asyncio.Event | None = None, entered: asyncio.Event | None = None) -> Starlette:
@@ -28,13 +27,6 @@ def _app(text: str, gate: asyncio.Event | None = None, entered: asyncio.Event | 
         return PlainTextResponse(text)
 
     return Starlette(routes=[Route("/", handler)])
-
-
-async def _eventually(condition: Callable[[], Awaitable[bool]], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not await condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {condition}"
-        await asyncio.sleep(0.02)
 
 
 async def _refuses(port: int) -> bool:
@@ -69,7 +61,7 @@ def test_stopping_lets_an_in_flight_request_finish_and_refuses_new_connections()
             stopped: list[str] = []
             running.on_stopping.append(lambda: stopped.append("readiness off"))
             running.stop()
-            await _eventually(lambda: _refuses(port))
+            await waiting.eventually("the port to refuse connections", lambda: _refuses(port))
             assert not request.done()
             gate.set()
             response = await request
@@ -135,7 +127,7 @@ def test_sigterm_stops_every_site_gracefully() -> None:
         async def started() -> bool:
             return "b" in running.ports and not await _refuses(running.port("b"))
 
-        await _eventually(started)
+        await waiting.eventually("both sites to listen", started)
         os.kill(os.getpid(), signal.SIGTERM)
         await asyncio.wait_for(task, timeout=10)
         assert await _refuses(running.port("a")) and await _refuses(running.port("b"))

@@ -8,8 +8,8 @@ import hashlib
 import http.server
 import json
 import re
+import socket
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,30 +19,25 @@ import uvicorn
 from autocrane import manifests
 
 
-def wait_until(condition: Any, timeout: float = 10.0, what: str = "condition") -> None:
-    """Poll ``condition()`` until true; fail after ``timeout`` seconds (a deadline, not a fixed sleep)."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.005)
-
-
 @contextlib.contextmanager
 def serve_asgi(app: Any) -> Iterator[str]:
-    """Serve ``app`` on a free 127.0.0.1 port in a thread; yield its base URL."""
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None, access_log=False, lifespan="off")
+    """Serve ``app`` on a free 127.0.0.1 port in a thread; yield its base URL.
+
+    The socket listens before uvicorn starts, so nothing waits: connections made meanwhile queue
+    in its backlog until uvicorn accepts them.
+    """
+    sock = socket.create_server(("127.0.0.1", 0))
+    config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="off")
     server = uvicorn.Server(config)
     server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
-    thread = threading.Thread(target=server.run, daemon=True)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
-    wait_until(lambda: server.started, what="uvicorn to start")
-    port = server.servers[0].sockets[0].getsockname()[1]
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
     finally:
         server.should_exit = True
         thread.join(10)
+        sock.close()
 
 
 @dataclass

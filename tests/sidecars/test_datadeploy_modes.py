@@ -8,7 +8,6 @@ import logging
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ from starlette.routing import Route
 
 from autocrane import manifests, podinfo
 from sidecars.datadeploy import hooks, main, status, swap
+from tests import waiting
 from tests.sidecars.servers import FakeRepository, serve_asgi
 from tests.sidecars.test_datadeploy_sync import settings, tree_archive
 
@@ -114,13 +114,6 @@ def _collector() -> tuple[Starlette, list[dict[str, Any]], list[int]]:
     return Starlette(routes=[Route("/notify", notify, methods=["POST"])]), received, failures
 
 
-async def _until(condition: Any, what: str, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.01)
-
-
 def test_the_sidecar_follows_requests_acknowledges_and_notifies(tmp_path: Path, repo: FakeRepository,
                                                                url: str) -> None:
     v1, v2 = repo.add("src", "v1", tree_archive("v1")), repo.add("src", "v2", tree_archive("v2"))
@@ -131,15 +124,16 @@ def test_the_sidecar_follows_requests_acknowledges_and_notifies(tmp_path: Path, 
         d = deployer(tmp_path, url, notifier=hooks.Notifier(f"{hook}/notify", initial=0.01))
         loops = asyncio.create_task(main.follow(d, poll=0.01, resync=0.05))
         try:
-            await _until(lambda: d.status.get("ds").version == "v1", "v1 acknowledged")
+            await waiting.eventually("v1 acknowledged", lambda: d.status.get("ds").version == "v1", 15.0)
             write_annotations(tmp_path / "annotations", {"ds": "src"}, {"ds": v2})
-            await _until(lambda: d.status.get("ds").version == "v2", "v2 acknowledged")
+            await waiting.eventually("v2 acknowledged", lambda: d.status.get("ds").version == "v2", 15.0)
             assert d.status.synced() == (True, [])
-            await _until(lambda: received and received[-1]["version"] == "v2", "the app to hear of v2")
+            await waiting.eventually("the app to hear of v2",
+                                     lambda: received and received[-1]["version"] == "v2", 15.0)
             entry = d.status.to_json()["sets"]["ds"]
             assert entry["requested"] == "v2" and entry["sha256"] == v2.sha256 and entry["deployedAt"]
             write_annotations(tmp_path / "annotations", {"ds": "src"}, {"ds": manifests.DataRequest("v3")})
-            await _until(lambda: d.status.get("ds").error is not None, "the failure to show")
+            await waiting.eventually("the failure to show", lambda: d.status.get("ds").error is not None, 15.0)
             assert d.status.get("ds").version == "v2" and "not in the manifest" in (d.status.get("ds").error or "")
         finally:
             loops.cancel()

@@ -13,7 +13,7 @@ import pytest
 
 from autocrane import podinfo
 from autocrane.devcluster import controlplane
-from tests.sidecars.servers import wait_until
+from tests.waiting import wait_until
 
 free_port = controlplane.free_port
 
@@ -52,7 +52,7 @@ def test_a_repository_and_a_sidecar_deliver_a_directory_to_a_pod(tmp_path: Path,
     repository = autocrane(processes, "datarepository", "--config", str(tmp_path / "sources.yaml"),
                            "--data-dir", str(tmp_path / "state"), "--host", "127.0.0.1", "--port", str(repo_port))
     base = f"http://127.0.0.1:{repo_port}"
-    wait_until(lambda: (r := _get(f"{base}/readyz")) is not None and r.status_code == 200, 30, "repository ready")
+    wait_until("repository ready", lambda: (r := _get(f"{base}/readyz")) is not None and r.status_code == 200, 30)
     (tmp_path / "root").mkdir()
     (tmp_path / "annotations").write_text(podinfo.format_annotations({"data.autocrane.io/greet": "greetings"}))
     sidecar = autocrane(processes, "datadeployer", "--mode", "sidecar", "--repository", base,
@@ -60,19 +60,19 @@ def test_a_repository_and_a_sidecar_deliver_a_directory_to_a_pod(tmp_path: Path,
                         "--request-timeout", "0", "--host", "127.0.0.1", "--port", str(sidecar_port),
                         "--poll-seconds", "0.05")
     status = f"http://127.0.0.1:{sidecar_port}"
-    wait_until(lambda: (r := _get(f"{status}/synced")) is not None and r.status_code == 200, 30, "sidecar synced")
+    wait_until("sidecar synced", lambda: (r := _get(f"{status}/synced")) is not None and r.status_code == 200, 30)
     assert (tmp_path / "root/greet/hello.txt").read_text() == "hello v1"
     first = httpx.get(f"{status}/status").json()["sets"]["greet"]
     assert first["fallback"] is True
 
     (tmp_path / "upstream/hello.txt").write_text("hello v2")
-    wait_until(lambda: len(httpx.get(f"{base}/v1/sources/greetings").json()["versions"]) == 2, 30, "version 2")
+    wait_until("version 2", lambda: len(httpx.get(f"{base}/v1/sources/greetings").json()["versions"]) == 2, 30)
     newest = httpx.get(f"{base}/v1/sources/greetings").json()["versions"][-1]
     request = f'{{"version":"{newest["version"]}","sha256":"{newest["sha256"]}"}}'
     (tmp_path / "annotations").write_text(podinfo.format_annotations({
         "data.autocrane.io/greet": "greetings", "request.data.autocrane.io/greet": request}))
-    wait_until(lambda: httpx.get(f"{status}/status").json()["sets"]["greet"]["version"] == newest["version"], 30,
-               "v2 acknowledged")
+    wait_until("v2 acknowledged",
+               lambda: httpx.get(f"{status}/status").json()["sets"]["greet"]["version"] == newest["version"], 30)
     assert (tmp_path / "root/greet/hello.txt").read_text() == "hello v2"
     assert httpx.get(f"{status}/watchdog").status_code == 200
 

@@ -13,6 +13,7 @@ import pytest
 
 from autocrane import metrics as core_metrics
 from autocrane import serving
+from tests import waiting
 from tests.webhook import tlstools
 from webhook import server, settings, tls
 
@@ -152,16 +153,16 @@ async def _rotate_under_load(tmp_path: Path) -> None:
         async def flowed(count: int) -> bool:
             return len(ok) >= count
 
-        await tlstools.eventually(lambda: flowed(30), what="requests to flow")
+        await waiting.eventually("requests to flow", lambda: flowed(30))
         assert await tlstools.served_serial(port, context) == tlstools.serial_of(first)
         mount.publish(second)
 
         async def rotated() -> bool:
             return await tlstools.served_serial(port, context) == tlstools.serial_of(second)
 
-        await tlstools.eventually(rotated, what="a new handshake to present the new certificate")
+        await waiting.eventually("a new handshake to present the new certificate", rotated)
         after = len(ok)
-        await tlstools.eventually(lambda: flowed(after + 30), what="requests to keep flowing after the rotation")
+        await waiting.eventually("requests to keep flowing after the rotation", lambda: flowed(after + 30))
         stop.set()
         await asyncio.gather(*clients)
         watcher.cancel()

@@ -18,6 +18,7 @@ import jsonpatch
 import pytest
 
 from autocrane import kube
+from tests import waiting
 from tests.webhook import tlstools
 from webhook import selfsigned, tls
 
@@ -285,7 +286,7 @@ def test_the_loop_retries_a_failed_pass_until_it_serves(api: MemoryApi) -> None:
         async def serving() -> bool:
             return replica.reloader.ready()
 
-        await tlstools.eventually(serving, what="a certificate after the failed passes")
+        await waiting.eventually("a certificate after the failed passes", serving)
         loop.cancel()
 
     asyncio.run(scenario())

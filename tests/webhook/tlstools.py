@@ -6,8 +6,6 @@ import asyncio
 import datetime
 import os
 import ssl
-import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from cryptography import x509
@@ -77,15 +75,6 @@ async def served_serial(port: int, context: ssl.SSLContext, host: str = "127.0.0
         writer.close()
         await writer.wait_closed()
     return x509.load_der_x509_certificate(der).serial_number
-
-
-async def eventually(condition: Callable[[], Awaitable[bool]], *, timeout: float = 10.0, what: str = "") -> None:
-    """Wait until ``condition()`` is true, re-checking often; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not await condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what or condition}")
-        await asyncio.sleep(0.02)
 
 
 def serial_of(pair: tls.KeyPair) -> int:
