@@ -161,8 +161,7 @@ class ControlPlane:
 
     @classmethod
     @contextlib.contextmanager
-    def start(cls, options: Options | None = None, *, directory: Path | None = None,
-              keep_directory: bool = False) -> Iterator[ControlPlane]:
+    def start(cls, options: Options | None = None, *, directory: Path | None = None) -> Iterator[ControlPlane]:
         """Build (if needed) and start a cluster; stop it and remove its directory afterwards."""
         binaries = build.ensure_binaries(only=["etcd", "kubernetes", "kwok"])
         own_dir = directory is None
@@ -177,18 +176,19 @@ class ControlPlane:
             yield plane
         finally:
             plane.stop()
-            if own_dir and not keep_directory:
+            if own_dir:
                 shutil.rmtree(path, ignore_errors=True)
+
+    def wait(self, what: str, condition: Callable[[], bool], timeout: float | None = None) -> None:
+        """:func:`wait_for` ``condition`` (by default for the start timeout), failing early if a process dies."""
+        wait_for(what, condition, self.options.start_timeout if timeout is None else timeout, check=self.check_alive)
 
     def boot(self) -> None:
         self._write_kubeconfig()
-        timeout = self.options.start_timeout
         etcd_port = self._start_etcd()
-        wait_for("etcd health", lambda: self._http_ok(f"http://127.0.0.1:{etcd_port}/health"), timeout,
-                 check=self.check_alive)
+        self.wait("etcd health", lambda: self.http_ok(f"http://127.0.0.1:{etcd_port}/health"))
         self._start_apiserver(etcd_port)
-        wait_for("kube-apiserver /readyz", lambda: self._http_ok(f"{self.server}/readyz"), timeout,
-                 check=self.check_alive)
+        self.wait("kube-apiserver /readyz", lambda: self.http_ok(f"{self.server}/readyz"))
         kcm_port = self._start_component("kube-controller-manager", [
             "--controllers=*",
             f"--service-account-private-key-file={self.pki.sa_private_key}",
@@ -201,15 +201,12 @@ class ControlPlane:
         scheduler_port = self._start_component("kube-scheduler", self.options.client_rate_flags())
         self._start_kwok()
         for name, port in (("kube-controller-manager", kcm_port), ("kube-scheduler", scheduler_port)):
-            wait_for(f"{name} /healthz",
-                     lambda p=port: self._http_ok(f"https://127.0.0.1:{p}/healthz", verify=False),
-                     timeout, check=self.check_alive)
+            self.wait(f"{name} /healthz", lambda p=port: self.http_ok(f"https://127.0.0.1:{p}/healthz", verify=False))
         self._create_nodes()
-        wait_for(f"{self.options.nodes} KWOK nodes Ready", self._nodes_ready, timeout, check=self.check_alive)
+        self.wait(f"{self.options.nodes} KWOK nodes Ready", self._nodes_ready)
         # The ServiceAccount admission plugin refuses pods until KCM has made the `default` SA.
         default_sa = "/api/v1/namespaces/default/serviceaccounts/default"
-        wait_for("ServiceAccount default/default", lambda: self._get(default_sa) is not None, timeout,
-                 check=self.check_alive)
+        self.wait("ServiceAccount default/default", lambda: self._get(default_sa) is not None)
 
     def stop(self) -> None:
         """Stop every process, newest first: SIGTERM, then SIGKILL after a grace period."""
@@ -336,7 +333,8 @@ class ControlPlane:
         self.kubeconfig.write_text(json.dumps(config, indent=2))
         self.kubeconfig.chmod(0o600)
 
-    def _http_ok(self, url: str, *, verify: bool = True) -> bool:
+    def http_ok(self, url: str, *, verify: bool = True) -> bool:
+        """Whether ``url`` answers 200 (https with the admin client cert; ``verify=False``: any cert)."""
         context = (self._ssl if verify else self._ssl_unverified) if url.startswith("https") else None
         try:
             with urllib.request.urlopen(url, timeout=2, context=context) as r:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import subprocess
 import sys
 import threading
-import urllib.request
 from pathlib import Path
 
 from autocrane.devcluster import certs, controlplane
@@ -85,11 +84,11 @@ class Stack:
             "--register-url", f"https://127.0.0.1:{self.webhook_port}/mutate",
             "--register-ca-file", str(self.plane.pki.ca_cert), "--drain-delay", "0",
         ])
-        timeout = self.plane.options.start_timeout
-        controlplane.wait_for("the webhook's /readyz", self._webhook_ready, timeout, check=self.plane.check_alive)
-        controlplane.wait_for("the webhook's registration", lambda: self.plane.get(
+        self.plane.wait("the webhook's /readyz",
+                        lambda: self.plane.http_ok(f"http://127.0.0.1:{self.webhook_health_port}/readyz"))
+        self.plane.wait("the webhook's registration", lambda: self.plane.get(
             f"/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations/{WEBHOOK_CONFIGURATION}")
-            is not None, timeout, check=self.plane.check_alive)
+            is not None)
         self.plane.spawn_program("autocrane-controller", [
             sys.executable, "-m", "autocrane", "controller", "--kubeconfig", str(self.plane.kubeconfig),
             "--namespace", DEMO_NAMESPACE, "--no-leader-elect", "--interval", "5", "--min-pod-age", "30",
@@ -135,19 +134,11 @@ class Stack:
         finally:
             log.close()
 
-    def _webhook_ready(self) -> bool:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.webhook_health_port}/readyz", timeout=2) as r:
-                return bool(r.status == 200)
-        except OSError:
-            return False
-
     def _deploy_sample(self) -> None:
         self.plane.create("/api/v1/namespaces", {"metadata": {"name": DEMO_NAMESPACE,
                                                               "labels": {"autocrane-inject": "enabled"}}})
         sa = f"/api/v1/namespaces/{DEMO_NAMESPACE}/serviceaccounts/default"
-        controlplane.wait_for("ServiceAccount demo/default", lambda: self.plane.get(sa) is not None,
-                              self.plane.options.start_timeout, check=self.plane.check_alive)
+        self.plane.wait("ServiceAccount demo/default", lambda: self.plane.get(sa) is not None)
         self.plane.create(f"/apis/apps/v1/namespaces/{DEMO_NAMESPACE}/deployments", _sample_deployment())
         budget = {"minAvailable": 2, "selector": {"matchLabels": {"app": "sample"}}}
         self.plane.create(f"/apis/policy/v1/namespaces/{DEMO_NAMESPACE}/poddisruptionbudgets",

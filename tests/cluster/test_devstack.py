@@ -33,8 +33,7 @@ def test_the_dev_stack_injects_runs_and_watches_the_sample_and_cleans_up() -> No
                     for p in pods)
 
             # The app runs on each pod's IP, and the controller probes it there.
-            controlplane.wait_for("3 sample pods with an ok watchdog status", lambda: watched("info"), 90,
-                                  check=plane.check_alive)
+            plane.wait("3 sample pods with an ok watchdog status", lambda: watched("info"), 90)
             for pod in sample_pods():
                 assert "injector.autocrane.io/status" in pod["metadata"]["annotations"]
                 assert [c["name"] for c in pod["spec"]["initContainers"]] == ["autocrane-datadeployer-init"]
@@ -42,8 +41,7 @@ def test_the_dev_stack_injects_runs_and_watches_the_sample_and_cleans_up() -> No
             victim = sample_pods()[0]["status"]["podIP"]
             failing = urllib.request.Request(f"http://{victim}:{stack.APP_PORT}/fail", method="POST")
             urllib.request.urlopen(failing, timeout=5).close()
-            controlplane.wait_for("the failing watchdog recorded as error", lambda: watched("error", victim), 60,
-                                  check=plane.check_alive)
+            plane.wait("the failing watchdog recorded as error", lambda: watched("error", victim), 60)
         finally:
             dev.stop()
         assert not dev.apps
