@@ -27,7 +27,7 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 
 from autocrane import manifests
-from controller import apply, kubeapi, metrics, pods, probing, repository, rollout, state
+from controller import apply, fanout, kubeapi, metrics, pods, probing, repository, rollout, state
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,8 @@ class DataRollouts:
         return found
 
     async def _acks(self, data_pods: list[pods.Pod]) -> dict[str, dict[str, rollout.Ack]]:
-        answers = await asyncio.gather(*(self.prober.datadeployer_status(p, self.port) for p in data_pods))
+        answers = await fanout.bounded_map(lambda p: self.prober.datadeployer_status(p, self.port), data_pods,
+                                                self.prober.concurrency)
         return {p.uid: rollout.parse_acks(body) for p, body in zip(data_pods, answers, strict=True)
                 if body is not None}
 

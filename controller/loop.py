@@ -18,36 +18,15 @@ import datetime as dt
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from typing import TypeVar
+from collections.abc import Sequence
 
 from autocrane import annotations
-from controller import apply, datarollouts, eviction, health, informer, leader, metrics, pods, probing
+from controller import apply, datarollouts, eviction, fanout, health, informer, leader, metrics, pods, probing
 
 log = logging.getLogger(__name__)
 
-T = TypeVar("T")
-R = TypeVar("R")
-
 WRITERS = 64
 """Pods whose statuses are being decided and written at once (the write rate is ``--qps``'s)."""
-
-
-async def bounded_map(fn: Callable[[T], Awaitable[R]], items: Sequence[T], workers: int) -> list[R]:
-    """``[await fn(item) for item in items]`` by ``workers`` concurrent workers, in order.
-
-    Never a task per item: 10,000 tasks waiting for the write rate limiter held tens of MiB at
-    once, which Python keeps (bench/README.md, "The controller at 10,000 pods").
-    """
-    out: dict[int, R] = {}
-    todo = iter(enumerate(items))
-
-    async def worker() -> None:
-        for i, item in todo:  # one iterator shared by the workers: each item is taken once
-            out[i] = await fn(item)
-
-    await asyncio.gather(*(worker() for _ in range(min(workers, len(items)))))
-    return [out[i] for i in range(len(items))]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -107,7 +86,8 @@ class Controller:
         for seconds in self.prober.take_durations():
             metrics.PROBE_DURATION.observe(seconds)
         now = dt.datetime.now(dt.UTC)
-        updated = await bounded_map(lambda pod: self._refresh(pod, results.get(pod.uid, {}), now), snapshot, WRITERS)
+        updated = await fanout.bounded_map(lambda pod: self._refresh(pod, results.get(pod.uid, {}), now), snapshot,
+                                           WRITERS)
         writes = sum(a is not b for a, b in zip(updated, snapshot, strict=True))
         by_health = collections.Counter(p.health_label or "none" for p in updated)
         for value in ("unknown", "info", "warning", "error", "none"):

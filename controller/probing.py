@@ -27,7 +27,7 @@ from collections.abc import Iterable
 import aiohttp
 
 from autocrane import watchdogs
-from controller import health, pods
+from controller import fanout, health, pods
 
 PLACEHOLDER = "POD_IP"
 FORM = "POD_IP:<port>/<path>"
@@ -158,16 +158,8 @@ class Prober:
     async def probe_all(self, snapshot: Iterable[pods.Pod]) -> dict[str, dict[str, health.ProbeResult]]:
         """Results by pod uid for every pod that has probe annotations.
 
-        ``concurrency`` workers take the pods one after another. A task per pod, each waiting for a
-        slot, held ~40 MiB at once for 10,000 pods (and Python keeps the memory); the workers hold
-        a few (bench/README.md, "The controller at 10,000 pods").
+        ``concurrency`` workers take the pods one after another (:func:`fanout.bounded_map`).
         """
-        chosen = iter([pod for pod in snapshot if pod.probes()])
-        results: dict[str, dict[str, health.ProbeResult]] = {}
-
-        async def worker() -> None:
-            for pod in chosen:  # one iterator shared by the workers: each pod is taken once
-                results[pod.uid] = await self.probe_pod(pod)
-
-        await asyncio.gather(*(worker() for _ in range(self.concurrency)))
-        return results
+        chosen = [pod for pod in snapshot if pod.probes()]
+        answers = await fanout.bounded_map(self.probe_pod, chosen, self.concurrency)
+        return {pod.uid: answer for pod, answer in zip(chosen, answers, strict=True)}

@@ -34,6 +34,8 @@ class FakeApi:
 
 
 class FakeProber:
+    concurrency = 4
+
     async def datadeployer_status(self, pod: pods.Pod, port: int) -> object | None:
         return {"sets": {"model": {"version": "a", "deployedAt": "2026-03-01T10:00:00Z"}}}
 

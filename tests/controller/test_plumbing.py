@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from controller import informer, kubeapi, leader, loop
+from controller import fanout, informer, kubeapi, leader
 from tests.controller.podfactory import raw
 
 
@@ -90,6 +90,6 @@ def test_bounded_map_keeps_the_order_and_never_runs_more_than_its_workers() -> N
         running -= 1
         return x * x
 
-    assert asyncio.run(loop.bounded_map(slow_square, list(range(100)), 5)) == [x * x for x in range(100)]
+    assert asyncio.run(fanout.bounded_map(slow_square, list(range(100)), 5)) == [x * x for x in range(100)]
     assert most <= 5
-    assert asyncio.run(loop.bounded_map(slow_square, [], 5)) == []
+    assert asyncio.run(fanout.bounded_map(slow_square, [], 5)) == []
