@@ -47,43 +47,43 @@ def review(request_review: Mapping[str, Any], settings: injector_settings.Inject
     request = _request(request_review)
     uid: str = request["uid"]
     if not _is_pod_create(request):
-        return _answer(uid, {"allowed": True})
+        return answer(uid, {"allowed": True})
     pod = request.get("object")
     if not isinstance(pod, Mapping) or not policy.is_pod(pod):
         raise MalformedReview("request.object must be the Pod being created")
     key = _cache_key(pod, settings)
     response = _CACHE.get(key) if key is not None else None
     if response is None:
-        response = _respond(pod, settings)
-        if key is not None and _shareable(response):
+        response, shareable = _respond(pod, settings)
+        if key is not None and shareable:
             _CACHE.put(key, response)
-    return _answer(uid, dict(response))
+    return answer(uid, response)  # a new top level: the cached response itself is never changed
 
 
-def _shareable(response: Mapping[str, Any]) -> bool:
-    """Whether other pods with this key may get this response: only if the patch does not carry
-    the token volume's name, which the key leaves out (a patch that replaced a whole list would)."""
-    patch = response.get("patch")
-    return patch is None or b"kube-api-access-" not in base64.b64decode(patch)
+def _shareable(raw_patch: bytes | None) -> bool:
+    """Whether other pods with this key may get a response with this patch: only if it does not
+    carry the token volume's name, which the key leaves out (a patch replacing a whole list would)."""
+    return raw_patch is None or b"kube-api-access-" not in raw_patch
 
 
-def _respond(pod: Mapping[str, Any], settings: injector_settings.InjectorSettings) -> dict[str, Any]:
-    """The response to a pod CREATE, without its uid."""
+def _respond(pod: Mapping[str, Any], settings: injector_settings.InjectorSettings) -> tuple[dict[str, Any], bool]:
+    """The response to a pod CREATE, without its uid, and whether pods of the same key may share it."""
     try:
         result = inject.inject(pod, settings)
     except (errors.AnnotationError, errors.ObjectError) as exc:  # the pod's fault, said in words
-        return {"allowed": False, "status": {"code": 400, "message": str(exc)}}
+        return {"allowed": False, "status": {"code": 400, "message": str(exc)}}, True
     response: dict[str, Any] = {"allowed": True}
     patch = admission_patch(pod, result.pod)
-    if patch:
+    raw_patch = orjson.dumps(patch) if patch else None
+    if raw_patch is not None:
         response["patchType"] = "JSONPatch"
-        response["patch"] = base64.b64encode(orjson.dumps(patch)).decode()
+        response["patch"] = base64.b64encode(raw_patch).decode()
     if result.warnings:
         response["warnings"] = list(result.warnings)
     if result.skipped_reason and not patch:
         # Lands in the API server's audit log, and the server counts skips by it.
         response["auditAnnotations"] = {SKIP_REASON_AUDIT_KEY: result.skipped_reason}
-    return response
+    return response, _shareable(raw_patch)
 
 
 class _ResponseCache:
@@ -181,7 +181,8 @@ def _is_pod_create(request: Mapping[str, Any]) -> bool:
     return is_pod and request.get("operation") == "CREATE" and not request.get("subResource")
 
 
-def _answer(uid: str, response: dict[str, Any]) -> dict[str, Any]:
+def answer(uid: str, response: Mapping[str, Any]) -> dict[str, Any]:
+    """The AdmissionReview v1 envelope around ``response`` for request ``uid``."""
     return {"apiVersion": API_VERSION, "kind": KIND, "response": {"uid": uid, **response}}
 
 

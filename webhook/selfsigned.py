@@ -122,10 +122,6 @@ def ca_bundle_patch(configuration: Body, ca_pem: bytes, *, namespace: str, servi
     return [{"op": "test", "path": "/metadata/resourceVersion", "value": version}, *operations]
 
 
-def _utcnow() -> datetime.datetime:
-    return datetime.datetime.now(datetime.UTC)
-
-
 @dataclass
 class SelfSigned:
     """The loop of the module docstring, serving through ``reloader``."""
@@ -133,7 +129,7 @@ class SelfSigned:
     kube: KubePort
     reloader: tls.CertReloader
     settings: SelfSignedSettings
-    clock: Callable[[], datetime.datetime] = _utcnow
+    clock: Callable[[], datetime.datetime] = tls.utcnow
     serving: tls.KeyPair | None = field(default=None, init=False)
     """The pair installed last by this loop."""
 

@@ -55,23 +55,11 @@ MAX_BODY_BYTES = 3 * 1024 * 1024
 """The API server's own limit on an object; a review around one pod is far smaller."""
 
 
-def _json(document: object) -> bytes:
-    return orjson.dumps(document)
-
-
-def _failure_review(review_in: dict[str, Any], uid: str) -> dict[str, Any]:
-    return {
-        "apiVersion": review_in.get("apiVersion", "admission.k8s.io/v1"), "kind": "AdmissionReview",
-        "response": {"uid": uid, "allowed": False, "status": {
-            "code": 500, "reason": "InternalError",
-            "message": f"autocrane webhook: internal error while injecting (request uid {uid}; see the webhook's "
-                       "logs); the pod was not admitted"}},
-    }
-
-
-SKIP_REASON_AUDIT_KEY = admission.SKIP_REASON_AUDIT_KEY
-"""Where a skipped pod's reason is read from: ``response.auditAnnotations`` (also lands in the
-API server's audit log). Without it, skips are counted under ``unknown``."""
+def _failure_review(uid: str) -> dict[str, Any]:
+    return admission.answer(uid, {"allowed": False, "status": {
+        "code": 500, "reason": "InternalError",
+        "message": f"autocrane webhook: internal error while injecting (request uid {uid}; see the webhook's "
+                   "logs); the pod was not admitted"}})
 
 
 def outcome(review_out: dict[str, Any]) -> tuple[str, str]:
@@ -83,7 +71,9 @@ def outcome(review_out: dict[str, Any]) -> tuple[str, str]:
         return "denied", str(status.get("reason") or f"code-{status.get('code', 403)}")
     if decision == "injected":
         return "injected", "injected"
-    return "skipped", str((response.get("auditAnnotations") or {}).get(SKIP_REASON_AUDIT_KEY) or "unknown")
+    # A skipped pod's reason is in ``auditAnnotations`` (it lands in the API server's audit log too).
+    skipped = (response.get("auditAnnotations") or {}).get(admission.SKIP_REASON_AUDIT_KEY)
+    return "skipped", str(skipped or "unknown")
 
 
 def _describe(review_in: object) -> dict[str, Any]:
@@ -114,7 +104,7 @@ class Mutate:
         metrics.IN_FLIGHT.inc()
         try:
             status, document = await self._handle(scope, receive, started)
-            body = _json(document)
+            body = orjson.dumps(document)
             await send({"type": "http.response.start", "status": status,
                         "headers": [(b"content-type", b"application/json"),
                                     (b"content-length", str(len(body)).encode())]})
@@ -143,17 +133,16 @@ class Mutate:
             review_in = orjson.loads(body)
         except orjson.JSONDecodeError as exc:  # also invalid UTF-8
             return self._reject(400, f"body is not JSON: {exc}")
+        fields = _describe(review_in)
         try:
             review_out = admission.review(review_in, self.injector)
         except admission.MalformedReview as exc:
             return self._reject(400, f"not an AdmissionReview v1: {exc}")
         except Exception:
-            fields = _describe(review_in)
             log.exception("admission failed unexpectedly; denying the pod", extra=fields)
-            review_out = _failure_review(review_in, fields["uid"])
+            review_out = _failure_review(fields["uid"])
             result, reason = "error", "internal-error"
         else:
-            fields = _describe(review_in)
             result, reason = outcome(review_out)
         self._results[result].inc()
         if result == "skipped":

@@ -262,7 +262,7 @@ def server_context() -> ssl.SSLContext:
     return context
 
 
-def _utcnow() -> datetime.datetime:
+def utcnow() -> datetime.datetime:
     return datetime.datetime.now(datetime.UTC)
 
 
@@ -287,13 +287,13 @@ class CertReloader:
 
     def ready(self, now: datetime.datetime | None = None) -> bool:
         """A certificate is loaded and still valid."""
-        return self.current is not None and (now or _utcnow()) < self.current.not_after
+        return self.current is not None and (now or utcnow()) < self.current.not_after
 
     def install(self, pair: KeyPair, *, source: str = "memory") -> CertInfo:
         """Validate ``pair`` and make it the certificate of new connections; raises CertError."""
         try:
             info = describe(pair.cert_pem)
-            if info.not_after <= _utcnow():
+            if info.not_after <= utcnow():
                 raise CertError(f"the certificate expired at {info.not_after.isoformat()}")
             try:
                 with _pem_files(pair) as (cert_path, key_path):
@@ -367,7 +367,7 @@ class CertReloader:
         info = self.current
         if info is None or info.serial == self._warned_expiry:
             return
-        now = now or _utcnow()
+        now = now or utcnow()
         if info.not_after - now < (info.not_after - info.not_before) / 10:
             self._warned_expiry = info.serial
             log.warning("the serving certificate expires soon and has not been replaced",
