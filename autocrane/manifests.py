@@ -36,7 +36,6 @@ from typing import Any
 from autocrane import errors
 
 _SEGMENT = r"[a-z0-9]([-a-z0-9_.]{0,61}[a-z0-9])?"
-_NAME = re.compile(rf"^{_SEGMENT}$")
 _SOURCE = re.compile(rf"^{_SEGMENT}(/{_SEGMENT})*$")
 _VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.]*(-[A-Za-z0-9_.]+)*$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -44,13 +43,6 @@ _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 class ManifestError(errors.AutocraneError, ValueError):
     """A manifest, request, name or version is malformed; the message says where."""
-
-
-def check_name(name: str, what: str = "name") -> str:
-    """A data-set or source name: lower-case, 1-63 characters, alphanumeric at both ends."""
-    if not isinstance(name, str) or not _NAME.match(name):
-        raise ManifestError(f"{what} {name!r}: expected 1-63 characters [a-z0-9-_.], alphanumeric at both ends")
-    return name
 
 
 def check_source(source: str, what: str = "source") -> str:

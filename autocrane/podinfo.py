@@ -15,6 +15,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+DIRECTORY = "/etc/autocrane/podinfo"
+"""Where the injector mounts the downward-API volume in its containers."""
+ANNOTATIONS_PATH = f"{DIRECTORY}/annotations"
+"""The pod's annotations file inside that volume: the sidecars' default ``--annotations-file``."""
+
 _SIMPLE = {"a": 7, "b": 8, "f": 12, "n": 10, "r": 13, "t": 9, "v": 11, "\\": 92, '"': 34, "'": 39}
 
 

@@ -230,11 +230,3 @@ class _HashingWriter(io.RawIOBase):
 
     def hexdigest(self) -> str:
         return self._hash.hexdigest()
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as data:
-        while chunk := data.read(CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()

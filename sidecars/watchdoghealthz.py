@@ -32,7 +32,7 @@ from starlette.routing import Route
 from autocrane import annotations, errors, logs, podinfo, serving, watchdogs
 
 log = logging.getLogger(__name__)
-DEFAULT_ANNOTATIONS = "/etc/autocrane/podinfo/annotations"
+DEFAULT_ANNOTATIONS = podinfo.ANNOTATIONS_PATH
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -32,7 +32,7 @@ import functools
 import math
 from dataclasses import dataclass
 
-from autocrane import annotations
+from autocrane import annotations, podinfo
 from webhook import settings as injector_settings
 
 DATADEPLOYER_INIT = "autocrane-datadeployer-init"
@@ -45,8 +45,8 @@ PODINFO_VOLUME = "autocrane-podinfo"
 TMP_VOLUME = "autocrane-tmp"
 VOLUME_NAMES = (DATA_VOLUME, PODINFO_VOLUME, TMP_VOLUME)
 
-PODINFO_DIR = "/etc/autocrane/podinfo"
-ANNOTATIONS_FILE = f"{PODINFO_DIR}/annotations"
+PODINFO_DIR = podinfo.DIRECTORY
+ANNOTATIONS_FILE = podinfo.ANNOTATIONS_PATH
 SYNCED_PATH = "/synced"
 LIVEZ_PATH = "/livez"
 """Both injected servers answer it while their event loop runs."""

@@ -26,10 +26,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from autocrane import manifests
+from sidecars import archives
 from sidecars.datadeploy import streaming
 
 log = logging.getLogger(__name__)
-CHUNK = 1 << 20
 
 
 class FetchError(Exception):
@@ -135,7 +135,7 @@ def download(repo: Repository, version: manifests.Version, part: Path, retry: Re
                         f"bytes {have}-"):
                     raise FetchError(f"unexpected Content-Range {response.headers.get('Content-Range')!r}")
                 with open(part, "ab", buffering=0) as out:  # unbuffered: a follower reads what we report
-                    while chunk := response.read(CHUNK):
+                    while chunk := response.read(archives.CHUNK):
                         hashed += len(chunk)
                         if hashed > version.size:
                             part.unlink()
@@ -184,7 +184,7 @@ def _hash_prefix(path: Path, size: int) -> hashlib._Hash:
     if size:
         with open(path, "rb") as data:
             left = size
-            while left and (chunk := data.read(min(CHUNK, left))):
+            while left and (chunk := data.read(min(archives.CHUNK, left))):
                 digest.update(chunk)
                 left -= len(chunk)
     return digest

@@ -30,7 +30,7 @@ from sidecars import archives
 from sidecars.datadeploy import fetching, hooks, requests, status, swap, syncing
 
 log = logging.getLogger("sidecars.datadeploy")
-DEFAULT_ANNOTATIONS = "/etc/autocrane/podinfo/annotations"
+DEFAULT_ANNOTATIONS = podinfo.ANNOTATIONS_PATH
 
 
 class Outcome(enum.Enum):

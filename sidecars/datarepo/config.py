@@ -98,7 +98,10 @@ def _kind(name: str, body: Any, where: str) -> Git | Http | Directory:
     if unknown := set(body) - known:
         raise errors.ConfigError(f"{where}: unknown keys {sorted(unknown)}; known: {sorted(known)}")
     if name == "directory":
-        return Directory(Path(_field(body, "path", where, str, "")))
+        path = _field(body, "path", where, str, "")
+        if not path:  # Path("") is the working directory: never package that by accident
+            raise errors.ConfigError(f"{where}.path is required")
+        return Directory(Path(path))
     url = _field(body, "url", where, str, "")
     if not url:
         raise errors.ConfigError(f"{where}.url is required")

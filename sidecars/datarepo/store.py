@@ -20,7 +20,6 @@ import datetime as dt
 import json
 import logging
 import os
-import shutil
 import tempfile
 import threading
 from collections.abc import Callable
@@ -130,9 +129,6 @@ class Store:
             if path.name not in used:
                 log.info("removing unreferenced archive %s", path.name)
                 path.unlink(missing_ok=True)
-
-    def forget_work(self, source: str) -> None:
-        shutil.rmtree(self.work(source), ignore_errors=True)
 
 
 def _retain(versions: tuple[manifests.Version, ...], keep: int, lkg: str) -> tuple[manifests.Version, ...]:

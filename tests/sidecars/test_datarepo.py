@@ -235,6 +235,7 @@ def test_the_controller_sets_the_last_known_good(api: tuple[str, polling.Poller]
     ({"sources": [{"name": "a", "http": {"url": "ftp://x"}}]}, "http\\(s\\) URL"),
     ({"sources": [{"name": "a", "git": {"url": "x", "branch": "main"}}]}, "unknown keys \\['branch'\\]"),
     ({"sources": [{"name": "a", "directory": {"path": "/x"}, "every": 0}]}, "every must be > 0"),
+    ({"sources": [{"name": "a", "directory": {}}]}, "sources\\[0\\].directory.path is required"),
 ])
 def test_config_errors_name_the_key(document: Any, message: str) -> None:
     with pytest.raises(errors.ConfigError, match=message):
