@@ -125,10 +125,8 @@ class DataRollouts:
                     continue  # decide again on fresh state next pass
             for message, fields in step.log:
                 log.info(message, extra={**where, **fields})
-                if message == "data rollout rolled back":
-                    metrics.ROLLBACKS.labels("deadline" if fields.get("why") else "watchdog").inc()
-                elif message == "data rollout aborted":
-                    metrics.ROLLBACKS.labels("abort").inc()
+            if step.rollback is not None:
+                metrics.ROLLBACKS.labels(step.rollback).inc()
             for request in step.requests:
                 changes[request.pod.uid][request.key] = request.request.to_annotation()
                 owners[request.pod.uid] = request.pod

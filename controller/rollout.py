@@ -146,6 +146,8 @@ class Step:
     """Tell the repository this is the last known good (it says otherwise)."""
     log: tuple[tuple[str, dict[str, object]], ...] = ()
     """Transitions worth a log line: (message, fields)."""
+    rollback: str | None = None
+    """Why this step rolled back, if it did: ``watchdog``, ``deadline`` or ``abort`` (a metric label)."""
 
 
 # --- reading pods ---------------------------------------------------------------------------------
@@ -318,7 +320,7 @@ def step(spec: Spec, state: State, manifest: manifests.SourceManifest | None, po
         new, more = _rolled_back(new, members, "aborted by hand", None, "DataRolledBack")
         events += more
         new = dataclasses.replace(new, message=new.message.replace("held back", "held back (aborted by hand)"))
-        return _finish(new, members, manifest, None, set(), events, logs)
+        return _finish(new, members, manifest, None, set(), events, logs, rollback="abort")
 
     if promote and not new.target and manifest.latest and manifest.latest.version in new.held:
         retried = manifest.latest.version
@@ -367,7 +369,7 @@ def step(spec: Spec, state: State, manifest: manifests.SourceManifest | None, po
                                                       "pod": pod.name, "watchdog": watchdog}))
             new, more = _rolled_back(new, members, why, pod, "DataRolledBack")
             events += more
-            return _finish(new, members, manifest, None, set(), events, logs)
+            return _finish(new, members, manifest, None, set(), events, logs, rollback="watchdog")
 
         waiting = [m for m in in_stage if m.ack is None or m.ack.version != target]
         short = len(in_stage) < counts[stage]
@@ -388,7 +390,7 @@ def step(spec: Spec, state: State, manifest: manifests.SourceManifest | None, po
                                                           "why": "progress deadline"}))
                 new, more = _rolled_back(new, members, why, culprit, "DataRolloutDeadline")
                 events += more
-                return _finish(new, members, manifest, None, set(), events, logs)
+                return _finish(new, members, manifest, None, set(), events, logs, rollback="deadline")
             message = f"{label}: waiting for " + (
                 f"{len(waiting)} pod(s) to acknowledge {target}" if waiting else
                 f"pods to take {target} ({len(in_stage)} of {counts[stage]} can)")
@@ -415,7 +417,8 @@ def step(spec: Spec, state: State, manifest: manifests.SourceManifest | None, po
 
 
 def _finish(state: State, members: list[_Member], manifest: manifests.SourceManifest, want_target: str | None,
-            chosen: set[str] | None, events: list[Event], logs: list[tuple[str, dict[str, object]]]) -> Step:
+            chosen: set[str] | None, events: list[Event], logs: list[tuple[str, dict[str, object]]],
+            rollback: str | None = None) -> Step:
     """The requests that put each member where ``state`` says, and the repository's LKG if it differs.
 
     ``want_target`` with ``chosen`` (uids): those members get it; with ``chosen`` None (a pin) every
@@ -438,7 +441,7 @@ def _finish(state: State, members: list[_Member], manifest: manifests.SourceMani
     state = dataclasses.replace(state, members=len(members), on_target=on_target if state.target else 0,
                                 acknowledged=acked)
     repository = lkg if lkg is not None and manifest.last_known_good != lkg else None
-    return Step(state, tuple(requests), tuple(events), repository, tuple(logs))
+    return Step(state, tuple(requests), tuple(events), repository, tuple(logs), rollback)
 
 
 # --- acknowledgements -------------------------------------------------------------------------------

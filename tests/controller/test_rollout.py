@@ -205,6 +205,7 @@ def test_an_error_on_a_stage_pod_rolls_back_holds_the_version_and_names_pod_and_
     assert (event.pod.name, event.kind, event.reason) == ("web-1", "Warning", "DataRolledBack")
     assert "watchdog 'app' of pod web-1" in event.message and "http 500" in event.message
     assert step.repository_lkg is None
+    assert step.rollback == "watchdog"
 
     # held: the same latest never starts again ...
     back = [member("web-1", A), member("web-2", A), member("web-3", A)]
@@ -226,9 +227,10 @@ def test_no_acknowledgement_within_the_deadline_rolls_back() -> None:
     pod = member("web-1", B)
     the_acks = {pod.uid: {"model": Ack("a", T0 - 9000, error="sha256 mismatch")}}
     ok = rollout.step(SPEC, running(State(), started=T0 - 299), manifest("a", "b"), [pod], the_acks, T0, POLICY)
-    assert ok.state.phase == rollout.PROGRESSING
+    assert ok.state.phase == rollout.PROGRESSING and ok.rollback is None
     late = rollout.step(SPEC, running(State(), started=T0 - 301), manifest("a", "b"), [pod], the_acks, T0, POLICY)
     assert late.state.phase == rollout.ROLLED_BACK and late.events[0].reason == "DataRolloutDeadline"
+    assert late.rollback == "deadline"
     assert "sha256 mismatch" in late.events[0].message
 
 
@@ -274,6 +276,7 @@ def test_abort_rolls_back_and_holds() -> None:
     step = rollout.step(Spec(SRC, abort="x"), running(State()), manifest("a", "b"), members, {}, T0, POLICY)
     assert step.state.phase == rollout.ROLLED_BACK and step.state.held == ("b",) and wanted(step) == {"web-1": "a"}
     assert "aborted by hand" in step.state.message and step.state.observed_abort == "x"
+    assert step.rollback == "abort"
     later = rollout.step(Spec(SRC, abort="x"), step.state, manifest("a", "b", "c"), [member("web-1", A)], {}, T0,
                          POLICY)
     assert later.state.target == "c"  # the old token does not abort the next rollout
