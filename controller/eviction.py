@@ -113,7 +113,7 @@ def _never(pod: pods.Pod) -> tuple[str, str] | None:
     return None
 
 
-def _breakers(snapshot: list[pods.Pod], policy: Policy) -> dict[tuple[str, str, str], Breaker]:
+def _breakers(snapshot: list[pods.Pod], failing_uids: set[str], policy: Policy) -> dict[tuple[str, str, str], Breaker]:
     total: dict[tuple[str, str, str], int] = defaultdict(int)
     failing: dict[tuple[str, str, str], int] = defaultdict(int)
     owners: dict[tuple[str, str, str], pods.Owner] = {}
@@ -123,7 +123,7 @@ def _breakers(snapshot: list[pods.Pod], policy: Policy) -> dict[tuple[str, str, 
             continue
         owners[key] = pod.owner
         total[key] += 1
-        failing[key] += is_failing(pod)
+        failing[key] += pod.uid in failing_uids
     return {
         key: Breaker(key[0], owners[key], failing[key], total[key])
         for key in total if failing[key] > policy.max_failing_share * total[key]
@@ -135,12 +135,13 @@ def plan(snapshot: Iterable[pods.Pod], streaks: Mapping[str, Streak], policy: Po
     """Decide over one snapshot; ``streaks`` already include this pass (see :func:`observe`)."""
     every = list(snapshot)
     backoff_until = backoff_until or {}
-    breakers = _breakers(every, policy)
+    failing_uids = {pod.uid for pod in every if is_failing(pod)}  # parsed once: statuses are per pod
+    breakers = _breakers(every, failing_uids, policy)
     ripe: list[tuple[float, pods.Pod]] = []
     skipped: list[Decision] = []
     waiting = 0
     for pod in every:
-        if not is_failing(pod):
+        if pod.uid not in failing_uids:
             continue
         streak = streaks.get(pod.uid)
         since = health.error_since(pod)
