@@ -26,7 +26,6 @@ All writes pass the client-side rate limiter of :class:`controller.kubeapi.KubeA
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -41,10 +40,6 @@ REPORTING_CONTROLLER = "autocrane.io/controller"
 
 def _pod_path(pod: pods.Pod) -> str:
     return f"/api/v1/namespaces/{pod.namespace}/pods/{pod.name}"
-
-
-def _rfc3339(when: float) -> str:
-    return dt.datetime.fromtimestamp(when, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @dataclasses.dataclass
@@ -147,7 +142,7 @@ class Applier:
             metrics.EVENTS.labels("suppressed").inc()
             return False
         self._events[(pod.uid, reason)] = now
-        stamp = _rfc3339(now)
+        stamp = pods.rfc3339(now)
         body = {
             "apiVersion": "v1", "kind": "Event",
             "metadata": {"generateName": f"{pod.name}.", "namespace": pod.namespace},

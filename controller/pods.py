@@ -78,14 +78,24 @@ class Pod:
         return dataclasses.replace(self, annotations=merged, health_label=health_label)
 
 
-def parse_time(text: str | None) -> float:
-    """An RFC3339 API timestamp as POSIX seconds; 0 for None or garbage."""
-    if not text:
-        return 0.0
+def timestamp(text: object) -> float | None:
+    """An RFC3339 API timestamp as POSIX seconds; None for anything else."""
+    if not isinstance(text, str) or not text:
+        return None
     try:
         return dt.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
     except ValueError:
-        return 0.0
+        return None
+
+
+def parse_time(text: str | None) -> float:
+    """An RFC3339 API timestamp as POSIX seconds; 0 for None or garbage."""
+    return timestamp(text) or 0.0
+
+
+def rfc3339(seconds: float) -> str:
+    """POSIX seconds as an API timestamp: UTC, second precision."""
+    return dt.datetime.fromtimestamp(seconds, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _keep_annotation(key: str) -> bool:

@@ -42,7 +42,6 @@ implies, so a crash in between re-derives the same requests, never an earlier st
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import json
 import math
 import re
@@ -395,7 +394,7 @@ def step(spec: Spec, state: State, manifest: manifests.SourceManifest | None, po
                 f"{len(waiting)} pod(s) to acknowledge {target}" if waiting else
                 f"pods to take {target} ({len(in_stage)} of {counts[stage]} can)")
         elif not promote and now - since < bake:
-            message = f"{label}: baking until {manifests.format_time(dt.datetime.fromtimestamp(since + bake, dt.UTC))}"
+            message = f"{label}: baking until {pods.rfc3339(since + bake)}"
         else:
             message = ""
         passed = promote or (failure is None and not waiting and not short and now - since >= bake)
@@ -455,11 +454,7 @@ def parse_acks(body: object) -> dict[str, Ack]:
             continue
         version = entry.get("version")
         deployed = entry.get("deployedAt")
-        try:
-            at = dt.datetime.fromisoformat(deployed.replace("Z", "+00:00")).timestamp() \
-                if isinstance(deployed, str) else None
-        except ValueError:
-            at = None
+        at = pods.timestamp(deployed)
         error = entry.get("error")
         out[str(name)] = Ack(version if isinstance(version, str) else None, at,
                              error if isinstance(error, str) else None)
@@ -475,8 +470,7 @@ def ack_annotations(pod: pods.Pod, pod_acks: Mapping[str, Ack]) -> dict[str, str
     for name, ack in pod_acks.items():
         if ack.version is None or not pod.annotations.get(annotations.DATA_PREFIX + name):
             continue
-        when = None if ack.deployed_at is None else manifests.format_time(
-            dt.datetime.fromtimestamp(ack.deployed_at, dt.UTC))
+        when = None if ack.deployed_at is None else pods.rfc3339(ack.deployed_at)
         value = json.dumps({"version": ack.version, "deployedAt": when}, separators=(",", ":"))
         key = annotations.STATUS_DATA_PREFIX + name
         if pod.annotations.get(key) != value:

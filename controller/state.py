@@ -21,13 +21,12 @@ again on the next pass. Everything here is pure except :func:`list_rollouts`.
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import hashlib
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from controller import kubeapi, rollout
+from controller import kubeapi, pods, rollout
 
 GROUP, VERSION, PLURAL, KIND = "autocrane.io", "v1alpha1", "datarollouts", "DataRollout"
 API_VERSION = f"{GROUP}/{VERSION}"
@@ -45,19 +44,6 @@ def object_name(source: str) -> str:
     if len(name) <= 253 and _NAME.match(name):
         return name
     return "source-" + hashlib.sha256(source.encode()).hexdigest()[:12]
-
-
-def _time(value: Any) -> float | None:
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        return dt.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
-
-
-def _stamp(value: float | None) -> str | None:
-    return None if value is None else dt.datetime.fromtimestamp(value, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _text(value: Any) -> str | None:
@@ -96,8 +82,8 @@ def from_json(obj: Mapping[str, Any]) -> Rollout:
     phase = status.get("phase") if status.get("phase") in rollout.PHASES else rollout.IDLE
     state = rollout.State(
         phase=phase, last_known_good=_text(status.get("lastKnownGood")), target=_text(status.get("target")),
-        stage=max(0, int(status.get("stage") or 0) - 1), started=_time(status.get("started")),
-        stage_started=_time(status.get("stageStarted")),
+        stage=max(0, int(status.get("stage") or 0) - 1), started=pods.timestamp(status.get("started")),
+        stage_started=pods.timestamp(status.get("stageStarted")),
         held=tuple(str(v) for v in status.get("held") or () if isinstance(v, str)),
         observed_promote=_text(status.get("observedPromote")), observed_abort=_text(status.get("observedAbort")),
         message=str(status.get("message") or ""), members=int(status.get("members") or 0),
@@ -131,7 +117,7 @@ def conditions(state: rollout.State, old: Sequence[Mapping[str, Any]], generatio
         previous = before.get(kind) or {}
         since = previous.get("lastTransitionTime") if previous.get("status") == status else None
         out.append({"type": kind, "status": status, "reason": reason, "message": state.message[:1024],
-                    "lastTransitionTime": since or _stamp(now), "observedGeneration": generation})
+                    "lastTransitionTime": since or pods.rfc3339(now), "observedGeneration": generation})
     return out
 
 
@@ -142,7 +128,7 @@ def status_json(state: rollout.State, stages: int, old: Rollout, now: float) -> 
         "phase": state.phase, "lastKnownGood": state.last_known_good, "target": state.target,
         "stage": state.stage + 1 if running else 0, "stages": stages,
         "stageText": f"{state.stage + 1}/{stages}" if running else "",
-        "started": _stamp(state.started), "stageStarted": _stamp(state.stage_started),
+        "started": _rfc3339_or_none(state.started), "stageStarted": _rfc3339_or_none(state.stage_started),
         "held": list(state.held), "observedPromote": state.observed_promote, "observedAbort": state.observed_abort,
         "message": (f"{old.problem}; " if old.problem else "") + state.message,
         "members": state.members, "onTarget": state.on_target, "acknowledged": state.acknowledged,
@@ -177,3 +163,7 @@ async def list_rollouts(api: kubeapi.KubeApi, namespace: str | None) -> list[dic
     where = f"/apis/{GROUP}/{VERSION}/{PLURAL}" if namespace is None else path(namespace)
     items: list[dict[str, Any]] = (await api.request("GET", where)).get("items") or []
     return items
+
+
+def _rfc3339_or_none(seconds: float | None) -> str | None:
+    return None if seconds is None else pods.rfc3339(seconds)
