@@ -106,6 +106,14 @@ class Kube:
         except (urllib3.exceptions.HTTPError, OSError) as exc:  # unreachable, TLS, timeout
             raise KubeError(f"{what}: {exc}") from None
 
+    async def get_pod(self, namespace: str, name: str) -> Body:
+        return await self._call(f"read Pod {namespace}/{name}", self._core.read_namespaced_pod, name, namespace)
+
+    async def merge_patch_pod(self, namespace: str, name: str, patch: Body) -> Body:
+        """A JSON merge patch; with ``metadata.resourceVersion`` set, a concurrent change is a Conflict."""
+        return await self._call(f"patch Pod {namespace}/{name}", self._core.patch_namespaced_pod, name, namespace,
+                                patch, _content_type="application/merge-patch+json")
+
     async def get_secret(self, namespace: str, name: str) -> Body:
         return await self._call(f"read Secret {namespace}/{name}", self._core.read_namespaced_secret, name, namespace)
 

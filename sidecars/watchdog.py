@@ -18,15 +18,15 @@ reached in-cluster, else through ``--kubeconfig`` / ``$KUBECONFIG``; posting nee
 from __future__ import annotations
 
 import argparse
+import asyncio
 import datetime as dt
-import json
 import os
 import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from autocrane import podinfo, watchdogs
+from autocrane import kube, podinfo, watchdogs
 
 CONFLICT_RETRIES = 5
 
@@ -50,31 +50,27 @@ def describe(pod_annotations: Mapping[str, str]) -> list[str]:
     return lines + [f"{name} unreadable {problem}" for name, problem in sorted(problems.items())]
 
 
-def pod_api(namespace: str, pod: str, make_patch: Callable[[dict[str, Any]], dict[str, Any]] | None,
-            kubeconfig: str | None) -> dict[str, Any]:
+async def pod_api(namespace: str, pod: str, make_patch: Callable[[dict[str, Any]], dict[str, Any]] | None,
+                  kubeconfig: str | None) -> dict[str, Any]:
     """GET the pod and, given ``make_patch``, merge-patch it with ``make_patch(pod)``, retrying on 409.
 
-    Returns the pod as read (raw JSON). This is the only code here that talks to the API.
+    Returns the pod as read (raw JSON). This is the only code here that talks to the API, through
+    ``autocrane.kube`` (in-cluster credentials, else the kubeconfig).
     """
-    from kubernetes import client, config
-    from kubernetes.client.exceptions import ApiException
-
-    if os.environ.get("KUBERNETES_SERVICE_HOST") and not kubeconfig:
-        config.load_incluster_config()
-    else:
-        config.load_kube_config(config_file=kubeconfig)
-    api = client.CoreV1Api()
-    for attempt in range(CONFLICT_RETRIES):
-        current = json.loads(api.read_namespaced_pod(pod, namespace, _preload_content=False).data)
-        try:
+    api = kube.Kube.connect(Path(kubeconfig) if kubeconfig else None)
+    try:
+        for attempt in range(CONFLICT_RETRIES):
+            current = await api.get_pod(namespace, pod)
             if make_patch is None:
                 return current
-            api.patch_namespaced_pod(pod, namespace, make_patch(current),
-                                     _content_type="application/merge-patch+json", _preload_content=False)
-            return current
-        except ApiException as error:
-            if error.status != 409 or attempt + 1 == CONFLICT_RETRIES:
-                raise
+            try:
+                await api.merge_patch_pod(namespace, pod, make_patch(current))
+                return current
+            except kube.Conflict:
+                if attempt + 1 == CONFLICT_RETRIES:
+                    raise
+    finally:
+        api.close()
     raise AssertionError("unreachable")
 
 
@@ -99,13 +95,14 @@ def main(argv: list[str]) -> int:
             if not args.pod:
                 raise ValueError("no pod: pass --pod or set POD_NAME")
             if args.action == "get":
-                pod = pod_api(args.namespace, args.pod, None, args.kubeconfig)
+                pod = asyncio.run(pod_api(args.namespace, args.pod, None, args.kubeconfig))
                 lines = describe(pod.get("metadata", {}).get("annotations") or {})
             else:
                 status = watchdogs.Status(watchdogs.Level.parse(args.level, "level"), dt.datetime.now(dt.UTC),
                                           args.message)
                 watchdogs.check_name(args.name)
-                pod_api(args.namespace, args.pod, lambda pod: build_patch(pod, args.name, status), args.kubeconfig)
+                asyncio.run(pod_api(args.namespace, args.pod, lambda pod: build_patch(pod, args.name, status),
+                                    args.kubeconfig))
                 lines = [f"{args.name} {status.level} {watchdogs.format_time(status.time)} {status.message}"]
     except Exception as error:  # a CLI: say what failed in one line, exit 1
         print(f"autocrane watchdog: {error}", file=sys.stderr)
