@@ -30,6 +30,9 @@ from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 
 import uvicorn
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route
 from starlette.types import ASGIApp
 
 log = logging.getLogger(__name__)
@@ -220,3 +223,12 @@ async def run(serving: Serving, *, signals: Sequence[int] = (signal.SIGTERM, sig
     finally:
         for signum in signals:
             loop.remove_signal_handler(signum)
+
+
+async def _livez(_: Request) -> PlainTextResponse:
+    return PlainTextResponse("ok\n")
+
+
+def livez_route(path: str = "/livez") -> Route:
+    """``GET /livez``: 200 while the event loop runs (what a liveness probe needs to know)."""
+    return Route(path, _livez, methods=["GET"], name="livez")

@@ -61,13 +61,10 @@ def app(data_paths: list[Path]) -> Starlette:
             return PlainTextResponse("expected JSON", 400)
         return PlainTextResponse("ok")
 
-    async def ping(request: Request) -> Response:
-        return PlainTextResponse("ok")
-
     return Starlette(routes=[
         Route("/watchdog", watchdog), Route("/fail", fail, methods=["POST"]),
         Route("/recover", recover, methods=["POST"]), Route("/data", data),
-        Route("/notify", notify, methods=["POST"]), Route("/ping", ping),
+        Route("/notify", notify, methods=["POST"]), serving.livez_route("/ping"),
     ])
 
 

@@ -103,10 +103,7 @@ def app(monitor: Monitor) -> Starlette:
         ready, reason = monitor.decide()
         return PlainTextResponse(reason, 200 if ready else 503)
 
-    async def ping(request: Request) -> Response:
-        return PlainTextResponse("ok")
-
-    return Starlette(routes=[Route("/healthz", healthz), Route("/livez", ping)])
+    return Starlette(routes=[Route("/healthz", healthz), serving.livez_route()])
 
 
 async def _run(monitor: Monitor, host: str, port: int, poll: float) -> None:

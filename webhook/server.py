@@ -41,7 +41,7 @@ from typing import Any
 import orjson
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
@@ -197,16 +197,13 @@ class Health:
 
 
 def health_app(health: Health) -> Starlette:
-    async def livez(_: Request) -> Response:
-        return PlainTextResponse("ok\n")
-
     async def readyz(_: Request) -> Response:
         problems = health.problems()
         if problems:
             return JSONResponse({"ready": False, "problems": problems}, status_code=503)
         return JSONResponse({"ready": True})
 
-    return Starlette(routes=[Route("/livez", livez), Route("/readyz", readyz), core_metrics.route()])
+    return Starlette(routes=[serving.livez_route(), Route("/readyz", readyz), core_metrics.route()])
 
 
 # ---------------------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from autocrane import manifests
+from autocrane import manifests, serving
 
 Clock = Callable[[], dt.datetime]
 
@@ -117,8 +117,5 @@ def app(status: Status) -> Starlette:
         level, message = status.watchdog()
         return PlainTextResponse(f"{level}: {message}", 500 if level == "error" else 200)
 
-    async def ping(request: Request) -> Response:
-        return PlainTextResponse("ok")
-
     return Starlette(routes=[Route("/status", get_status), Route("/synced", synced),
-                             Route("/watchdog", watchdog), Route("/livez", ping)])
+                             Route("/watchdog", watchdog), serving.livez_route()])

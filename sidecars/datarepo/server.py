@@ -23,7 +23,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from autocrane import manifests, metrics
+from autocrane import manifests, metrics, serving
 from sidecars.datarepo import polling, store
 
 
@@ -77,9 +77,6 @@ def app(repo: store.Store, poller: polling.Poller, token: str | None = None) -> 
         return FileResponse(path, media_type="application/gzip",
                             headers={"Cache-Control": "public, max-age=31536000, immutable"})
 
-    async def livez(request: Request) -> Response:
-        return PlainTextResponse("ok")
-
     async def readyz(request: Request) -> Response:
         body = {"ready": poller.ready(), "sources": {n: s.to_json() for n, s in sorted(poller.status.items())}}
         return JSONResponse(body, 200 if body["ready"] else 503)
@@ -89,7 +86,7 @@ def app(repo: store.Store, poller: polling.Poller, token: str | None = None) -> 
         Route("/v1/sources/{source:path}/last-known-good", last_known_good, methods=["PUT"]),
         Route("/v1/sources/{source:path}", source),
         Route("/v1/archives/{sha256}.tar.gz", archive),
-        Route("/livez", livez),
+        serving.livez_route(),
         Route("/readyz", readyz),
         metrics.route(),
     ])
