@@ -20,14 +20,12 @@ from __future__ import annotations
 
 import contextlib
 import http.server
-import json
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
 import threading
-import urllib.request
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -37,8 +35,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from autocrane import podinfo
-from tests.cluster import harness
-from tests.cluster.controllerkit import free_port
+from tests.cluster import harness, podkit
 from tests.cluster.harness import wait_until
 
 CRD = Path(__file__).resolve().parents[2] / "charts" / "autocrane" / "crds" / "datarollouts.autocrane.io.yaml"
@@ -75,69 +72,39 @@ def _lists(objects: client.CustomObjectsApi) -> bool:
     return True
 
 
-def get_json(url: str) -> Any:
-    with urllib.request.urlopen(url, timeout=5) as answer:
-        return json.loads(answer.read())
-
-
 class Repository:
-    """A real ``autocrane datarepository`` with one directory source, ``models``."""
+    """``podkit.Repository`` as a context manager that owns its process, serving the source
+    ``models`` seeded with ``v1``; versions are given by id, as the rollout tests compare them."""
 
     def __init__(self, source: str = "models") -> None:
         self.source = source
         self.dir = Path(tempfile.mkdtemp(prefix="datarepo-"))
-        self.upstream = self.dir / "upstream"
-        self.upstream.mkdir()
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = self.dir / "repository.log"
-        self.process: subprocess.Popen[bytes] | None = None
+        self._processes = podkit.Processes(self.dir)
 
     def __enter__(self) -> Repository:
-        (self.upstream / "model.txt").write_text("v1")
-        config = {"sources": [{"name": self.source, "every": 0.3, "directory": {"path": str(self.upstream)}}]}
-        (self.dir / "sources.yaml").write_text(yaml.safe_dump(config))
-        self.process = subprocess.Popen(
-            [AUTOCRANE, "datarepository", "--config", str(self.dir / "sources.yaml"), "--data-dir",
-             str(self.dir / "state"), "--host", "127.0.0.1", "--port", str(self.port)],
-            stdout=self.log_path.open("wb"), stderr=subprocess.STDOUT)
         try:
-            wait_until("the data repository's first version", self._first_version, timeout=30)
+            self._repo = podkit.Repository.start(self._processes, self.dir, source=self.source, filename="model.txt",
+                                                 first="v1")
         except BaseException:
             self.__exit__()
             raise
+        self.url = self._repo.url
         return self
 
-    def _first_version(self) -> list[str]:
-        if self.process is not None and self.process.poll() is not None:
-            raise AssertionError(f"the data repository exited with {self.process.returncode}:\n"
-                                 + self.log_path.read_text(errors="replace")[-3000:])
-        return self._versions()
-
     def __exit__(self, *exc_info: object) -> None:
-        if self.process is not None:
-            self.process.kill()
-            self.process.wait(10)
+        self._processes.stop_all()
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def manifest(self) -> dict[str, Any]:
-        return dict(get_json(f"{self.url}/v1/sources/{self.source}"))
-
-    def _versions(self) -> list[str]:
-        with contextlib.suppress(OSError, ValueError):
-            return [v["version"] for v in self.manifest()["versions"]]
-        return []
+        return self._repo.manifest()
 
     @property
     def versions(self) -> list[str]:
-        return self._versions()
+        return [v["version"] for v in self._repo.versions()]
 
     def publish(self, text: str) -> str:
         """Write new content; return the version id it becomes."""
-        before = len(self.versions)
-        (self.upstream / "model.txt").write_text(text)
-        wait_until(f"a version for {text!r}", lambda: len(self.versions) > before, timeout=30)
-        return self.versions[-1]
+        return str(self._repo.publish(text)["version"])
 
 
 class DataFleet:

@@ -221,35 +221,47 @@ def answers(url: str, status: int, proc: Process | None = None) -> httpx.Respons
 
 @dataclass
 class Repository:
-    """A real ``autocrane datarepository`` polling the directory ``upstream`` every 0.2 s as :data:`SOURCE`."""
+    """A real ``autocrane datarepository`` polling the directory ``upstream`` every 0.2 s as one source."""
 
     url: str
     upstream: Path
     state: Path
     process: Process
+    source: str = SOURCE
+    filename: str = "hello.txt"
+    """The upstream file :meth:`publish` writes."""
 
     @classmethod
-    def start(cls, processes: Processes, directory: Path) -> Repository:
+    def start(cls, processes: Processes, directory: Path, *, source: str = SOURCE, filename: str = "hello.txt",
+              first: str | None = None) -> Repository:
+        """Start it; with ``first``, the upstream file holds that text and its version is packed first."""
         upstream = directory / "upstream"
         upstream.mkdir()
+        if first is not None:
+            (upstream / filename).write_text(first)
         config = directory / "sources.yaml"
-        config.write_text(f"sources:\n  - name: {SOURCE}\n    every: 0.2\n    directory: {{path: {upstream}}}\n")
+        config.write_text(f"sources:\n  - name: {source}\n    every: 0.2\n    directory: {{path: {upstream}}}\n")
         port = free_port()
         proc = processes.start("datarepository", "datarepository", "--config", str(config),
                                "--data-dir", str(directory / "repository"), "--host", "127.0.0.1", "--port", str(port))
-        repo = cls(f"http://127.0.0.1:{port}", upstream, directory / "repository", proc)
+        repo = cls(f"http://127.0.0.1:{port}", upstream, directory / "repository", proc, source, filename)
         wait_until("the repository's /readyz", lambda: answers(f"{repo.url}/readyz", 200, proc), timeout=30)
+        if first is not None:
+            wait_until(f"the first version of {source}", lambda: proc.alive() and repo.versions(), timeout=30)
         return repo
 
+    def manifest(self) -> dict[str, Any]:
+        response = http_get(f"{self.url}/v1/sources/{self.source}")
+        return dict(response.json()) if response is not None and response.status_code == 200 else {}
+
     def versions(self) -> list[dict[str, Any]]:
-        response = http_get(f"{self.url}/v1/sources/{SOURCE}")
-        return list(response.json()["versions"]) if response is not None and response.status_code == 200 else []
+        return list(self.manifest().get("versions", []))
 
     def publish(self, text: str) -> dict[str, Any]:
         """Change the upstream file; the new version, once the repository has packed it."""
         before = len(self.versions())
-        (self.upstream / "hello.txt").write_text(text)
-        wait_until(f"version {before + 1} of {SOURCE}",
+        (self.upstream / self.filename).write_text(text)
+        wait_until(f"version {before + 1} of {self.source}",
                    lambda: self.process.alive() and len(self.versions()) > before, timeout=30)
         return self.versions()[-1]
 
