@@ -16,7 +16,7 @@ ifdef CLUSTER
 	$(HELM) upgrade --install autocrane charts/autocrane --namespace autocrane-system --create-namespace \
 		--kubeconfig $(CLUSTER) --wait $(HELM_ARGS)
 else
-	$(BIN)/autocrane devcluster up
+	$(BIN)/python -m devcluster up
 endif
 
 test: install binaries lint
@@ -27,7 +27,7 @@ lint: install
 	$(BIN)/lint-imports --no-cache
 
 binaries: install
-	$(BIN)/autocrane devcluster build
+	$(BIN)/python -m devcluster build
 
 install: $(VENV)/.installed
 

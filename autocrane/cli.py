@@ -14,7 +14,6 @@ from collections.abc import Callable
 
 # name -> (target, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "devcluster": ("autocrane.devcluster.cli:main", "build and run a local control plane (etcd, Kubernetes, KWOK)"),
     "inject": ("webhook.render:main", "render injection offline into a Pod or workload YAML"),
     "webhook": ("webhook.server:main", "run the mutating admission webhook"),
     "controller": ("controller.run:main", "run the controller: watchdog probes, statuses and safe evictions"),

@@ -3,7 +3,7 @@
 Unlike ``controller_bench.py`` (the controller's code in-process, a stub instead of the API
 server), this runs everything for real on loopback:
 
-- the local control plane (``autocrane.devcluster.controlplane``: etcd, kube-apiserver 1.34,
+- the local control plane (``devcluster.controlplane``: etcd, kube-apiserver 1.34,
   kube-controller-manager, kube-scheduler, KWOK), with KCM's and the scheduler's client rate
   limits raised so 10,000 pods are created in minutes rather than tens of minutes;
 - ``--deployments`` Deployments with ``--pods`` replicas in all, whose pod template carries
@@ -58,7 +58,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from autocrane.devcluster import controlplane
+from devcluster import controlplane
 
 NAMESPACE = "bench"
 ANNOTATION = "probe.autocrane.io/app"

@@ -242,7 +242,7 @@ def _parser() -> argparse.ArgumentParser:
     self_signed.add_argument("--kubeconfig", type=Path,
                              help="kubeconfig for the API calls (default: in-cluster, then $KUBECONFIG)")
     register = parser.add_argument_group(
-        "self-registration (running outside the cluster, e.g. `autocrane devcluster up`)")
+        "self-registration (running outside the cluster, e.g. `python -m devcluster up`)")
     register.add_argument("--register-url", metavar="URL",
                           help="create the MutatingWebhookConfiguration --webhook-config-name with this URL "
                           "as its client config while the webhook runs, and delete it on exit")

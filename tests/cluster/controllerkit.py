@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from autocrane.devcluster import controlplane
+from devcluster import controlplane
 from tests.cluster import harness
 from tests.cluster.harness import wait_until
 

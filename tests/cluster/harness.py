@@ -1,6 +1,6 @@
 """The test-facing side of the control plane: a kubeconfig, API clients and waiting helpers.
 
-Process control lives in ``autocrane.devcluster.controlplane``; this module only adapts it (or an
+Process control lives in ``devcluster.controlplane``; this module only adapts it (or an
 existing cluster named by ``AUTOCRANE_TEST_KUBECONFIG``, e.g. a kind cluster) for tests.
 """
 
@@ -16,7 +16,7 @@ from typing import TypeVar
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
-from autocrane.devcluster import controlplane
+from devcluster import controlplane
 from tests import waiting
 
 T = TypeVar("T")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from autocrane.devcluster import build
+from devcluster import build
 
 CHART = Path(__file__).resolve().parents[2] / "charts" / "autocrane"
 
@@ -16,6 +16,6 @@ def helm(*args: str, kubeconfig: Path | None = None) -> subprocess.CompletedProc
     """Run helm (skipping the test when it is not built), with ``--kubeconfig`` when given."""
     binary = build.bin_dir() / "helm"
     if not binary.exists():
-        pytest.skip(f"helm is not built ({binary}); run 'autocrane devcluster build'")
+        pytest.skip(f"helm is not built ({binary}); run 'python -m devcluster build'")
     extra = ["--kubeconfig", str(kubeconfig)] if kubeconfig else []
     return subprocess.run([str(binary), *args, *extra], capture_output=True, text=True, timeout=180)

@@ -30,7 +30,7 @@ from typing import Any
 import httpx
 
 from autocrane import annotations
-from autocrane.devcluster import controlplane
+from devcluster import controlplane
 from tests.cluster import harness
 from tests.cluster.harness import wait_until
 

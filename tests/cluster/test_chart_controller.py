@@ -7,7 +7,7 @@ import subprocess
 import pytest
 import yaml
 
-from autocrane.devcluster import build
+from devcluster import build
 from tests.cluster import harness, helmkit
 from tests.cluster.harness import wait_until
 

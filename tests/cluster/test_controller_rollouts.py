@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from autocrane.devcluster import build
+from devcluster import build
 from tests.cluster import harness
 from tests.cluster.controllerkit import (
     ControllerProcess,

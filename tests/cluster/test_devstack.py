@@ -7,7 +7,7 @@ import urllib.request
 
 import pytest
 
-from autocrane.devcluster import controlplane, stack
+from devcluster import controlplane, stack
 
 pytestmark = pytest.mark.cluster
 

@@ -7,7 +7,7 @@ import signal
 
 import pytest
 
-from autocrane.devcluster import controlplane
+from devcluster import controlplane
 
 pytestmark = pytest.mark.cluster
 

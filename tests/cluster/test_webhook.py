@@ -22,7 +22,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from autocrane import annotations
-from autocrane.devcluster import build, controlplane
+from devcluster import build, controlplane
 from tests.cluster import harness
 from tests.cluster.harness import wait_until
 from tests.webhook import tlstools
@@ -200,7 +200,7 @@ def test_kubectl_server_side_dry_run_shows_the_injection(
     manifest.write_text(yaml.safe_dump(_pod("preview", DATA)))
     kubectl = build.bin_dir() / "kubectl"
     if not kubectl.exists():
-        pytest.skip(f"kubectl is not built ({kubectl}); run 'autocrane devcluster build'")
+        pytest.skip(f"kubectl is not built ({kubectl}); run 'python -m devcluster build'")
     result = subprocess.run(
         [str(kubectl), "--kubeconfig", str(cluster.kubeconfig), "-n", namespace, "apply", "--dry-run=server",
          "-o", "yaml", "-f", str(manifest)], capture_output=True, text=True, timeout=60)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -31,9 +32,15 @@ def test_every_subcommand_has_help(name: str) -> None:
 
 @pytest.mark.parametrize("action", ["build", "up"])
 def test_devcluster_actions_have_help(action: str) -> None:
-    result = _autocrane("devcluster", action, "--help")
+    root = Path(__file__).resolve().parents[2]
+    result = subprocess.run([sys.executable, "-m", "devcluster", action, "--help"], cwd=root,
+                            capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
-    assert f"usage: autocrane devcluster {action}" in result.stdout
+    assert f"usage: python -m devcluster {action}" in result.stdout
+
+
+def test_the_product_cli_has_no_development_commands() -> None:
+    assert "devcluster" not in cli.SUBCOMMANDS
 
 
 def test_unknown_subcommand_exits_2_with_usage() -> None:

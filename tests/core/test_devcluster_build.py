@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from autocrane.devcluster import build
+from devcluster import build
 
 GOMOD = """module k8s.io/kubernetes
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from autocrane.devcluster import build
+from devcluster import build
 
 ROOT = Path(__file__).resolve().parents[2]
 TAG = "e2e"
@@ -36,7 +36,7 @@ def _why_not() -> str | None:
     if shutil.which("kind") is None:
         return "no `kind` binary on PATH"
     if not (build.bin_dir() / "helm").exists():
-        return "helm is not built; run `autocrane devcluster build`"
+        return "helm is not built; run `python -m devcluster build`"
     return None
 
 

@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from autocrane import podinfo
-from autocrane.devcluster import controlplane
+from devcluster import controlplane
 from tests.waiting import wait_until
 
 free_port = controlplane.free_port

@@ -247,7 +247,7 @@ def ensure_binaries(*, only: list[str] | None = None, force: bool = False) -> di
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="autocrane devcluster build",
+        prog="python -m devcluster build",
         description="Build etcd, Kubernetes, KWOK and helm from Go modules into the cache "
         f"({bin_dir()}); cached binaries are never rebuilt.",
     )

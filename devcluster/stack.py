@@ -22,7 +22,7 @@ import sys
 import threading
 from pathlib import Path
 
-from autocrane.devcluster import certs, controlplane
+from devcluster import certs, controlplane
 
 DEMO_NAMESPACE = "demo"
 WEBHOOK_CONFIGURATION = "autocrane-injector"

@@ -1,4 +1,4 @@
-"""``autocrane devcluster``: build the control-plane binaries, or run a local cluster."""
+"""``python -m devcluster``: build the control-plane binaries, or run a local cluster."""
 
 from __future__ import annotations
 
@@ -9,12 +9,12 @@ import sys
 import threading
 from pathlib import Path
 
-from autocrane.devcluster import build, controlplane, stack
+from devcluster import build, controlplane, stack
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="autocrane devcluster",
+        prog="python -m devcluster",
         description="A real local Kubernetes control plane without Docker: etcd, kube-apiserver, "
         "kube-controller-manager, kube-scheduler and KWOK as plain processes on 127.0.0.1.",
     )

@@ -6,7 +6,7 @@ it marks scheduled pods Running/Ready and gives them IPs from a 127.0.0.0/8 rang
 serve "a pod's IP" on loopback. Readiness is always a condition polled with a deadline, never a
 fixed sleep, and a process that dies while we wait is reported with the tail of its log.
 
-Used by the pytest session fixture (``tests/cluster``) and by ``autocrane devcluster up``.
+Used by the pytest session fixture (``tests/cluster``) and by ``python -m devcluster up``.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from autocrane.devcluster import build, certs
+from devcluster import build, certs
 
 KWOK_NODE_ANNOTATION = "kwok.x-k8s.io/node"
 DEFAULT_POD_CIDR = "127.16.0.0/16"
