@@ -25,7 +25,7 @@ import enum
 import re
 from collections.abc import Iterable, Mapping
 
-from autocrane import annotations, errors
+from autocrane import annotations, errors, untrusted
 
 STATUS_PREFIX = annotations.STATUS_PREFIX
 HEALTH_LABEL = annotations.HEALTH_LABEL
@@ -96,13 +96,11 @@ def format_time(when: dt.datetime) -> str:
 
 
 def parse_time(text: str, key: str = "time") -> dt.datetime:
+    """An RFC3339 time (UTC when it has no offset); a WatchdogError naming ``key`` otherwise."""
     try:
-        when = dt.datetime.fromisoformat(text.strip())
-    except ValueError:
-        raise WatchdogError(f"{key}: time {text!r} is not RFC3339 (e.g. 2026-01-02T03:04:05Z)") from None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=dt.UTC)
-    return when.astimezone(dt.UTC)
+        return untrusted.parse_time(text, what=key)
+    except untrusted.UntrustedValueError as error:
+        raise WatchdogError(str(error)) from None
 
 
 def format_status(status: Status) -> str:

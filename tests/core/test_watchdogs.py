@@ -38,8 +38,18 @@ def test_an_unknown_level_is_rejected_naming_the_key() -> None:
 def test_a_value_without_three_parts_or_with_a_bad_time_is_rejected() -> None:
     with pytest.raises(watchdogs.WatchdogError, match="<level>/<RFC3339 UTC time>/<message>"):
         watchdogs.parse_status("error-no-slashes", "k")
-    with pytest.raises(watchdogs.WatchdogError, match="not RFC3339"):
+    with pytest.raises(watchdogs.WatchdogError, match="k: 'yesterday' is not an RFC3339 time"):
         watchdogs.parse_status("error/yesterday/x", "k")
+
+
+@pytest.mark.parametrize("when", ["9999-12-31T23:59:59-23:59", "0001-01-01T00:00:00+23:59"])
+def test_a_time_out_of_range_in_utc_is_an_unreadable_status_not_a_crash(when: str) -> None:
+    key = "status.autocrane.io/x"
+    with pytest.raises(watchdogs.WatchdogError, match=f"{key}: .* is not an RFC3339 time"):
+        watchdogs.parse_status(f"error/{when}/m", key)
+    notes = {key: f"error/{when}/m", "status.autocrane.io/y": "info/2026-01-02T03:04:05Z/ok"}
+    label, problems = watchdogs.health(notes)
+    assert label == "error" and set(problems) == {"x"}
 
 
 def test_times_with_offsets_become_utc_and_times_without_zone_are_utc() -> None:

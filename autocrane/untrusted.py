@@ -1,0 +1,111 @@
+"""Values AutoCrane does not control, decoded in one place each: bounded JSON, RFC3339 times, echoes.
+
+Whatever a pod's annotations, the downward-API file, a peer's HTTP answer or a client's request
+carries may be hostile: anyone allowed to annotate one pod can write it. Every such value is
+decoded here, so the rules hold everywhere:
+
+- **JSON** is decoded by :func:`json_value` with a byte limit and a depth limit. The standard
+  ``json`` module recurses per level and raises ``RecursionError`` (not a ``ValueError``) at
+  about a thousand; orjson stops at 1024 levels, and our own code that walks a value (patch
+  diffs, copies) recurses too. :data:`MAX_DEPTH` levels are far more than any value AutoCrane
+  reads (the deepest, a pod in an AdmissionReview, is about 12).
+- **Times** are decoded by :func:`parse_time`: ``datetime.fromisoformat`` accepts years 1 to
+  9999 with any offset, and converting ``9999-12-31T23:59:59-23:59`` to UTC raises
+  ``OverflowError``, which once escaped a controller pass. Here it is a :class:`UntrustedValueError`.
+- **Echoes**: a value quoted back in a message (an admission denial, a log line, a 400 answer)
+  goes through :func:`shown`, which keeps at most :data:`SHOWN` characters.
+
+Every failure is an :class:`UntrustedValueError` (a ``ValueError``), whose message names what
+was decoded and the expected form, so callers catch one exception type and report it once.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import orjson
+
+from autocrane import errors
+
+MAX_DEPTH = 64
+"""Deepest nesting of arrays and objects accepted in any JSON value AutoCrane decodes."""
+SHOWN = 80
+"""Characters of a value quoted back in a message."""
+
+
+class UntrustedValueError(errors.AutocraneError, ValueError):
+    """An outside value cannot be decoded; the message names it and says what was expected."""
+
+
+def shown(value: object, limit: int = SHOWN) -> str:
+    """``repr`` of ``value``, cut to ``limit`` characters (with the length when cut)."""
+    text = value if isinstance(value, str) else repr(value)
+    if len(text) <= limit:
+        return repr(text) if isinstance(value, str) else text
+    cut = text[:limit]
+    return f"{cut!r}... ({len(text)} characters)" if isinstance(value, str) else f"{cut}... ({len(text)} characters)"
+
+
+def depth(value: Any, limit: int = MAX_DEPTH) -> int:
+    """Nesting depth of a decoded JSON value (a scalar is 0), counted without recursion.
+
+    Stops counting once ``limit`` is exceeded and returns ``limit + 1``.
+    """
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list | tuple):
+            children = item
+        else:
+            continue
+        level += 1
+        if level > limit:
+            return limit + 1
+        deepest = max(deepest, level)
+        stack.extend((child, level) for child in children)
+    return deepest
+
+
+def json_value(data: str | bytes, *, what: str, max_bytes: int, max_depth: int = MAX_DEPTH) -> Any:
+    """Decode ``data`` as JSON within ``max_bytes`` and ``max_depth``; raise UntrustedValueError naming ``what``."""
+    size = len(data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data)
+    if size > max_bytes:
+        raise UntrustedValueError(f"{what}: {size} bytes of JSON, more than the {max_bytes} accepted")
+    try:
+        value = orjson.loads(data)
+    except orjson.JSONDecodeError as error:
+        raise UntrustedValueError(f"{what}: not JSON ({error})") from None
+    if depth(value, max_depth) > max_depth:
+        raise UntrustedValueError(f"{what}: JSON nested deeper than {max_depth} levels")
+    return value
+
+
+def parse_time(text: object, *, what: str) -> dt.datetime:
+    """An RFC3339 time as an aware UTC datetime; a time without offset is taken as UTC.
+
+    Raises UntrustedValueError for anything else, including times that exist only in another
+    time zone (year 1 with a positive offset, year 9999 with a negative one).
+    """
+    if not isinstance(text, str):
+        raise UntrustedValueError(f"{what}: {shown(text)} is not an RFC3339 time (e.g. 2026-01-02T03:04:05Z)")
+    try:
+        when = dt.datetime.fromisoformat(text.strip())
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=dt.UTC)
+        return when.astimezone(dt.UTC)
+    except (ValueError, OverflowError):
+        raise UntrustedValueError(
+            f"{what}: {shown(text)} is not an RFC3339 time between years 1 and 9999 in UTC "
+            "(e.g. 2026-01-02T03:04:05Z)") from None
+
+
+def timestamp(text: object) -> float | None:
+    """:func:`parse_time` as POSIX seconds, or None when ``text`` is not a usable time."""
+    try:
+        return parse_time(text, what="time").timestamp()
+    except UntrustedValueError:
+        return None
