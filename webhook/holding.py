@@ -1,0 +1,77 @@
+"""Holding a staged Deployment whose new template is not released yet: admission -> patch (pure).
+
+The API server sends this webhook ``CREATE`` and ``UPDATE`` of ``apps/v1`` Deployments that carry
+``rollout.autocrane.io/group`` (the registration's objectSelector), never ``deployments/scale``,
+so HPA is never in its way (docs/app-rollouts.md). For an update, the new template's hash ``T``
+is compared with what the group's ``AppRollout`` status records for the Deployment:
+
+- ``T`` is its last known good or its released template: the update passes as it is;
+- otherwise the Deployment is held: ``spec.paused: true`` is set in the same request, so no pod of
+  ``T`` starts before the controller releases it. That holds on every update while it is held, so
+  an apply that leaves ``paused`` out, or sets it false, does not release it;
+- the Deployment has no record yet (new to the group): it passes (nothing to protect yet);
+- the status could not be read (``status`` is None): an update that changes the template is held,
+  and one that keeps the template keeps ``paused`` as it was. Holding only ever delays.
+
+Creates pass unchanged: a new Deployment has no version to protect.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+from autocrane import approllouts
+
+HELD = "held"
+PASSED = "passed"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Decision:
+    verdict: str
+    """``held`` or ``passed``."""
+    reason: str
+    """Why, in words (an audit annotation and the log line)."""
+    patch: tuple[dict[str, Any], ...] = ()
+    """RFC 6902 operations (empty: no change)."""
+
+
+def _template(obj: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    spec = (obj or {}).get("spec")
+    template = spec.get("template") if isinstance(spec, Mapping) else None
+    return template if isinstance(template, Mapping) else {}
+
+
+def _paused(obj: Mapping[str, Any] | None) -> bool:
+    spec = (obj or {}).get("spec")
+    return isinstance(spec, Mapping) and spec.get("paused") is True
+
+
+def _hold(reason: str, new: Mapping[str, Any], paused: bool = True) -> Decision:
+    if _paused(new) == paused:
+        return Decision(HELD, reason)
+    return Decision(HELD, reason, ({"op": "add", "path": "/spec/paused", "value": paused},))
+
+
+def decide(operation: str, old: Mapping[str, Any] | None, new: Mapping[str, Any], name: str,
+           status: approllouts.Status | None) -> Decision:
+    """Hold or pass one admission of Deployment ``name``; ``status`` None: the AppRollout could not be read."""
+    if operation != "UPDATE":
+        return Decision(PASSED, "not an update")
+    wanted = approllouts.template_hash(_template(new))
+    if status is None:
+        if wanted != approllouts.template_hash(_template(old)):
+            return _hold("the AppRollout could not be read; a new template is held until it can be", new)
+        if _paused(old) and not _paused(new):
+            return _hold("the AppRollout could not be read; paused stays as it was", new)
+        return Decision(PASSED, "the AppRollout could not be read; the template is unchanged")
+    record = status.deployments.get(name)
+    if record is None or record.last_known_good is None:
+        return Decision(PASSED, "new to the group: nothing to protect yet")
+    if record.settled(wanted):
+        return Decision(PASSED, f"template {wanted} is released or the last known good")
+    if wanted in record.rejected:
+        return _hold(f"template {wanted} was rejected; it stays paused on the last known good version", new)
+    return _hold(f"template {wanted} is held until its stage is released", new)
