@@ -104,7 +104,8 @@ _RESERVED_PATHS = ("/proc", "/sys", "/dev", "/var/run/secrets", "/run/secrets")
 # became a mountPath and a --root with a newline in it.
 _PATH_CHARS = re.compile(r"[A-Za-z0-9._/-]+")
 _DNS1123_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
-_QUANTITY = re.compile(r"(?P<number>[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?P<suffix>[eE][+-]?[0-9]+|[KMGTPE]i|[numkMGTPE])?")
+_QUANTITY = re.compile(r"(?P<number>[0-9]+(?:\.[0-9]*)?|\.[0-9]+)"
+                       r"(?:[eE](?P<exponent>[+-]?[0-9]+)|(?P<suffix>[KMGTPE]i|[numkMGTPE]))?")
 MAX_QUANTITY_CHARS = 64
 """Longest resource quantity accepted (``1e9``, ``64Mi`` and ``0.000000001`` are far shorter)."""
 MAX_QUANTITY = Decimal(2**63 - 1)
@@ -362,12 +363,12 @@ def parse_quantity(text: str) -> Decimal | None:
     match = _QUANTITY.fullmatch(text) if len(text) <= MAX_QUANTITY_CHARS else None
     if match is None:
         return None
-    number, suffix = Decimal(match["number"]), match["suffix"] or ""
-    if suffix[:1] in ("e", "E"):
-        exponent = int(suffix[1:])
+    number = Decimal(match["number"])
+    if match["exponent"] is not None:
+        exponent = int(match["exponent"])
         value = number.scaleb(exponent) if abs(exponent) <= _MAX_EXPONENT else MAX_QUANTITY + 1
-    else:
-        value = number * _SUFFIX_FACTOR[suffix]
+    else:  # "Ei" is exbibytes, not an exponent (it was read as one, and int("i") was a 500)
+        value = number * _SUFFIX_FACTOR[match["suffix"] or ""]
     return value if value <= MAX_QUANTITY else None
 
 

@@ -187,6 +187,14 @@ def test_a_quantity_decimal_cannot_hold_is_a_denial_naming_it(key: str, value: s
     assert denial(pod({key: value})).startswith(f'annotation "{key}": ')
 
 
+def test_an_exbibyte_quantity_is_read_as_one_not_as_an_exponent() -> None:
+    """Found writing these tests: "1Ei" was taken for an exponent, and int("i") was a 500."""
+    result = patched(pod({"injector.autocrane.io/datadeployer-memory-limit": "1Ei"}))
+    assert result["spec"]["initContainers"][0]["resources"]["limits"]["memory"] == "1Ei"
+    assert denial(pod({"injector.autocrane.io/datadeployer-memory-limit": "8Ei"})).startswith(
+        'annotation "injector.autocrane.io/datadeployer-memory-limit": "8Ei" is not valid')
+
+
 def test_a_10000_level_status_annotation_is_a_denial_naming_it() -> None:
     message = denial(pod({annotations.INJECTOR_STATUS: "[" * 10_000 + "]" * 10_000}))
     assert message.startswith(f'annotation "{annotations.INJECTOR_STATUS}": "[[[[')
@@ -434,3 +442,42 @@ def test_any_admission_review_is_answered_with_a_200_or_a_4xx(body: dict[str, An
 @given(st.binary(max_size=200) | st.text(max_size=200).map(str.encode))
 def test_any_body_is_answered_with_a_200_or_a_4xx(body: bytes) -> None:
     assert_answered(CLIENT.post("/mutate", content=body, headers={"content-type": "application/json"}))
+
+
+# --- the bounds of docs/injector.md "Limits" not covered above ------------------------------------
+
+
+def test_a_status_up_to_4096_bytes_is_read_and_a_longer_or_deeper_one_is_not() -> None:
+    def status(padding: str, volumes: Any = ("autocrane-data",)) -> str:
+        return json.dumps({"containers": [], "initContainers": [], "volumes": list(volumes), "version": padding,
+                           "config": "c"})
+
+    longest = status("v" * (annotations.MAX_STATUS_BYTES - len(status(""))))
+    assert len(longest) == annotations.MAX_STATUS_BYTES
+    assert annotations.parse_status(longest).version.startswith("vvv")
+    for refused in (status("v" * (annotations.MAX_STATUS_BYTES - len(status("")) + 1)), status("", [["deep"]])):
+        with pytest.raises(errors.AnnotationError, match="expected the JSON the injector writes"):
+            annotations.parse_status(refused)
+
+
+@pytest.mark.parametrize(("text", "accepted"), [
+    ("0." + "0" * 61 + "1", True), ("0." + "0" * 62 + "1", False),  # 64 and 65 characters
+    ("1e-30", True), ("1e-31", False), ("9223372036854775807", True), ("9223372036854775808", False),
+    ("8Ei", False), ("7Ei", True)])
+def test_quantities_are_bounded_in_length_exponent_and_size(text: str, accepted: bool) -> None:
+    assert (annotations.parse_quantity(text) is not None) is accepted
+
+
+def test_min_ready_seconds_is_bounded_by_kubernetes_int32() -> None:
+    assert annotations.parse_seconds(annotations.MIN_READY_SECONDS, str(2**31 - 1)) == 2**31 - 1
+    for text in (str(2**31), "0" * 11 + "1"):
+        with pytest.raises(errors.AnnotationError):
+            annotations.parse_seconds(annotations.MIN_READY_SECONDS, text)
+
+
+def test_a_key_is_quoted_whole_up_to_the_longest_valid_annotation_key_and_cut_past_it() -> None:
+    longest = "a" * 253 + "/" + "b" * 63
+    assert len(longest) == errors.KEY_SHOWN
+    assert f'"{longest}"' in str(errors.AnnotationError(longest, "v", "x"))
+    assert f'"{longest}a"' not in str(errors.AnnotationError(longest + "a", "v", "x"))
+    assert f"({errors.KEY_SHOWN + 1} characters)" in str(errors.AnnotationError(longest + "a", "v", "x"))
