@@ -42,7 +42,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import webhook_bench  # the sibling benchmark: pods, TLS files, the HTTP client
+import webhook_bench  # the sibling benchmark: pods, TLS files, the HTTP client (and the repository on sys.path)
+from controller_kwok_bench import proc_status  # after webhook_bench: it imports devcluster from the repository
 
 CHART_LIMIT_MIB = 256
 """``injector.resources.limits.memory`` in charts/autocrane/values.yaml."""
@@ -79,27 +80,17 @@ class Run:
     request_bytes: int = 0
 
 
-def memory_mib(pid: int) -> dict[str, float]:
-    """``VmRSS`` and ``VmHWM`` of ``pid`` in MiB."""
-    found = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        key, _, value = line.partition(":")
-        if key in ("VmRSS", "VmHWM"):
-            found[key] = int(value.split()[0]) / 1024
-    return found
-
-
 async def settle(pid: int, limit: float) -> float:
     """VmRSS once it moved less than 1 MiB over 2 s (or after ``limit`` seconds)."""
     deadline = time.monotonic() + limit
-    previous = memory_mib(pid)["VmRSS"]
+    previous = proc_status(pid)["VmRSS"]
     while time.monotonic() < deadline:
         await asyncio.sleep(2)
-        current = memory_mib(pid)["VmRSS"]
+        current = proc_status(pid)["VmRSS"]
         if abs(current - previous) < 1:
             return current
         previous = current
-    return memory_mib(pid)["VmRSS"]
+    return proc_status(pid)["VmRSS"]
 
 
 async def _client(run: Run, context: ssl.SSLContext, indexes: list[int], value_bytes: int) -> None:
@@ -136,12 +127,12 @@ async def bench(arguments: argparse.Namespace) -> int:
         try:
             for run in runs:
                 await webhook_bench.wait_listening(run.port, context, run.process)
-                run.started_mib = memory_mib(run.process.pid)["VmRSS"]
+                run.started_mib = proc_status(run.process.pid)["VmRSS"]
             await asyncio.wait_for(
                 asyncio.gather(*(admit(run, context, arguments.pods, arguments.concurrency, arguments.value_bytes)
                                  for run in runs)), arguments.timeout)
             for run in runs:
-                run.peak_mib = memory_mib(run.process.pid)["VmHWM"]
+                run.peak_mib = proc_status(run.process.pid)["VmHWM"]
             settled = await asyncio.gather(*(settle(run.process.pid, arguments.settle) for run in runs))
             for run, value in zip(runs, settled, strict=True):
                 run.settled_mib = value
