@@ -26,7 +26,6 @@ key                                                     written by              
 
 from __future__ import annotations
 
-import functools
 import json
 import posixpath
 import re
@@ -35,7 +34,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Literal
 
-from autocrane import errors
+from autocrane import caching, errors, untrusted
 
 DOMAIN = "autocrane.io"
 
@@ -101,9 +100,17 @@ _KNOWN_CLOSED = frozenset().union(*_CLOSED_FAMILIES.values())
 
 # Paths a data volume must never shadow: kernel interfaces and the service-account token.
 _RESERVED_PATHS = ("/proc", "/sys", "/dev", "/var/run/secrets", "/run/secrets")
-_PATH_CHARS = re.compile(r"^[A-Za-z0-9._/-]+$")
-_DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-_QUANTITY = re.compile(r"^(?P<number>[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?P<suffix>[eE][+-]?[0-9]+|[KMGTPE]i|[numkMGTPE])?$")
+# Matched with fullmatch: ``$`` also matches before a trailing newline, and "/data\n" once
+# became a mountPath and a --root with a newline in it.
+_PATH_CHARS = re.compile(r"[A-Za-z0-9._/-]+")
+_DNS1123_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+_QUANTITY = re.compile(r"(?P<number>[0-9]+(?:\.[0-9]*)?|\.[0-9]+)"
+                       r"(?:[eE](?P<exponent>[+-]?[0-9]+)|(?P<suffix>[KMGTPE]i|[numkMGTPE]))?")
+MAX_QUANTITY_CHARS = 64
+"""Longest resource quantity accepted (``1e9``, ``64Mi`` and ``0.000000001`` are far shorter)."""
+MAX_QUANTITY = Decimal(2**63 - 1)
+"""Kubernetes caps every quantity at 2^63-1 (in its base unit); a larger one is refused here."""
+_MAX_EXPONENT = 30  # 1e30 is far past MAX_QUANTITY; 1e-30 far below a nano
 _SUFFIX_FACTOR = {
     "": Decimal(1), "n": Decimal("1e-9"), "u": Decimal("1e-6"), "m": Decimal("1e-3"),
     "k": Decimal("1e3"), "M": Decimal("1e6"), "G": Decimal("1e9"), "T": Decimal("1e12"),
@@ -112,6 +119,8 @@ _SUFFIX_FACTOR = {
     "Pi": Decimal(2**50), "Ei": Decimal(2**60),
 }
 _MAX_SECONDS = 2**31 - 1  # Kubernetes' int32 fields; anything larger is a typo
+MAX_STATUS_BYTES = 4096
+"""Largest ``injector.autocrane.io/status`` read (the injector writes about 250 bytes)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,14 +232,24 @@ def parse_pod(annotations: Mapping[str, str] | None) -> tuple[PodSpecRequest, li
     for key, value in ours:
         if not isinstance(value, str):
             raise errors.AnnotationError(key, value, "a string (quote the value in YAML)")
-    request, warnings = _parse_ours(ours)
+    # Pure on immutable input: the pods of one workload carry the same annotations, so admissions
+    # mostly hit the cache. Errors are raised again each time (only results are kept).
+    parsed = PARSED.get(ours)
+    if parsed is None:
+        parsed = _parse_ours(ours)
+        # The key's characters count twice: the request holds parts of them (sources, paths).
+        PARSED.put(ours, parsed, 2 * sum(len(key) + len(value) for key, value in ours) + 512)
+    request, warnings = parsed
     return request, list(warnings)
 
 
-@functools.lru_cache(maxsize=1024)
+PARSED: caching.BoundedCache[tuple[tuple[str, str], ...], tuple[PodSpecRequest, tuple[str, ...]]] = \
+    caching.BoundedCache(max_entries=1024, max_bytes=4 << 20, max_entry_bytes=16 << 10)
+"""Parsed annotations by their ``*.autocrane.io`` annotations: 4 MiB in all, none over 16 KiB (a pod's
+autocrane annotations are a few hundred bytes; more is not a template other pods share)."""
+
+
 def _parse_ours(ours: tuple[tuple[str, str], ...]) -> tuple[PodSpecRequest, tuple[str, ...]]:
-    # Pure on immutable input: the pods of one workload carry the same annotations, so admissions
-    # mostly hit this cache. Errors are raised again each time (lru_cache keeps only results).
     data_sets: list[DataSet] = []
     warnings: list[str] = []
     values: dict[str, str] = {}
@@ -242,9 +261,11 @@ def _parse_ours(ours: tuple[tuple[str, str], ...]) -> tuple[PodSpecRequest, tupl
         elif key in _KNOWN_CLOSED:
             values[key] = value
         elif key.startswith(tuple(_CLOSED_FAMILIES)):
-            warnings.append(f'unknown annotation "{key}" is ignored (see docs/injector.md for the known keys)')
+            warnings.append(f"unknown annotation {untrusted.quoted(key, errors.KEY_SHOWN)} is ignored "
+                            "(see docs/injector.md for the known keys)")
         else:
-            warnings.append(f'unknown annotation "{key}" is ignored: no AutoCrane component reads it')
+            warnings.append(f"unknown annotation {untrusted.quoted(key, errors.KEY_SHOWN)} is ignored: "
+                            "no AutoCrane component reads it")
 
     status = values.get(INJECTOR_STATUS)
     inject = values.get(INJECT)
@@ -281,7 +302,7 @@ def parse_store_location(value: str, *, key: str = STORE_LOCATION) -> str:
     like = "an absolute path like /data"
     if not value.startswith("/"):
         raise errors.AnnotationError(key, value, like)
-    if not _PATH_CHARS.match(value) or len(value) > 1024:
+    if len(value) > 1024 or not _PATH_CHARS.fullmatch(value):
         raise errors.AnnotationError(key, value, f"{like} made of letters, digits, '.', '_', '-' and '/'")
     if ".." in value.split("/"):
         raise errors.AnnotationError(key, value, f"{like} without '..' segments")
@@ -295,7 +316,8 @@ def parse_store_location(value: str, *, key: str = STORE_LOCATION) -> str:
 
 def parse_seconds(key: str, value: str) -> int:
     text = value.strip()
-    if not text.isascii() or not text.isdigit() or int(text) > _MAX_SECONDS:
+    # The length first: int() refuses more than 4,300 digits with a ValueError of its own.
+    if len(text) > len(str(_MAX_SECONDS)) or not text.isascii() or not text.isdigit() or int(text) > _MAX_SECONDS:
         raise errors.AnnotationError(key, value, "a whole number of seconds >= 0, like 30")
     return int(text)
 
@@ -310,10 +332,10 @@ def parse_bool(key: str, value: str) -> bool:
 def parse_status(value: str) -> InjectionStatus:
     expected = "the JSON the injector writes (delete the annotation, and the injected containers, to start over)"
     try:
-        raw = json.loads(value)
+        raw = untrusted.json_value(value, what=INJECTOR_STATUS, max_bytes=MAX_STATUS_BYTES, max_depth=2)
         names = {k: raw[k] for k in ("initContainers", "containers", "volumes")}
         version, config = raw["version"], raw["config"]
-    except (ValueError, TypeError, KeyError):
+    except (untrusted.UntrustedValueError, TypeError, KeyError):
         raise errors.AnnotationError(INJECTOR_STATUS, value, expected) from None
     if not all(isinstance(v, list) and all(isinstance(n, str) for n in v) for v in names.values()) \
             or not isinstance(version, str) or not isinstance(config, str):
@@ -323,7 +345,7 @@ def parse_status(value: str) -> InjectionStatus:
 
 
 def is_dns1123_label(name: str) -> bool:
-    return len(name) <= 63 and bool(_DNS1123_LABEL.match(name))
+    return len(name) <= 63 and bool(_DNS1123_LABEL.fullmatch(name))
 
 
 def is_within(path: str, parent: str) -> bool:
@@ -332,14 +354,22 @@ def is_within(path: str, parent: str) -> bool:
 
 
 def parse_quantity(text: str) -> Decimal | None:
-    """A Kubernetes resource quantity (``100m``, ``1.5``, ``64Mi``, ``1e3``) as a number, or ``None``."""
-    match = _QUANTITY.match(text)
+    """A Kubernetes resource quantity (``100m``, ``1.5``, ``64Mi``, ``1e3``) as a number, or ``None``.
+
+    ``None`` too for more than :data:`MAX_QUANTITY_CHARS` characters, an exponent beyond
+    +-30, or more than :data:`MAX_QUANTITY`: ``Decimal`` raises ``InvalidOperation`` for
+    ``1e999999999``, which once made the webhook answer "internal error".
+    """
+    match = _QUANTITY.fullmatch(text) if len(text) <= MAX_QUANTITY_CHARS else None
     if match is None:
         return None
-    number, suffix = Decimal(match["number"]), match["suffix"] or ""
-    if suffix[:1] in ("e", "E"):
-        return number.scaleb(int(suffix[1:]))
-    return number * _SUFFIX_FACTOR[suffix]
+    number = Decimal(match["number"])
+    if match["exponent"] is not None:
+        exponent = int(match["exponent"])
+        value = number.scaleb(exponent) if abs(exponent) <= _MAX_EXPONENT else MAX_QUANTITY + 1
+    else:  # "Ei" is exbibytes, not an exponent (it was read as one, and int("i") was a 500)
+        value = number * _SUFFIX_FACTOR[match["suffix"] or ""]
+    return value if value <= MAX_QUANTITY else None
 
 
 def _parse_init_position(value: str | None) -> Literal["first", "last"]:

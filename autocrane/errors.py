@@ -2,12 +2,12 @@
 
 Every message is written for the person who wrote the YAML: it names the key (annotation or setting),
 quotes the value and says which form would be accepted. The webhook turns ``AnnotationError`` into an
-admission denial with exactly this text, and ``autocrane inject`` prints the same text.
+admission denial with exactly this text, and ``autocrane inject`` prints the same text. Keys and
+values are quoted through ``autocrane.untrusted`` (cut to a few dozen characters), so a 1 MiB value
+makes a message of a few hundred bytes, never a 1 MiB denial.
 """
 
 from __future__ import annotations
-
-import json
 
 
 class AutocraneError(Exception):
@@ -27,7 +27,7 @@ class AnnotationError(AutocraneError):
         """What would have been accepted, e.g. ``an absolute path like /data``."""
 
     def __str__(self) -> str:
-        return f'annotation "{self.key}": {_quote(self.value)} is not valid: expected {self.expected}'
+        return f"annotation {_quote(self.key, KEY_SHOWN)}: {_quote(self.value)} is not valid: expected {self.expected}"
 
 
 class ObjectError(AutocraneError):
@@ -48,7 +48,14 @@ class ConfigError(AutocraneError):
     """A setting (config file key, flag or environment variable) is unknown or malformed."""
 
 
-def _quote(value: object) -> str:
+KEY_SHOWN = 317
+"""Characters of a key quoted in a message: the longest valid annotation key (a 253-character
+prefix, '/', a 63-character name); a longer one is cut."""
+
+
+def _quote(value: object, limit: int | None = None) -> str:
+    from autocrane import untrusted  # here, not above: untrusted's errors derive from AutocraneError
+
     if isinstance(value, str):
-        return json.dumps(value, ensure_ascii=False)
-    return f"{value!r} ({type(value).__name__})"
+        return untrusted.quoted(value, limit or untrusted.SHOWN)
+    return f"{untrusted.shown(value)} ({type(value).__name__})"

@@ -13,7 +13,9 @@ decoded here, so the rules hold everywhere:
   9999 with any offset, and converting ``9999-12-31T23:59:59-23:59`` to UTC raises
   ``OverflowError``, which once escaped a controller pass. Here it is a :class:`UntrustedValueError`.
 - **Echoes**: a value quoted back in a message (an admission denial, a log line, a 400 answer)
-  goes through :func:`shown`, which keeps at most :data:`SHOWN` characters.
+  goes through :func:`shown` (or :func:`quoted`, the same in JSON quotes), which keeps at most
+  :data:`SHOWN` characters. It never builds the whole ``repr`` of a list or a mapping: a YAML
+  alias bomb is a few hundred bytes whose ``repr`` is gigabytes.
 
 Every failure is an :class:`UntrustedValueError` (a ``ValueError``), whose message names what
 was decoded and the expected form, so callers catch one exception type and report it once.
@@ -22,6 +24,8 @@ was decoded and the expected form, so callers catch one exception type and repor
 from __future__ import annotations
 
 import datetime as dt
+import json
+import reprlib
 from typing import Any
 
 import orjson
@@ -38,36 +42,61 @@ class UntrustedValueError(errors.AutocraneError, ValueError):
     """An outside value cannot be decoded; the message names it and says what was expected."""
 
 
+def _bounded_repr(limit: int) -> reprlib.Repr:
+    # A few levels and items of a container, each string and number cut: the work is bounded
+    # whatever the value (nested 10,000 deep, or an alias bomb of shared lists).
+    bounded = reprlib.Repr()
+    bounded.maxlevel = 3
+    bounded.maxdict = bounded.maxlist = bounded.maxtuple = bounded.maxset = bounded.maxfrozenset = 6
+    bounded.maxstring = bounded.maxother = bounded.maxlong = limit
+    return bounded
+
+
+_REPR = _bounded_repr(SHOWN)
+
+
 def shown(value: object, limit: int = SHOWN) -> str:
-    """``repr`` of ``value``, cut to ``limit`` characters (with the length when cut)."""
-    text = value if isinstance(value, str) else repr(value)
-    if len(text) <= limit:
-        return repr(text) if isinstance(value, str) else text
-    cut = text[:limit]
-    return f"{cut!r}... ({len(text)} characters)" if isinstance(value, str) else f"{cut}... ({len(text)} characters)"
+    """``repr`` of ``value``, cut to ``limit`` characters (a string says its length when cut).
+
+    Lists, mappings and other values are shown a few levels and items deep (``reprlib``), so
+    showing one costs little however large or deeply nested it is.
+    """
+    if not isinstance(value, str):
+        text = (_REPR if limit == SHOWN else _bounded_repr(limit)).repr(value)
+        return text if len(text) <= limit else f"{text[:limit]}..."
+    if len(value) <= limit:
+        return repr(value)
+    return f"{value[:limit]!r}... ({len(value)} characters)"
+
+
+def quoted(value: str, limit: int = SHOWN) -> str:
+    """``value`` in JSON quotes (as a person wrote it in YAML or JSON), cut like :func:`shown`."""
+    if len(value) <= limit:
+        return json.dumps(value, ensure_ascii=False)
+    return f"{json.dumps(value[:limit], ensure_ascii=False)}... ({len(value)} characters)"
 
 
 def depth(value: Any, limit: int = MAX_DEPTH) -> int:
     """Nesting depth of a decoded JSON value (a scalar is 0), counted without recursion.
 
-    Stops counting once ``limit`` is exceeded and returns ``limit + 1``.
+    Stops counting once ``limit`` is exceeded and returns ``limit + 1``. Walks one level at a
+    time, keeping only the containers of the next: about 30 us for a pod in an AdmissionReview.
     """
+    level = [value] if isinstance(value, _CONTAINERS) else []
     deepest = 0
-    stack: list[tuple[Any, int]] = [(value, 0)]
-    while stack:
-        item, level = stack.pop()
-        if isinstance(item, dict):
-            children: Any = item.values()
-        elif isinstance(item, list | tuple):
-            children = item
-        else:
-            continue
-        level += 1
-        if level > limit:
+    while level:
+        deepest += 1
+        if deepest > limit:
             return limit + 1
-        deepest = max(deepest, level)
-        stack.extend((child, level) for child in children)
+        below: list[Any] = []
+        for item in level:
+            below += [child for child in (item.values() if isinstance(item, dict) else item)
+                      if isinstance(child, _CONTAINERS)]
+        level = below
     return deepest
+
+
+_CONTAINERS = (dict, list, tuple)
 
 
 def json_value(data: str | bytes, *, what: str, max_bytes: int, max_depth: int = MAX_DEPTH) -> Any:

@@ -163,7 +163,7 @@ def admission_costs(body: bytes, repeat: int = 300) -> dict[str, float]:
         "inject.inject(pod)": lambda: inject.inject(json.loads(body)["request"]["object"], injector),
         "admission_patch (JSONPatch diff)": lambda: admission.admission_patch(pod, mutated),
         "admission.review, template seen before": lambda: admission.review(orjson.loads(body), injector),
-        "admission.review, new template": lambda: (admission._CACHE._entries.clear(),
+        "admission.review, new template": lambda: (admission.CACHE.clear(),
                                                    admission.review(orjson.loads(body), injector)),
     }
     costs = {}
@@ -189,6 +189,23 @@ class Round:
     errors: int = 0
 
 
+async def read_response(reader: asyncio.StreamReader) -> tuple[bytes, bytes]:
+    """The head and body of one HTTP/1.1 response with a Content-Length."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    return head, await reader.readexactly(length)
+
+
+def request_bytes(body: bytes) -> bytes:
+    """``POST /mutate`` with ``body``, as the API server sends it (keep-alive)."""
+    return (b"POST /mutate?timeout=10s HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+            b"Accept: application/json\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+
+
 async def _client(port: int, context: ssl.SSLContext, requests: list[bytes], deadline: float, budget: list[int],
                   result: Round) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=context, server_hostname="localhost")
@@ -197,13 +214,7 @@ async def _client(port: int, context: ssl.SSLContext, requests: list[bytes], dea
             budget[0] -= 1
             started = time.perf_counter()
             writer.write(requests[budget[0] % len(requests)])
-            head = await reader.readuntil(b"\r\n\r\n")
-            length = 0
-            for line in head.split(b"\r\n")[1:]:
-                name, _, value = line.partition(b":")
-                if name.strip().lower() == b"content-length":
-                    length = int(value)
-            body = await reader.readexactly(length)
+            head, body = await read_response(reader)
             result.latencies.append(time.perf_counter() - started)
             if not head.startswith(b"HTTP/1.1 200") or b'"allowed":true' not in body.replace(b" ", b""):
                 result.errors += 1
@@ -213,9 +224,7 @@ async def _client(port: int, context: ssl.SSLContext, requests: list[bytes], dea
 
 async def load(name: str, port: int, context: ssl.SSLContext, bodies: list[bytes], *, concurrency: int,
                duration: float, max_requests: int) -> Round:
-    requests = [b"POST /mutate?timeout=10s HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
-                b"Accept: application/json\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
-                for body in bodies]
+    requests = [request_bytes(body) for body in bodies]
     result = Round(name)
     budget = [max_requests]
     started = time.perf_counter()
@@ -240,6 +249,30 @@ async def first_answer(port: int, context: ssl.SSLContext, body: bytes) -> dict[
 
 # ---------------------------------------------------------------------------------------------
 # Orchestration.
+
+
+WEBHOOK = [sys.executable, "-c", "from autocrane import cli; cli.main()", "webhook"]
+"""``autocrane webhook`` from this checkout."""
+
+
+def serving_certificate(directory: Path) -> tuple[ssl.SSLContext, Path, Path]:
+    """A CA-signed certificate for localhost/127.0.0.1 in ``directory``: (client context, cert, key)."""
+    now = datetime.datetime.now(datetime.UTC)
+    ca = tls.generate_ca(common_name="bench-ca", now=now, validity=datetime.timedelta(days=1))
+    leaf = tls.issue_serving_cert(ca, dns_names=["localhost"], ip_addresses=["127.0.0.1"], now=now,
+                                  validity=datetime.timedelta(hours=2))
+    cert_file, key_file = directory / "tls.crt", directory / "tls.key"
+    cert_file.write_bytes(leaf.cert_pem)
+    key_file.write_bytes(leaf.key_pem)
+    return ssl.create_default_context(cadata=ca.cert_pem.decode()), cert_file, key_file
+
+
+def webhook_command(program: list[str], port: int, cert_file: Path, key_file: Path) -> list[str]:
+    """``program`` (the webhook, or a variant of it) serving TLS on ``port``, as deployed (JSON logs at info,
+    to wherever its stderr goes), with no drain delay."""
+    return [*program, "--host", "127.0.0.1", "--port", str(port), "--health-port", str(free_port()),
+            "--tls-cert-file", str(cert_file), "--tls-key-file", str(key_file),
+            "--log-format", "json", "--log-level", "info", "--drain-delay", "0"]
 
 
 def free_port() -> int:
@@ -278,30 +311,20 @@ def summary(name: str, rounds: list[Round]) -> dict[str, float]:
 
 
 async def bench(arguments: argparse.Namespace) -> int:
-    now = datetime.datetime.now(datetime.UTC)
-    ca = tls.generate_ca(common_name="bench-ca", now=now, validity=datetime.timedelta(days=1))
-    leaf = tls.issue_serving_cert(ca, dns_names=["localhost"], ip_addresses=["127.0.0.1"], now=now,
-                                  validity=datetime.timedelta(hours=2))
-    context = ssl.create_default_context(cadata=ca.cert_pem.decode())
     body = json.dumps(admission_review()).encode()
     # 2,000 replicas of one template (they differ as real ReplicaSet pods do), or as many pods that
     # all differ (--distinct): the webhook's response cache then never hits.
     bodies = [json.dumps(admission_review(i, f"1.42.{i}" if arguments.distinct else "1.42.0")).encode()
               for i in range(arguments.distinct or 2000)]
     with tempfile.TemporaryDirectory(prefix="autocrane-bench-") as scratch:
-        cert_file, key_file = Path(scratch, "tls.crt"), Path(scratch, "tls.key")
-        cert_file.write_bytes(leaf.cert_pem)
-        key_file.write_bytes(leaf.key_pem)
+        context, cert_file, key_file = serving_certificate(Path(scratch))
         ports = {"ceiling": free_port(), "webhook": free_port(), "http-only": free_port()}
-        webhook_flags = ["--host", "127.0.0.1", "--tls-cert-file", str(cert_file), "--tls-key-file", str(key_file),
-                         "--log-format", "json", "--log-level", "info", "--drain-delay", "0"]
         commands = {
             "ceiling": [sys.executable, __file__, "ceiling", "--port", str(ports["ceiling"]),
                         "--cert", str(cert_file), "--key", str(key_file)],
-            "webhook": [sys.executable, "-c", "from autocrane import cli; cli.main()", "webhook", *webhook_flags,
-                        "--port", str(ports["webhook"]), "--health-port", str(free_port())],
-            "http-only": [sys.executable, __file__, "http-only", *webhook_flags,
-                          "--port", str(ports["http-only"]), "--health-port", str(free_port())],
+            "webhook": webhook_command(WEBHOOK, ports["webhook"], cert_file, key_file),
+            "http-only": webhook_command([sys.executable, __file__, "http-only"], ports["http-only"],
+                                         cert_file, key_file),
         }
         processes = {name: subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                      for name, command in commands.items()}

@@ -21,21 +21,21 @@
 from __future__ import annotations
 
 import base64
-import collections
 import re
-import threading
 from collections.abc import Mapping
 from typing import Any
 
 import orjson
 
-from autocrane import errors
+from autocrane import caching, errors, untrusted
 from webhook import inject, patching, policy
 from webhook import settings as injector_settings
 
 API_VERSION = "admission.k8s.io/v1"
 KIND = "AdmissionReview"
 SKIP_REASON_AUDIT_KEY = "skip-reason"
+MAX_UID_CHARS = 128
+"""Longest ``request.uid`` answered: the response echoes it, and the API server's are 36-character UUIDs."""
 
 
 class MalformedReview(errors.AutocraneError):
@@ -52,11 +52,11 @@ def review(request_review: Mapping[str, Any], settings: injector_settings.Inject
     if not isinstance(pod, Mapping) or not policy.is_pod(pod):
         raise MalformedReview("request.object must be the Pod being created")
     key = _cache_key(pod, settings)
-    response = _CACHE.get(key) if key is not None else None
+    response = CACHE.get(key) if key is not None else None
     if response is None:
         response, shareable = _respond(pod, settings)
         if key is not None and shareable:
-            _CACHE.put(key, response)
+            CACHE.put(key, response, len(key[1]) + len(orjson.dumps(response)))
     return answer(uid, response)  # a new top level: the cached response itself is never changed
 
 
@@ -86,39 +86,16 @@ def _respond(pod: Mapping[str, Any], settings: injector_settings.InjectorSetting
     return response, _shareable(raw_patch)
 
 
-class _ResponseCache:
-    """The last few responses by what they depend on (see ``_cache_key``); least recently used out.
+CACHE: caching.BoundedCache[tuple[object, bytes], dict[str, Any]] = caching.BoundedCache(
+    max_entries=256, max_bytes=16 << 20, max_entry_bytes=128 << 10)
+"""The last responses by what they depend on (see ``_cache_key``); least recently used out.
 
-    The pods of one ReplicaSet arrive in bursts (a rollout, a scale-up) and differ only in fields
-    the injection never reads (name, uid, labels, owner): their responses are the same, so the
-    injection and its patch are computed once per template. Responses are never changed after
-    they are stored; ``review`` hands out copies of their top level.
-    """
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self.hits = self.misses = 0
-        self._entries: collections.OrderedDict[tuple[object, bytes], dict[str, Any]] = collections.OrderedDict()
-        self._lock = threading.Lock()  # reviews run on the event loop; tests may call from threads
-
-    def get(self, key: tuple[object, bytes]) -> dict[str, Any] | None:
-        with self._lock:
-            found = self._entries.get(key)
-            if found is None:
-                self.misses += 1
-                return None
-            self._entries.move_to_end(key)
-            self.hits += 1
-            return found
-
-    def put(self, key: tuple[object, bytes], response: dict[str, Any]) -> None:
-        with self._lock:
-            self._entries[key] = response
-            if len(self._entries) > self.size:
-                self._entries.popitem(last=False)
-
-
-_CACHE = _ResponseCache(256)
+The pods of one ReplicaSet arrive in bursts (a rollout, a scale-up) and differ only in fields
+the injection never reads (name, uid, labels, owner): their responses are the same, so the
+injection and its patch are computed once per template. Responses are never changed after
+they are stored; ``review`` hands out copies of their top level. 16 MiB in all (key and
+response), none over 128 KiB: a pod template with its patch is a few kB (the benchmark's, 10 kB),
+and a pod carrying a 1 MB value is no template other pods share."""
 
 
 def _cache_key(pod: Mapping[str, Any], settings: injector_settings.InjectorSettings) -> tuple[object, bytes] | None:
@@ -133,9 +110,13 @@ def _cache_key(pod: Mapping[str, Any], settings: injector_settings.InjectorSetti
     try:
         key = orjson.dumps([pod.get("apiVersion"), pod.get("kind"), metadata is not None,
                             has_annotations, annotations, "spec" in pod, pod.get("spec")])
-    except (TypeError, orjson.JSONEncodeError):  # not plain JSON (only from in-process callers)
+    except (TypeError, orjson.JSONEncodeError):  # not plain JSON, or nested past orjson's 254 levels
         return None
-    return settings, _TOKEN_VOLUME.sub(b'"kube-api-access-*"', key)
+    if len(key) > CACHE.max_entry_bytes:
+        return None  # could never be stored: not worth hashing
+    # A copy of just its length: orjson's bytes keep the buffer it reserved while writing, about 8
+    # times their length, and the key outlives the request (issue 8 saw 17 MB kept per 2 MB pod).
+    return settings, bytes(memoryview(_TOKEN_VOLUME.sub(b'"kube-api-access-*"', key)))
 
 
 # The ServiceAccount admission plugin (which runs before webhooks) names each pod's token volume
@@ -163,13 +144,14 @@ def _request(body: object) -> Mapping[str, Any]:
         raise MalformedReview("the body must be a JSON object (an AdmissionReview)")
     if body.get("apiVersion") != API_VERSION or body.get("kind") != KIND:
         raise MalformedReview(f"expected apiVersion {API_VERSION} and kind {KIND}, got "
-                              f"{body.get('apiVersion')!r} and {body.get('kind')!r}")
+                              f"{untrusted.shown(body.get('apiVersion'))} and {untrusted.shown(body.get('kind'))}")
     request = body.get("request")
     if not isinstance(request, Mapping):
         raise MalformedReview("request must be an object")
     uid = request.get("uid")
-    if not isinstance(uid, str) or not uid:
-        raise MalformedReview("request.uid must be a non-empty string")
+    if not isinstance(uid, str) or not uid or len(uid) > MAX_UID_CHARS:
+        raise MalformedReview(f"request.uid must be a non-empty string of at most {MAX_UID_CHARS} characters "
+                              "(the API server sends a UUID)")
     return request
 
 

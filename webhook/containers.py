@@ -72,7 +72,9 @@ class Plan:
     """Effective resources (defaults with the pod's overrides)."""
 
 
-@functools.lru_cache(maxsize=256)  # pure, on frozen values: pods of one workload share the answer
+# Pure, on frozen values: pods of one workload share the answer. Bounded in bytes by its inputs
+# too: overrides are quantities of at most annotations.MAX_QUANTITY_CHARS characters.
+@functools.lru_cache(maxsize=256)
 def effective_resources(default: injector_settings.Resources,
                         overrides: annotations.ResourceOverrides) -> injector_settings.Resources:
     """Defaults with per-pod overrides; a lone override drags the other bound along to keep request <= limit."""

@@ -3,9 +3,13 @@
 Steps, on a deep copy (the caller's pod is never modified):
 
 1. parse the pod's autocrane annotations (``errors.AnnotationError`` for malformed ones) and decide
-   (``webhook.policy``): skip, with a reason, or inject;
+   (``webhook.policy``): skip, with a reason, or inject; check that the fields read below have the
+   types Kubernetes gives them (``errors.ObjectError`` naming the field otherwise), and that the
+   pod is nested at most ``untrusted.MAX_DEPTH`` levels (the patch diff and its JSON recurse);
 2. strip a previous injection recorded in ``injector.autocrane.io/status`` (Istio's approach): its
-   containers, its volumes, and every mount of those volumes. Re-running on an injected pod, as a
+   containers, its volumes, and every mount of those volumes, but only under the names AutoCrane
+   injects (``containers.CONTAINER_NAMES``, ``VOLUME_NAMES``): the annotation is the pod's, and a
+   hand-written one naming ``app`` must not delete the app. Re-running on an injected pod, as a
    reinvoked webhook or ``autocrane inject`` on its own output does, therefore rebuilds the same pod;
 3. refuse conflicts with the pod's own objects: container or volume names we use, ports we listen on,
    and mounts at, above or below the store location (they would hide or be hidden by the data);
@@ -15,7 +19,9 @@ Steps, on a deep copy (the caller's pod is never modified):
    init containers when ours run first), and the status annotation.
 
 If the result equals the input the pod was already injected with the same settings: the result says
-so (``policy.ALREADY_INJECTED``) and the webhook returns no patch.
+so (``policy.ALREADY_INJECTED``) and the webhook returns no patch. The warnings are capped at
+``MAX_WARNINGS`` lines and a last one saying how many more there were: 100,000 unknown annotations
+once made a 9 MB admission response.
 """
 
 from __future__ import annotations
@@ -27,11 +33,13 @@ from dataclasses import dataclass
 from importlib import metadata
 from typing import Any
 
-from autocrane import annotations, errors
+from autocrane import annotations, errors, untrusted
 from webhook import containers, policy
 from webhook import settings as injector_settings
 
 _CONTAINER_LISTS = ("initContainers", "containers", "ephemeralContainers")
+MAX_WARNINGS = 10
+"""Warnings returned for one pod; more are summed up in one more line."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,13 +87,18 @@ def inject(pod: Mapping[str, Any], settings: injector_settings.InjectorSettings)
     """
     if not policy.is_pod(pod):
         return InjectionResult(dict(pod) if isinstance(pod, Mapping) else {}, (), policy.NOT_A_POD)
+    if untrusted.depth(pod) > untrusted.MAX_DEPTH:
+        raise errors.ObjectError(_deepest(pod), f"JSON nested at most {untrusted.MAX_DEPTH} levels deep "
+                                 "(a whole Pod is about 12)")
     result = _writable(pod)
     request, warnings = annotations.parse_pod(_annotations(result))
     decision = policy.decide(result, request)
+    if decision.inject or request.status is not None:
+        _check_shape(_mapping(result, "spec", "spec"))
     if not decision.inject:
         if request.status is not None:
             strip(result, request.status)  # opted out or no longer opted in: remove what we added before
-        return InjectionResult(result, tuple(warnings), decision.reason)
+        return InjectionResult(result, _capped(warnings), decision.reason)
 
     if not _items(_mapping(result, "spec", "spec"), "containers", "spec.containers"):
         raise errors.ObjectError("spec.containers", "at least one container of the pod's own")
@@ -113,22 +126,31 @@ def inject(pod: Mapping[str, Any], settings: injector_settings.InjectorSettings)
     _mapping(_mapping(result, "metadata", "metadata"), "annotations", "metadata.annotations")[
         annotations.INJECTOR_STATUS] = status.to_json()
     skipped = policy.ALREADY_INJECTED if result == pod else None
-    return InjectionResult(result, tuple(warnings + native_warnings), skipped)
+    return InjectionResult(result, _capped(warnings + native_warnings), skipped)
+
+
+def _capped(warnings: list[str]) -> tuple[str, ...]:
+    if len(warnings) <= MAX_WARNINGS:
+        return tuple(warnings)
+    return (*warnings[:MAX_WARNINGS], f"and {len(warnings) - MAX_WARNINGS} more warnings like these")
 
 
 def strip(pod: dict[str, Any], status: annotations.InjectionStatus) -> None:
     """Remove, in place, what the injection recorded in ``status`` added to ``pod``.
 
-    Lists and the annotations map that end up empty because of the removal are deleted, so a pod
-    that never had them gets back to its original shape.
+    Only names AutoCrane injects are removed, whatever ``status`` lists (it is an annotation anyone
+    who may create the pod can write). Lists and the annotations map that end up empty because of
+    the removal are deleted, so a pod that never had them gets back to its original shape.
     """
     spec = pod.get("spec")
     if isinstance(spec, dict):
-        _remove_named(spec, "initContainers", set(status.init_containers))
-        _remove_named(spec, "containers", set(status.containers))
-        _remove_named(spec, "volumes", set(status.volumes))
+        ours = set(containers.CONTAINER_NAMES)
+        volumes = set(status.volumes) & set(containers.VOLUME_NAMES)
+        _remove_named(spec, "initContainers", set(status.init_containers) & ours)
+        _remove_named(spec, "containers", set(status.containers) & ours)
+        _remove_named(spec, "volumes", volumes)
         for container in _all_containers(spec):
-            _remove_named(container, "volumeMounts", set(status.volumes))
+            _remove_named(container, "volumeMounts", volumes)
     meta = pod.get("metadata")
     if isinstance(meta, dict) and isinstance(meta.get("annotations"), dict):
         meta["annotations"].pop(annotations.INJECTOR_STATUS, None)
@@ -168,23 +190,22 @@ def _check_conflicts(pod: dict[str, Any], request: annotations.PodSpecRequest, p
                                        (s.watchdoghealthz_port, "watchdoghealthz", plan.min_ready_seconds is not None))
              if wanted}
     for container in _all_containers(spec):
-        for port in _items(container, "ports", f'container "{container.get("name")}" ports'):
+        for port in _items(container, "ports", "ports"):
             if port.get("containerPort") in ports:
                 number = port["containerPort"]
                 raise errors.AnnotationError(key, value, f"a pod whose containers leave port {number} free for the "
-                                             f'injected {ports[number]} (container "{container.get("name")}" '
-                                             "declares it)")
+                                             f"injected {ports[number]} (container {_name(container)} declares it)")
     if not plan.data:
         return
     location = plan.store_location
     for container in _app_containers(spec, request.init_position):
-        for mount in _items(container, "volumeMounts", f'container "{container.get("name")}" volumeMounts'):
+        for mount in _items(container, "volumeMounts", "volumeMounts"):
             path = mount.get("mountPath")
             if not isinstance(path, str) or not path.startswith("/"):
                 continue  # the API server's validation reports those
             path = "/" + posixpath.normpath(path).lstrip("/")
             if annotations.is_within(path, location) or annotations.is_within(location, path):
-                where = f'container "{container.get("name")}" mounts volume "{mount.get("name")}" at {path}'
+                where = f"container {_name(container)} mounts volume {_name(mount)} at {untrusted.quoted(path)}"
                 raise errors.AnnotationError(annotations.STORE_LOCATION, location,
                                              f"a path clear of the pod's own mounts ({where})")
 
@@ -229,6 +250,49 @@ def _remove_named(parent: dict[str, Any], key: str, names: set[str]) -> None:
         del parent[key]
 
 
+def _name(item: Mapping[str, Any]) -> str:
+    """The item's name, quoted for a message (cut if long; ``_check_shape`` made it a string or None)."""
+    name = item.get("name")
+    return untrusted.quoted(name) if isinstance(name, str) else "without a name"
+
+
+def _check_shape(spec: dict[str, Any]) -> None:
+    """Raise ``errors.ObjectError`` naming the first field that inject, strip or the patch would read
+    with another type than Kubernetes gives it: names, ports and mounts, in every container list
+    and volume (a list where a name belongs once made the webhook answer "internal error")."""
+    for key in _CONTAINER_LISTS:
+        for index, container in enumerate(_items(spec, key, f"spec.{key}")):
+            where = f"spec.{key}[{index}]"
+            _check_string(container, "name", where)
+            for number, port in enumerate(_items(container, "ports", f"{where}.ports")):
+                found = port.get("containerPort")
+                if found is not None and (type(found) is not int or not 0 < found < 65536):
+                    raise errors.ObjectError(f"{where}.ports[{number}].containerPort", "a port number, 1 to 65535")
+            for number, mount in enumerate(_items(container, "volumeMounts", f"{where}.volumeMounts")):
+                _check_string(mount, "name", f"{where}.volumeMounts[{number}]")
+                _check_string(mount, "mountPath", f"{where}.volumeMounts[{number}]")
+    for index, volume in enumerate(_items(spec, "volumes", "spec.volumes")):
+        _check_string(volume, "name", f"spec.volumes[{index}]")
+
+
+def _check_string(parent: Mapping[str, Any], key: str, where: str) -> None:
+    if not isinstance(parent.get(key), str | None):
+        raise errors.ObjectError(f"{where}.{key}", f"a string, not {type(parent[key]).__name__}")
+
+
+def _deepest(pod: Mapping[str, Any]) -> str:
+    """The path of a field nested too deep, down to a field of one container (for the message)."""
+    path, value, room = "", pod, untrusted.MAX_DEPTH
+    for _ in range(4):
+        children = value.items() if isinstance(value, Mapping) else enumerate(value) if isinstance(value, list) else ()
+        found = next(((k, v) for k, v in children if untrusted.depth(v, room - 1) > room - 1), None)
+        if found is None:
+            break
+        key, value = found
+        path, room = f"{path}[{key}]" if isinstance(key, int) else f"{path}.{key}".lstrip("."), room - 1
+    return path or "the pod"
+
+
 def _annotations(pod: Mapping[str, Any]) -> dict[str, Any]:
     meta = pod.get("metadata")
     if meta is None:
@@ -240,6 +304,10 @@ def _annotations(pod: Mapping[str, Any]) -> dict[str, Any]:
         return {}
     if not isinstance(found, dict):
         raise errors.ObjectError("metadata.annotations", "a mapping of strings to strings")
+    for key in found:
+        if not isinstance(key, str):  # only from YAML (autocrane inject -f): JSON keys are strings
+            raise errors.ObjectError("metadata.annotations", f"a mapping of strings to strings, not the key "
+                                     f"{untrusted.shown(key)} ({type(key).__name__}; quote it in YAML)")
     return found
 
 

@@ -56,15 +56,15 @@ def _diff_objects(old: Mapping[str, Any], new: Mapping[str, Any], path: str) -> 
     return ops
 
 
-def _names(items: list[Any]) -> list[Any] | None:
-    """The ``name`` of each item, if every item is an object with a unique one."""
+def _names(items: list[Any]) -> list[str] | None:
+    """The ``name`` of each item, if every item is an object with a unique string one."""
     names = [item.get("name") if isinstance(item, Mapping) else None for item in items]
-    if None in names or len(set(names)) != len(names):
-        return None
+    if not all(isinstance(name, str) for name in names) or len(set(names)) != len(names):
+        return None  # a list or a mapping as a name is not hashable: compare such lists by position
     return names
 
 
-def _diff_named(old: list[Any], new: list[Any], old_names: list[Any], new_names: list[Any],
+def _diff_named(old: list[Any], new: list[Any], old_names: list[str], new_names: list[str],
                 path: str) -> list[Operation] | None:
     """Match elements by name; None when the shared names are not in the same order."""
     kept = set(old_names) & set(new_names)

@@ -7,6 +7,13 @@ DaemonSet, ReplicaSet, ReplicationController, Job, CronJob (``spec.jobTemplate.s
 PodTemplate, and the items of a ``List``. Other kinds pass through unchanged. A malformed annotation
 exits 1 with the message the webhook would deny with, prefixed by the document it is in; warnings go
 to stderr.
+
+The file is untrusted input like a pod at the webhook, and YAML can say much in few bytes: before
+anything is built from it, its event stream (which PyYAML parses without recursing) is checked for
+nesting past :data:`MAX_YAML_DEPTH` levels (composing, copying and dumping recurse per level) and
+for aliases that expand past :data:`MAX_YAML_NODES` nodes (an alias bomb of a few hundred bytes is
+a billion nodes to whatever walks it). Those, a file that is not UTF-8, and values the YAML loader
+cannot build (a 5,000-digit integer, a 13th month) are ``error:`` lines and exit 1, never tracebacks.
 """
 
 from __future__ import annotations
@@ -14,13 +21,13 @@ from __future__ import annotations
 import argparse
 import copy
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from autocrane import errors
+from autocrane import errors, untrusted
 from webhook import inject
 from webhook import settings as injector_settings
 
@@ -35,6 +42,13 @@ TEMPLATE_PATHS: dict[str, tuple[str, ...]] = {
     "PodTemplate": ("template",),
 }
 """Where each workload kind keeps its pod template."""
+
+
+MAX_YAML_DEPTH = 128
+"""Deepest nesting accepted in the input; a pod itself is refused past ``untrusted.MAX_DEPTH`` (64), but
+other kinds pass through, and a CustomResourceDefinition's schema nests deeper than any pod."""
+MAX_YAML_NODES = 1_000_000
+"""Most nodes the whole input may expand to, counting each alias as a copy of what it names."""
 
 
 class RenderError(Exception):
@@ -56,9 +70,12 @@ def render_text(text: str, settings: injector_settings.InjectorSettings,
                 warn: Callable[[str], None] = lambda _: None) -> str:
     """Multi-document YAML in, multi-document YAML out."""
     try:
+        _check_size(yaml.parse(text, Loader=yaml.SafeLoader))
         documents = list(yaml.safe_load_all(text))
     except yaml.YAMLError as exc:
         raise RenderError(f"the input is not valid YAML: {exc}") from None
+    except ValueError as exc:  # int() or date() refusing a scalar the YAML resolver took for one
+        raise RenderError(f"the input holds a value YAML cannot load: {exc}") from None
     rendered = render_documents(documents, settings, warn)
     return yaml.safe_dump_all(rendered, sort_keys=False, width=2**16, explicit_start=len(rendered) > 1)
 
@@ -75,7 +92,8 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     try:
         settings = injector_settings.load(args.config)
-        text = sys.stdin.read() if args.filename == "-" else Path(args.filename).read_text()
+        text = _text(sys.stdin.buffer.read() if args.filename == "-" else Path(args.filename).read_bytes(),
+                     args.filename)
         output = render_text(text, settings, warn=lambda message: print(f"warning: {message}", file=sys.stderr))
     except (RenderError, errors.ConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -87,18 +105,59 @@ def main(argv: list[str]) -> int:
     return 0
 
 
+def _text(data: bytes, filename: str) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        name = "the standard input" if filename == "-" else filename
+        raise RenderError(f"{name} is not UTF-8 text (byte {exc.start}: {data[exc.start:exc.start + 1]!r})") from None
+
+
+def _check_size(events: Iterator[yaml.Event]) -> None:
+    """Refuse a stream nested past MAX_YAML_DEPTH or expanding past MAX_YAML_NODES, from its events."""
+    nodes, sizes = 0, {}  # sizes: nodes each anchor stands for, once its node is complete
+    open_nodes: list[tuple[str | None, int]] = []  # (anchor, nodes before it) of each collection open
+    for event in events:
+        if isinstance(event, yaml.AliasEvent):
+            if event.anchor not in sizes:  # the composer says "undefined alias"; an open one recurses
+                if any(anchor == event.anchor for anchor, _ in open_nodes):
+                    raise RenderError(f"{_at(event)}: alias *{event.anchor} refers to a node that holds it")
+                continue
+            nodes += sizes[event.anchor]
+        elif isinstance(event, yaml.ScalarEvent):
+            nodes += 1
+            if event.anchor is not None:
+                sizes[event.anchor] = 1
+        elif isinstance(event, yaml.CollectionStartEvent):
+            open_nodes.append((event.anchor, nodes))
+            nodes += 1
+            if len(open_nodes) > MAX_YAML_DEPTH:
+                raise RenderError(f"{_at(event)}: nested deeper than {MAX_YAML_DEPTH} levels")
+        elif isinstance(event, yaml.CollectionEndEvent):
+            anchor, before = open_nodes.pop()
+            if anchor is not None:
+                sizes[anchor] = nodes - before
+        if nodes > MAX_YAML_NODES:
+            raise RenderError(f"{_at(event)}: the input expands to more than {MAX_YAML_NODES:,} nodes through its "
+                              "YAML aliases")
+
+
+def _at(event: yaml.Event) -> str:
+    return f"line {event.start_mark.line + 1}, column {event.start_mark.column + 1}"
+
+
 def _render(document: Any, where: str, settings: injector_settings.InjectorSettings,
             warn: Callable[[str], None]) -> Any:
     if not isinstance(document, dict):
         return document
-    kind = document.get("kind")
+    kind = document.get("kind") if isinstance(document.get("kind"), str) else None
     where = f"{where} ({_describe(document)})"
     if kind == "List" and isinstance(document.get("items"), list):
         items = [_render(item, f"{where} item {i}", settings, warn) for i, item in enumerate(document["items"], 1)]
         return {**document, "items": items}
     if kind == "Pod":
         return _inject(document, where, settings, warn)
-    path = TEMPLATE_PATHS.get(str(kind))
+    path = TEMPLATE_PATHS.get(kind or "")
     if path is None:
         return document
     parent = document
@@ -122,7 +181,13 @@ def _inject(pod: dict[str, Any], where: str, settings: injector_settings.Injecto
 
 
 def _describe(document: dict[str, Any]) -> str:
+    """``Kind namespace/name`` for messages; what is not a string is left out, what is long is cut."""
     meta = document.get("metadata") if isinstance(document.get("metadata"), dict) else {}
-    name = meta.get("name") or meta.get("generateName") or "<unnamed>"
-    namespace = meta.get("namespace")
-    return f"{document.get('kind', '<no kind>')} {namespace + '/' if namespace else ''}{name}"
+
+    def text(mapping: dict[str, Any], key: str) -> str:
+        value = mapping.get(key)
+        return value[:untrusted.SHOWN] if isinstance(value, str) else ""
+
+    name = text(meta, "name") or text(meta, "generateName") or "<unnamed>"
+    namespace = text(meta, "namespace")
+    return f"{text(document, 'kind') or '<no kind>'} {namespace + '/' if namespace else ''}{name}"

@@ -45,7 +45,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from autocrane import errors, kube, logs, serving
+from autocrane import errors, kube, logs, malloc, serving
 from autocrane import metrics as core_metrics
 from webhook import admission, metrics, registration, selfsigned, settings, tls
 
@@ -77,14 +77,21 @@ def outcome(review_out: dict[str, Any]) -> tuple[str, str]:
 
 
 def _describe(review_in: object) -> dict[str, Any]:
+    """The log line's fields, read before the review is validated: strings only, each cut to what
+    Kubernetes allows (a 1 MB or nested "namespace" is not repeated in the log)."""
     request = review_in.get("request") if isinstance(review_in, dict) else None
     request = request if isinstance(request, dict) else {}
     obj = request.get("object")
     metadata = obj.get("metadata") if isinstance(obj, dict) else None
     metadata = metadata if isinstance(metadata, dict) else {}
-    return {"uid": request.get("uid", ""), "namespace": request.get("namespace", ""),
-            "pod": request.get("name") or metadata.get("name") or metadata.get("generateName", ""),
-            "operation": request.get("operation", ""), "dry_run": bool(request.get("dryRun", False))}
+    return {"uid": _field(request, "uid"), "namespace": _field(request, "namespace"),
+            "pod": _field(request, "name") or _field(metadata, "name") or _field(metadata, "generateName"),
+            "operation": _field(request, "operation"), "dry_run": request.get("dryRun") is True}
+
+
+def _field(parent: dict[str, Any], key: str, limit: int = 253) -> str:
+    value = parent.get(key)
+    return value[:limit] if isinstance(value, str) else ""
 
 
 class Mutate:
@@ -325,6 +332,8 @@ def main(argv: list[str]) -> int:
     if arguments.register_url and not arguments.register_ca_file:
         parser.error("--register-url needs --register-ca-file (the CA for the caBundle)")
     logs.setup_from_arguments(arguments)
+    # A review carries up to MAX_BODY_BYTES: give its memory back once it is answered.
+    malloc.return_large_blocks()
     try:
         # Precedence: flags over environment over the config file over defaults.
         overrides = {**settings.environment_overrides(os.environ), **_overrides(arguments.overrides)}

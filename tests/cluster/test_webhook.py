@@ -274,3 +274,34 @@ def test_a_second_invocation_on_the_real_api_server_changes_nothing(
     assert names == [c.name for c in (once.spec.init_containers or []) + once.spec.containers]
     volumes = [v.name for v in pod.spec.volumes]
     assert len(volumes) == len(set(volumes)), volumes
+
+
+@pytest.mark.parametrize(("key", "value"), [
+    (annotations.MIN_READY_SECONDS, "9" * 5000),
+    ("injector.autocrane.io/datadeployer-cpu", "1e999999999"),
+    ("injector.autocrane.io/datadeployer-memory-limit", "1e-999999999"),
+    (annotations.INJECTOR_STATUS, "[" * 10_000 + "]" * 10_000),
+    (annotations.STORE_LOCATION, "/data\n"),
+])
+def test_hostile_annotations_are_refused_naming_them_not_as_internal_errors(
+    cluster: harness.Cluster, injector: Injector, namespace: str, key: str, value: str
+) -> None:
+    """Issue 8 (defects 5, 7, 11) through the real API server: 400 naming the annotation, a short message."""
+    _label(cluster, namespace, OPT_IN)
+    with pytest.raises(ApiException) as refused:
+        cluster.core.create_namespaced_pod(namespace, _pod("hostile", {**DATA, key: value}), dry_run="All")
+    assert refused.value.status == 400, refused.value.body[:500]
+    assert f'annotation \\"{key}\\"' in refused.value.body and "internal error" not in refused.value.body
+    assert len(refused.value.body) < 1000
+
+
+def test_a_hand_written_status_naming_the_app_leaves_the_app_on_a_real_api_server(
+    cluster: harness.Cluster, injector: Injector, namespace: str
+) -> None:
+    """Issue 8 (defect 8): the status annotation strips only AutoCrane's own names."""
+    _label(cluster, namespace, OPT_IN)
+    status = '{"config":"x","containers":["app"],"initContainers":[],"version":"0.1.0","volumes":[]}'
+    for extra in ({}, {annotations.INJECT: "false"}):
+        pod = cluster.core.create_namespaced_pod(
+            namespace, _pod("status", {**DATA, annotations.INJECTOR_STATUS: status, **extra}), dry_run="All")
+        assert "app" in [c.name for c in pod.spec.containers]

@@ -186,17 +186,17 @@ def test_pods_of_one_template_share_one_computed_response_and_a_changed_spec_get
         return admission.review(request, SETTINGS)["response"]
 
     first = reviewed(replica("a"))
-    hits = admission._CACHE.hits
+    hits = admission.CACHE.hits
     second = reviewed(replica("b"))
-    assert admission._CACHE.hits == hits + 1
+    assert admission.CACHE.hits == hits + 1
     assert (first["uid"], second["uid"]) == ("uid-a", "uid-b")
     assert first["patch"] == second["patch"]
     assert patched(replica("b"), second) == inject.inject(replica("b"), SETTINGS).pod
 
     changed = replica("c", image="app:changed-by-the-cache-test")
-    hits = admission._CACHE.hits
+    hits = admission.CACHE.hits
     third = reviewed(changed)
-    assert admission._CACHE.hits == hits
+    assert admission.CACHE.hits == hits
     assert patched(changed, third) == inject.inject(changed, SETTINGS).pod
 
 
