@@ -15,6 +15,9 @@
   the images whose hash has no archive yet, so a warm call hashes files and runs nothing.
 - **Outputs:** an OCI archive per image in ``~/.cache/autocrane/images`` (for ``ctr -n k8s.io images
   import``); buildah's storage beside it (``--root``/``--runroot``), never the system's.
+- buildah's layer cache makes a rebuild after a change to the sources cheap (the dependencies
+  are installed in a layer before the sources are copied); only the layers of the current
+  images' builds are kept, so the storage does not grow with every change.
 - Build steps that reach PyPI get the host's CA bundle bind-mounted (egress TLS may be intercepted);
   a bind mount is never committed into a layer.
 """
@@ -52,6 +55,8 @@ Progress = Callable[[str], None]
 
 _STEP = re.compile(r"(\[\d+/\d+\] )?STEP \d+/\d+: ")
 """How buildah bud announces each instruction ("[2/4] STEP 3/9: COPY ..." in a multi-stage build)."""
+_LAYER = re.compile(r"--> (?:Using cache )?([0-9a-f]{11,64})")
+"""How it names the image of each step, made or taken from its layer cache."""
 
 
 class ImageError(RuntimeError):
@@ -238,9 +243,10 @@ class Buildah:
         manifest = json.loads(json.loads(self.run("inspect", "--type", "image", ref))["Manifest"])
         return sum(int(layer["size"]) for layer in manifest["layers"])
 
-    def stream(self, args: Sequence[str], log: Path, progress: Progress, label: str, timeout: float) -> None:
-        """Run a long buildah command: its output to ``log``, each ``STEP`` line to ``progress``."""
+    def stream(self, args: Sequence[str], log: Path, progress: Progress, label: str, timeout: float) -> set[str]:
+        """Run ``buildah bud``: its output to ``log``, each step to ``progress``; the IDs of its steps' images."""
         tail: collections.deque[str] = collections.deque(maxlen=40)
+        layers: set[str] = set()
         deadline = time.monotonic() + timeout
         with open(log, "w") as out, subprocess.Popen(self.command(*args), stdout=subprocess.PIPE,
                                                      stderr=subprocess.STDOUT, text=True) as proc:
@@ -250,11 +256,29 @@ class Buildah:
                 tail.append(line)
                 if _STEP.match(line):
                     progress(f"{label}: {line.strip()[:150]}")
+                elif match := _LAYER.fullmatch(line.strip()):
+                    layers.add(match.group(1))
                 if time.monotonic() > deadline:
                     proc.kill()
                     raise ImageError(f"{label}: buildah did not finish within {timeout:.0f}s (log: {log})")
             if proc.wait() != 0:
                 raise ImageError(f"{label}: buildah {args[0]} failed ({proc.returncode}); log {log}:\n{''.join(tail)}")
+        return layers
+
+    def prune(self, keep: set[str]) -> None:
+        """Remove every untagged image whose ID does not start with one in ``keep`` (nor has children)."""
+        for _ in range(10):  # a parent goes once its children have
+            removed = False
+            for line in self.run("images", "--all", "--noheading", "--no-trunc", "--format",
+                                 "{{.ID}} {{.Name}}").splitlines():
+                image_id, name = line.split()
+                image_id = image_id.removeprefix("sha256:")
+                if name != "<none>" or any(image_id.startswith(k) for k in keep):
+                    continue
+                done = subprocess.run(self.command("rmi", image_id), capture_output=True, timeout=120)
+                removed |= done.returncode == 0
+            if not removed:
+                return
 
 
 def _tail(text: str, lines: int = 25) -> str:
@@ -302,6 +326,16 @@ def _record(spec: Spec, tag: str) -> tuple[Path, Path]:
     return stem.with_suffix(".oci.tar"), stem.with_suffix(".json")
 
 
+def _layer_cache(specs: Sequence[tuple[Spec, str]]) -> set[str]:
+    """The images the builds of the current images made or reused: the layer cache worth keeping."""
+    keep: set[str] = set()
+    for spec, tag in specs:
+        record = _record(spec, tag)[1]
+        if record.exists():
+            keep.update(json.loads(record.read_text()).get("layers", []))
+    return keep
+
+
 def cached(spec: Spec, tag: str) -> Image | None:
     archive, record = _record(spec, tag)
     if not (archive.exists() and record.exists()):
@@ -322,14 +356,15 @@ def build_image(buildah: Buildah, spec: Spec, tag: str, base: str, work: Path, p
         args += ["--volume", f"{HOST_CA_BUNDLE}:{HOST_CA_BUNDLE}:ro"]
     target = f" --target {spec.target}" if spec.target else ""
     progress(f"{spec.name}: building {ref} from {spec.dockerfile}{target}")
-    buildah.stream([*args, str(REPO)], images_dir() / f"{spec.name}.log", progress, spec.name, timeout=1800)
+    layers = buildah.stream([*args, str(REPO)], images_dir() / f"{spec.name}.log", progress, spec.name, timeout=1800)
     built = time.monotonic() - started
     archive, record = _record(spec, tag)
     partial = work / archive.name
     buildah.run("push", "--quiet", ref, f"oci-archive:{partial}:{ref}")
     os.replace(partial, archive)
     size = buildah.size(ref)
-    record.write_text(json.dumps({"ref": ref, "size": size, "build_seconds": round(built, 1)}) + "\n")
+    record.write_text(json.dumps({"ref": ref, "size": size, "build_seconds": round(built, 1),
+                                  "layers": sorted(layers)}) + "\n")
     progress(f"{spec.name}: {ref} built in {built:.0f}s, archived in {time.monotonic() - started - built:.0f}s; "
              f"{size / 1e6:.0f} MB unpacked, {archive.stat().st_size / 1e6:.0f} MB archive")
     return Image(spec.name, ref, archive, size)
@@ -376,6 +411,8 @@ def ensure_images(*, progress: Progress = _log, force: bool = False) -> list[Ima
                 image = found[spec.name] or build_image(buildah, spec, tag, base, Path(work), progress)
                 _forget_older(buildah, spec, tag)
                 images.append(image)
+        # Storage stays bounded: older images' layers go, the current builds' layer cache stays.
+        buildah.prune(_layer_cache(wanted))
         return images
 
 

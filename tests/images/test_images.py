@@ -66,13 +66,19 @@ def _owned_by_the_pod_user(*paths: Path) -> None:
 
 
 def test_each_image_is_tagged_with_its_content_hash_and_archived_under_that_name(
-        built: dict[str, images.Image]) -> None:
+        built: dict[str, images.Image], buildah: images.Buildah) -> None:
     for spec in images.SPECS:
         image = built[spec.name]
         assert image.ref == f"{spec.repository}:{images.content_hash(spec, images.REPO, images.base_ref())}"
         with tarfile.open(image.archive) as archive:
             index = json.load(archive.extractfile("index.json"))  # type: ignore[arg-type]
         assert [m["annotations"]["org.opencontainers.image.ref.name"] for m in index["manifests"]] == [image.ref]
+    # One generation is kept: older archives and tags are gone.
+    archives = sorted(p.name for p in images.images_dir().glob("*.oci.tar"))
+    assert archives == sorted(i.archive.name for i in built.values())
+    tagged = [t for t in buildah.run("images", "--noheading", "--format", "{{.Name}}:{{.Tag}}").split()
+              if t != "<none>:<none>"]
+    assert sorted(tagged) == sorted([images.base_ref(), *(i.ref for i in built.values())])
 
 
 @pytest.mark.parametrize("name", sorted(SERVES))
