@@ -1,4 +1,4 @@
-"""``python -m devcluster``: build the control-plane binaries, or run a local cluster."""
+"""``python -m devcluster``: build the control-plane binaries and the images, or run a local cluster."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import sys
 import threading
 from pathlib import Path
 
-from devcluster import build, controlplane, stack
+from devcluster import build, controlplane, images, stack
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -23,6 +23,10 @@ def _parser() -> argparse.ArgumentParser:
                        description=f"Build the binaries from Go modules into {build.bin_dir()}.")
     b.add_argument("--only", action="append", choices=[r.name for r in build.recipes()], help="build only these")
     b.add_argument("--force", action="store_true", help="rebuild even when cached")
+    i = sub.add_parser("images", help="build AutoCrane's images with buildah (cached by content)",
+                       description=f"Build the images from Dockerfile.webhook and Dockerfile.sidecar with buildah "
+                       f"on a base made from Debian packages, into {images.images_dir()}; print refs and sizes.")
+    i.add_argument("--force", action="store_true", help="rebuild the base and every image even when cached")
     up = sub.add_parser("up", help="run a local cluster in the foreground until Ctrl-C",
                         description="Start a local cluster, print its kubeconfig, and keep it running "
                         "until interrupted (Ctrl-C or SIGTERM); everything is stopped on exit.")
@@ -66,6 +70,8 @@ def main(argv: list[str]) -> int:
     if ns.action == "build":
         build_args = [a for name in ns.only or [] for a in ("--only", name)] + (["--force"] if ns.force else [])
         return build.main(build_args)
+    if ns.action == "images":
+        return images.main(["--force"] if ns.force else [])
     try:
         return _up(ns.dir, ns.nodes, with_autocrane=not ns.cluster_only)
     except controlplane.ControlPlaneError as exc:

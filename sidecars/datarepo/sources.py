@@ -8,7 +8,10 @@ the tree; identical content never makes a new version, whatever the origin says.
   forced checkout of ``FETCH_HEAD`` and ``git clean``. Unchanged when the commit is the same.
   Credentials are passed in the environment (``GIT_CONFIG_*`` for an HTTP header,
   ``GIT_SSH_COMMAND`` for a key), never on the command line where ``ps`` would show them, and
-  git never prompts.
+  git never prompts. Whoever owns them, the working copy and a local source the configuration
+  names are ``safe.directory`` entries (a volume written under another UID is not "dubious");
+  and a UID without a passwd entry, which ssh refuses to run for, gets one for git
+  through nss_wrapper when it is installed (the datarepository image has it).
 - **http**: a conditional GET (``If-None-Match``/``If-Modified-Since``); 304 means unchanged,
   and so does a body with the same sha256 as last time (servers without validators).
   An archive is unpacked with the same checks as in the pods.
@@ -20,12 +23,16 @@ the tree; identical content never makes a new version, whatever the origin says.
 from __future__ import annotations
 
 import base64
+import ctypes.util
 import dataclasses
+import functools
 import hashlib
 import os
+import pwd
 import shutil
 import subprocess
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -51,8 +58,10 @@ def _read(path: Path | None) -> str | None:
     return None if path is None else path.read_text().strip()
 
 
-def git_environment(spec: config.Git) -> dict[str, str]:
+def git_environment(spec: config.Git, work: Path) -> dict[str, str]:
+    """The environment of every git command of a source whose working directory is ``work``."""
     env = {"GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "true", "GIT_CONFIG_NOSYSTEM": "1", "LC_ALL": "C"}
+    env["GIT_CONFIG_GLOBAL"] = str(_trust(work, _local_repository(spec.url)))
     header = None
     if spec.token_file:
         header = f"Authorization: Bearer {_read(spec.token_file)}"
@@ -61,11 +70,66 @@ def git_environment(spec: config.Git) -> dict[str, str]:
         header = f"Authorization: Basic {base64.b64encode(pair).decode()}"
     if header:
         env |= {"GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": "http.extraHeader", "GIT_CONFIG_VALUE_0": header}
+    env |= _passwd_entry(work)
     if spec.ssh_key_file:
         hosts = f"-o UserKnownHostsFile={spec.known_hosts_file}" if spec.known_hosts_file else \
             "-o StrictHostKeyChecking=accept-new"
         env["GIT_SSH_COMMAND"] = f"ssh -i {spec.ssh_key_file} -o IdentitiesOnly=yes {hosts}"
     return env
+
+
+def _local_repository(url: str) -> str | None:
+    """The path of a source on this machine's file system (``file://`` or an absolute path), else None."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme == "file":
+        return os.path.realpath(urllib.parse.unquote(parts.path))
+    return os.path.realpath(url) if url.startswith("/") else None
+
+
+def _trust(work: Path, local: str | None) -> Path:
+    """A global git config with the ``safe.directory`` entries of this source; its path.
+
+    Git refuses repositories another UID owns. The working copy is ours whoever wrote it last (a
+    volume kept across a change of ``runAsUser``), and a local source is one the configuration
+    names. A global file because git clears command-line settings (``GIT_CONFIG_COUNT``) for the
+    ``upload-pack`` it runs in a local source.
+    """
+    trusted = [os.path.realpath(work / "checkout")]
+    if local is not None:
+        trusted += [local, f"{local}/.git"]
+    quoted = ('"' + path.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"' for path in trusted)
+    work.mkdir(parents=True, exist_ok=True)
+    path = work / "gitconfig"
+    path.write_text("[safe]\n" + "".join(f"\tdirectory = {value}\n" for value in quoted))
+    return path
+
+
+@functools.cache
+def _nss_wrapper() -> str | None:
+    return ctypes.util.find_library("nss_wrapper")
+
+
+def _passwd_entry(work: Path) -> dict[str, str]:
+    """For a UID without a passwd entry, one that git and ssh see (through nss_wrapper), homed in ``work``.
+
+    ssh exits with "No user exists for uid" otherwise; a pod may run as any UID (``runAsUser``,
+    OpenShift's per-namespace UIDs) and, with a read-only root file system, /etc/passwd cannot
+    be edited as git-sync's ``--add-user`` does. Without nss_wrapper nothing is added.
+    """
+    uid, gid = os.getuid(), os.getgid()
+    try:
+        pwd.getpwuid(uid)
+        return {}
+    except KeyError:
+        pass
+    library = _nss_wrapper()
+    if library is None:
+        return {}
+    work.mkdir(parents=True, exist_ok=True)
+    (work / "passwd").write_text(f"autocrane:x:{uid}:{gid}:AutoCrane:{work}:/usr/sbin/nologin\n")
+    (work / "group").write_text(f"autocrane:x:{gid}:\n")
+    return {"LD_PRELOAD": library, "NSS_WRAPPER_PASSWD": str(work / "passwd"),
+            "NSS_WRAPPER_GROUP": str(work / "group"), "HOME": str(work)}
 
 
 def _git(work: Path, env: dict[str, str], *args: str) -> str:
@@ -80,7 +144,7 @@ def _git(work: Path, env: dict[str, str], *args: str) -> str:
 
 
 def poll_git(spec: config.Git, work: Path, previous: dict[str, str]) -> Snapshot | None:
-    env = git_environment(spec)
+    env = git_environment(spec, work)
     tree = work / "checkout"
     if not (tree / ".git").is_dir():
         shutil.rmtree(tree, ignore_errors=True)

@@ -5,11 +5,12 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import http.server
+import os
 import subprocess
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import httpx
 import pytest
@@ -85,8 +86,55 @@ def test_a_git_source_follows_a_branch_other_than_the_default(tmp_path: Path, up
 
 def test_git_credentials_go_in_the_environment_not_the_command_line(tmp_path: Path) -> None:
     (tmp_path / "token").write_text("s3cret\n")
-    env = polling.sources.git_environment(config.Git("https://x", token_file=tmp_path / "token"))
+    env = polling.sources.git_environment(config.Git("https://x", token_file=tmp_path / "token"), tmp_path)
     assert env["GIT_CONFIG_VALUE_0"] == "Authorization: Bearer s3cret" and env["GIT_TERMINAL_PROMPT"] == "0"
+
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="giving a file to another user needs root")
+OTHER_UID = 12345
+
+
+def _give_away(path: Path) -> None:
+    for entry in [path, *path.rglob("*")]:
+        os.lchown(entry, OTHER_UID, OTHER_UID)
+
+
+@needs_root
+def test_a_local_git_source_owned_by_another_user_is_not_refused_as_dubious(tmp_path: Path, upstream: Path) -> None:
+    commit(upstream, {"a.txt": "one"})
+    _give_away(upstream)  # a repository on a volume another UID wrote, as a git-sync sidecar would
+    poller = make(tmp_path, config.Source("models", config.Git(f"file://{upstream}", "main")))
+    assert poller.poll("models") is True, poller.status["models"].last_error
+
+
+@needs_root
+def test_the_working_copy_is_not_refused_as_dubious_after_the_uid_changed(tmp_path: Path, upstream: Path) -> None:
+    commit(upstream, {"a.txt": "one"})
+    poller = make(tmp_path, config.Source("models", config.Git(str(upstream), "main")))
+    assert poller.poll("models") is True
+    _give_away(poller.store.work("models"))  # kept on a volume, written before under another runAsUser
+    commit(upstream, {"a.txt": "two"})
+    assert poller.poll("models") is True, poller.status["models"].last_error
+
+
+def test_a_uid_without_a_passwd_entry_gets_one_for_git_and_ssh_through_nss_wrapper(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def unknown(uid: int) -> NoReturn:
+        raise KeyError(uid)
+
+    monkeypatch.setattr(polling.sources.pwd, "getpwuid", unknown)
+    monkeypatch.setattr(polling.sources, "_nss_wrapper", lambda: "libnss_wrapper.so.0")
+    env = polling.sources.git_environment(config.Git("ssh://git@example.invalid/x.git"), tmp_path)
+    assert env["LD_PRELOAD"] == "libnss_wrapper.so.0" and env["HOME"] == str(tmp_path)
+    entry = Path(env["NSS_WRAPPER_PASSWD"]).read_text().split(":")
+    assert entry[2:4] == [str(os.getuid()), str(os.getgid())] and entry[5] == str(tmp_path)
+    assert Path(env["NSS_WRAPPER_GROUP"]).read_text().split(":")[2] == str(os.getgid())
+
+
+def test_a_uid_with_a_passwd_entry_keeps_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(polling.sources, "_nss_wrapper", lambda: "libnss_wrapper.so.0")
+    env = polling.sources.git_environment(config.Git("ssh://git@example.invalid/x.git"), tmp_path)
+    assert "LD_PRELOAD" not in env and "HOME" not in env
 
 
 class _Files(http.server.BaseHTTPRequestHandler):
