@@ -9,6 +9,8 @@ from source through a tiny *wrapper* Go module of our own:
   from the go.mod the module proxy serves, never hard-coded (it changes between minors).
 - etcd: ``go.etcd.io/etcd/server/v3`` has replaces of its own too; a wrapper requiring it works.
 - KWOK, helm: plain ``go install``-style builds through a wrapper as well, so every build is alike.
+- The real node: kubelet and kube-proxy from ``k8s.io/kubernetes`` (their own recipe, ``node``), and
+  CoreDNS through a main of ours (``gosrc/coredns``) that links only the plugins the node uses.
 
 A binary is rebuilt only when its stamp (the recipe, hashed) changes: a warm cache costs nothing.
 ``GOTOOLCHAIN=local`` keeps Go from downloading a toolchain; ``CGO_ENABLED=0`` gives static binaries.
@@ -33,9 +35,13 @@ KUBERNETES_VERSION = "v1.34.4"
 ETCD_VERSION = "v3.6.16"
 KWOK_VERSION = "v0.7.0"
 HELM_VERSION = "v3.19.5"
+COREDNS_VERSION = "v1.13.2"
+"""The newest CoreDNS built against client-go v0.34, the minor of the cluster it serves."""
 
 # A fixed build date keeps the Go build cache warm across rebuilds.
 _BUILD_DATE = "2026-01-01T00:00:00Z"
+GO_SOURCES = Path(__file__).parent / "gosrc"
+"""Go programs of ours: CoreDNS's main with the plugins the node uses, the pause and toolbox images."""
 
 
 def cache_dir() -> Path:
@@ -64,9 +70,21 @@ class Recipe:
     tags: str = ""
     replace_staging: bool = False
     """Replace every ``k8s.io/*`` staging module with its published ``v0.Y.Z`` (Kubernetes only)."""
+    main_source: str = ""
+    """A main package of ours, a directory under ``devcluster/gosrc``, built as the wrapper module's
+    own package against ``module`` (``packages`` then names the wrapper, ``local/autocrane-NAME``)."""
 
     def stamp(self) -> str:
-        return hashlib.sha256(json.dumps(dataclasses.asdict(self), sort_keys=True).encode()).hexdigest()
+        fields = dataclasses.asdict(self)
+        if self.main_source:
+            fields["main_source"] = hashlib.sha256(self.main_go().encode()).hexdigest()
+        else:
+            # Hashed only when set: recipes without one keep the stamps (and caches) they had before.
+            del fields["main_source"]
+        return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
+
+    def main_go(self) -> str:
+        return (GO_SOURCES / self.main_source / "main.go").read_text()
 
 
 def _kubernetes_ldflags(version: str) -> str:
@@ -96,6 +114,10 @@ def _helm_ldflags() -> str:
 
 def recipes() -> list[Recipe]:
     k8s_cmds = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl")
+    # The real node's binaries are a recipe of their own, so that adding them left the stamp of
+    # `kubernetes` (and every cache built with it) as it was; the Go build cache is shared, so
+    # they compile only what kube-apiserver and friends did not already.
+    node_cmds = ("kubelet", "kube-proxy")
     return [
         Recipe(
             name="etcd",
@@ -128,6 +150,24 @@ def recipes() -> list[Recipe]:
             ldflags=_kubernetes_ldflags(KUBERNETES_VERSION),
             tags="selinux,notest",
             replace_staging=True,
+        ),
+        Recipe(
+            name="node",
+            module="k8s.io/kubernetes",
+            version=KUBERNETES_VERSION,
+            packages=tuple(f"k8s.io/kubernetes/cmd/{c}" for c in node_cmds),
+            binaries=node_cmds,
+            ldflags=_kubernetes_ldflags(KUBERNETES_VERSION),
+            tags="selinux,notest",
+            replace_staging=True,
+        ),
+        Recipe(
+            name="coredns",
+            module="github.com/coredns/coredns",
+            version=COREDNS_VERSION,
+            packages=("local/autocrane-coredns",),
+            binaries=("coredns",),
+            main_source="coredns",
         ),
     ]
 
@@ -198,7 +238,14 @@ def _write_wrapper(recipe: Recipe, work: Path) -> None:
         edits = [f"-replace={m}={m}@{published}" for m in staging]
         _run(["go", "mod", "edit", *edits], work)
         _log(f"replaced {len(staging)} staging modules with {published}")
-    _run(["go", "get", f"{recipe.module}@{recipe.version}"], work)
+    if recipe.main_source:
+        # `go get` would load the module's own main and fetch what all of its imports need;
+        # tidy fetches only what our main imports.
+        (work / "main.go").write_text(recipe.main_go())
+        _run(["go", "mod", "edit", f"-require={recipe.module}@{recipe.version}"], work)
+        _run(["go", "mod", "tidy"], work)
+    else:
+        _run(["go", "get", f"{recipe.module}@{recipe.version}"], work)
 
 
 def build(recipe: Recipe, *, force: bool = False) -> list[Path]:
@@ -248,7 +295,8 @@ def ensure_binaries(*, only: list[str] | None = None, force: bool = False) -> di
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m devcluster build",
-        description="Build etcd, Kubernetes, KWOK and helm from Go modules into the cache "
+        description="Build etcd, Kubernetes, KWOK, helm, the real node's kubelet and kube-proxy, and CoreDNS "
+        "from Go modules into the cache "
         f"({bin_dir()}); cached binaries are never rebuilt.",
     )
     parser.add_argument("--only", action="append", choices=[r.name for r in recipes()], help="build only these")
