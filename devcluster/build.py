@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import collections
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -279,6 +280,26 @@ def build(recipe: Recipe, *, force: bool = False) -> list[Path]:
     stamp_file.write_text(recipe.stamp())
     _log(f"{recipe.name}: built in {time.monotonic() - started:.0f}s")
     return targets
+
+
+def build_program(source: str, out: Path) -> Path:
+    """Build our Go program ``gosrc/SOURCE`` (standard library only) into the static binary ``out``."""
+    work = cache_dir() / "build" / f"program-{source}"
+    work.mkdir(parents=True, exist_ok=True)
+    (work / "go.mod").write_text(f"module local/devcluster-{source}\n\ngo 1.24.0\n")
+    (work / "main.go").write_text((GO_SOURCES / source / "main.go").read_text())
+    out.parent.mkdir(parents=True, exist_ok=True)
+    _run(["go", "build", "-trimpath", "-ldflags", "-s -w", "-o", str(out), "."], work)
+    return out
+
+
+@functools.cache
+def go_version() -> str:
+    """The local Go toolchain's version (``go1.26.8``), part of the hash of what it builds."""
+    proc = subprocess.run(["go", "env", "GOVERSION"], env=_go_env(Path.cwd()), capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise BuildError(f"go env GOVERSION failed: {proc.stderr.strip()}")
+    return proc.stdout.strip()
 
 
 def ensure_binaries(*, only: list[str] | None = None, force: bool = False) -> dict[str, Path]:
