@@ -258,6 +258,9 @@ class Registry:
         """Remove everything ``claim`` made; the last release also restores what nodes share."""
         with self._locked():
             release(claim)
+            left = leftovers(claim)
+            if left:  # keep the record: the next sweep tries again
+                raise linuxhost.HostError(f"real node {claim.index} left after its release: {', '.join(left[:10])}")
             self._path(claim).unlink(missing_ok=True)
             self._last_out()
 
