@@ -26,7 +26,8 @@ IMAGE_BUILDS = (str(build.cache_dir() / "images") + "/", str(Path(tempfile.gette
 their base: their mounts come and go with builds that may run meanwhile, and are none of the node's."""
 IMAGE_BUILD_CGROUPS = "buildah-"
 """Cgroups of ``buildah run`` steps of image builds that may run meanwhile."""
-PATHS = (Path("/run/netns"), Path("/var/lib/containerd"), Path("/opt/cni"), nodeclaim.REGISTRY)
+PATHS = (Path("/run/netns"), Path("/var/lib/containerd"), Path("/opt/cni"), Path("/usr/libexec/kubernetes"),
+         nodeclaim.REGISTRY)
 """Paths nodes must never make (or, for the registry, keep): all of them counts."""
 
 
