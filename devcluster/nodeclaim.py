@@ -164,11 +164,11 @@ def _host_networks() -> list[ipaddress.IPv4Network]:
     """Every IPv4 network the host routes or has an address in (the default route aside)."""
     found = []
     for line in linuxhost.run(["ip", "-4", "-o", "route", "show", "table", "all"]).splitlines():
-        words = line.split()
-        dst = words[1] if words and words[0] in ("local", "broadcast", "unicast", "blackhole") else words[0]
-        with contextlib.suppress(ValueError, IndexError):
-            if dst != "default":
-                found.append(ipaddress.IPv4Network(dst, strict=False))
+        words = line.split()[:2]  # "DST ..." or "TYPE DST ..." (local, broadcast, unreachable, ...)
+        for word in words:
+            with contextlib.suppress(ValueError):
+                found.append(ipaddress.IPv4Network(word, strict=False))
+                break
     for line in linuxhost.run(["ip", "-4", "-o", "addr"]).splitlines():
         with contextlib.suppress(ValueError, IndexError):
             found.append(ipaddress.IPv4Interface(line.split()[3]).network)
