@@ -141,6 +141,8 @@ class RealNode:
         self.with_app_images = with_app_images
         self.images: list[ImageArchive] = []
         self.bin = build.bin_dir()
+        self.start_seconds = 0.0
+        """From containerd's start to the node Ready with kube-proxy and CoreDNS answering."""
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -151,7 +153,7 @@ class RealNode:
         self._write_credentials()
         self._start_containerd(pause.ref)
         for image in self.images:
-            self._ctr("images", "import", "--no-unpack=false", str(image.archive))
+            self._ctr("images", "import", str(image.archive))
         self._create_dns_objects()
         self._start_kubelet()
         registered = f"/api/v1/nodes/{NODE_NAME}"
