@@ -113,6 +113,19 @@ def _helm_ldflags() -> str:
     return " ".join(flags)
 
 
+def _kubernetes_recipe(name: str, commands: tuple[str, ...]) -> Recipe:
+    return Recipe(
+        name=name,
+        module="k8s.io/kubernetes",
+        version=KUBERNETES_VERSION,
+        packages=tuple(f"k8s.io/kubernetes/cmd/{c}" for c in commands),
+        binaries=commands,
+        ldflags=_kubernetes_ldflags(KUBERNETES_VERSION),
+        tags="selinux,notest",
+        replace_staging=True,
+    )
+
+
 def recipes() -> list[Recipe]:
     k8s_cmds = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl")
     # The real node's binaries are a recipe of their own, so that adding them left the stamp of
@@ -142,26 +155,8 @@ def recipes() -> list[Recipe]:
             binaries=("helm",),
             ldflags=_helm_ldflags(),
         ),
-        Recipe(
-            name="kubernetes",
-            module="k8s.io/kubernetes",
-            version=KUBERNETES_VERSION,
-            packages=tuple(f"k8s.io/kubernetes/cmd/{c}" for c in k8s_cmds),
-            binaries=k8s_cmds,
-            ldflags=_kubernetes_ldflags(KUBERNETES_VERSION),
-            tags="selinux,notest",
-            replace_staging=True,
-        ),
-        Recipe(
-            name="node",
-            module="k8s.io/kubernetes",
-            version=KUBERNETES_VERSION,
-            packages=tuple(f"k8s.io/kubernetes/cmd/{c}" for c in node_cmds),
-            binaries=node_cmds,
-            ldflags=_kubernetes_ldflags(KUBERNETES_VERSION),
-            tags="selinux,notest",
-            replace_staging=True,
-        ),
+        _kubernetes_recipe("kubernetes", k8s_cmds),
+        _kubernetes_recipe("node", node_cmds),
         Recipe(
             name="coredns",
             module="github.com/coredns/coredns",

@@ -45,7 +45,8 @@ LABELS = {"type": "real"}
 TAINT = {"key": "devcluster.autocrane.io/real-node", "effect": "NoSchedule"}
 DNS_SERVICE_IP = "10.96.0.10"
 CLUSTER_DOMAIN = "cluster.local"
-OS_PACKAGES = ("containerd", "runc", "containernetworking-plugins", "iptables", "iproute2")
+OS_PACKAGES = ("containerd", "runc", "containernetworking-plugins", "iptables", "iproute2", "buildah")
+"""What the node runs on, and buildah for its images (:mod:`devcluster.nodeimages`)."""
 CNI_BIN_DIR = "/usr/lib/cni"
 READY_PORT = 8181
 """CoreDNS's readiness endpoint, on the node's address."""

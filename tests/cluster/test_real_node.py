@@ -5,14 +5,13 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
-import socket
 import subprocess
 import time
 import urllib.request
 
 import pytest
 
-from devcluster import build, certs, node
+from devcluster import build, certs, controlplane, node
 from tests.cluster import harness, nodekit
 from tests.cluster.harness import wait_until
 
@@ -51,9 +50,7 @@ def test_a_pod_runs_and_kubectl_logs_exec_and_port_forward_reach_it(
 
     assert nodekit.run_in(cluster, namespace, name, "cat", "/etc/hostname").stdout.strip() == name
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        local = probe.getsockname()[1]
+    local = controlplane.free_port()
     forward = subprocess.Popen([str(build.bin_dir() / "kubectl"), f"--kubeconfig={cluster.kubeconfig}",
                                 "port-forward", "-n", namespace, name, f"{local}:{nodekit.PORT}"],
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

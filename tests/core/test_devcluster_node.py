@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -86,6 +88,15 @@ def test_without_root_the_node_is_skipped_with_the_reason_or_refused_when_requir
     with pytest.raises(node.NodeError, match=r"required .* cannot run: the real node needs root"):
         node.prepare("required", Path("/nowhere"))
     assert node.prepare("off", Path("/nowhere")) == (None, "real node: off")
+
+
+def test_the_node_imports_what_devcluster_images_ensures(monkeypatch, tmp_path: Path) -> None:
+    # The images branch's interface: ensure_images() -> [Image(ref=..., archive=...), ...].
+    built = [types.SimpleNamespace(name="sidecar", ref="localhost/autocrane-sidecar:abc",
+                                   archive=tmp_path / "sidecar.oci.tar", size=1)]
+    monkeypatch.setitem(sys.modules, "devcluster.images", types.SimpleNamespace(ensure_images=lambda: built))
+    assert [(i.ref, i.archive) for i in node.app_images()] == [("localhost/autocrane-sidecar:abc",
+                                                                 tmp_path / "sidecar.oci.tar")]
 
 
 def test_off_linux_the_node_is_skipped(monkeypatch) -> None:
