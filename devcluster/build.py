@@ -9,6 +9,8 @@ from source through a tiny *wrapper* Go module of our own:
   from the go.mod the module proxy serves, never hard-coded (it changes between minors).
 - etcd: ``go.etcd.io/etcd/server/v3`` has replaces of its own too; a wrapper requiring it works.
 - KWOK, helm: plain ``go install``-style builds through a wrapper as well, so every build is alike.
+- The real node: kubelet and kube-proxy from ``k8s.io/kubernetes`` (their own recipe, ``node``), and
+  CoreDNS through a main of ours (``gosrc/coredns``) that links only the plugins the node uses.
 
 A binary is rebuilt only when its stamp (the recipe, hashed) changes: a warm cache costs nothing.
 ``GOTOOLCHAIN=local`` keeps Go from downloading a toolchain; ``CGO_ENABLED=0`` gives static binaries.
@@ -19,6 +21,7 @@ from __future__ import annotations
 import argparse
 import collections
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -33,9 +36,13 @@ KUBERNETES_VERSION = "v1.34.4"
 ETCD_VERSION = "v3.6.16"
 KWOK_VERSION = "v0.7.0"
 HELM_VERSION = "v3.19.5"
+COREDNS_VERSION = "v1.13.2"
+"""The newest CoreDNS built against client-go v0.34, the minor of the cluster it serves."""
 
 # A fixed build date keeps the Go build cache warm across rebuilds.
 _BUILD_DATE = "2026-01-01T00:00:00Z"
+GO_SOURCES = Path(__file__).parent / "gosrc"
+"""Go programs of ours: CoreDNS's main with the plugins the node uses, the pause and toolbox images."""
 
 
 def cache_dir() -> Path:
@@ -64,9 +71,21 @@ class Recipe:
     tags: str = ""
     replace_staging: bool = False
     """Replace every ``k8s.io/*`` staging module with its published ``v0.Y.Z`` (Kubernetes only)."""
+    main_source: str = ""
+    """A main package of ours, a directory under ``devcluster/gosrc``, built as the wrapper module's
+    own package against ``module`` (``packages`` then names the wrapper, ``local/autocrane-NAME``)."""
 
     def stamp(self) -> str:
-        return hashlib.sha256(json.dumps(dataclasses.asdict(self), sort_keys=True).encode()).hexdigest()
+        fields = dataclasses.asdict(self)
+        if self.main_source:
+            fields["main_source"] = hashlib.sha256(self.main_go().encode()).hexdigest()
+        else:
+            # Hashed only when set: recipes without one keep the stamps (and caches) they had before.
+            del fields["main_source"]
+        return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
+
+    def main_go(self) -> str:
+        return (GO_SOURCES / self.main_source / "main.go").read_text()
 
 
 def _kubernetes_ldflags(version: str) -> str:
@@ -94,8 +113,25 @@ def _helm_ldflags() -> str:
     return " ".join(flags)
 
 
+def _kubernetes_recipe(name: str, commands: tuple[str, ...]) -> Recipe:
+    return Recipe(
+        name=name,
+        module="k8s.io/kubernetes",
+        version=KUBERNETES_VERSION,
+        packages=tuple(f"k8s.io/kubernetes/cmd/{c}" for c in commands),
+        binaries=commands,
+        ldflags=_kubernetes_ldflags(KUBERNETES_VERSION),
+        tags="selinux,notest",
+        replace_staging=True,
+    )
+
+
 def recipes() -> list[Recipe]:
     k8s_cmds = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl")
+    # The real node's binaries are a recipe of their own, so that adding them left the stamp of
+    # `kubernetes` (and every cache built with it) as it was; the Go build cache is shared, so
+    # they compile only what kube-apiserver and friends did not already.
+    node_cmds = ("kubelet", "kube-proxy")
     return [
         Recipe(
             name="etcd",
@@ -119,15 +155,15 @@ def recipes() -> list[Recipe]:
             binaries=("helm",),
             ldflags=_helm_ldflags(),
         ),
+        _kubernetes_recipe("kubernetes", k8s_cmds),
+        _kubernetes_recipe("node", node_cmds),
         Recipe(
-            name="kubernetes",
-            module="k8s.io/kubernetes",
-            version=KUBERNETES_VERSION,
-            packages=tuple(f"k8s.io/kubernetes/cmd/{c}" for c in k8s_cmds),
-            binaries=k8s_cmds,
-            ldflags=_kubernetes_ldflags(KUBERNETES_VERSION),
-            tags="selinux,notest",
-            replace_staging=True,
+            name="coredns",
+            module="github.com/coredns/coredns",
+            version=COREDNS_VERSION,
+            packages=("local/autocrane-coredns",),
+            binaries=("coredns",),
+            main_source="coredns",
         ),
     ]
 
@@ -198,7 +234,14 @@ def _write_wrapper(recipe: Recipe, work: Path) -> None:
         edits = [f"-replace={m}={m}@{published}" for m in staging]
         _run(["go", "mod", "edit", *edits], work)
         _log(f"replaced {len(staging)} staging modules with {published}")
-    _run(["go", "get", f"{recipe.module}@{recipe.version}"], work)
+    if recipe.main_source:
+        # `go get` would load the module's own main and fetch what all of its imports need;
+        # tidy fetches only what our main imports.
+        (work / "main.go").write_text(recipe.main_go())
+        _run(["go", "mod", "edit", f"-require={recipe.module}@{recipe.version}"], work)
+        _run(["go", "mod", "tidy"], work)
+    else:
+        _run(["go", "get", f"{recipe.module}@{recipe.version}"], work)
 
 
 def build(recipe: Recipe, *, force: bool = False) -> list[Path]:
@@ -234,6 +277,26 @@ def build(recipe: Recipe, *, force: bool = False) -> list[Path]:
     return targets
 
 
+def build_program(source: str, out: Path) -> Path:
+    """Build our Go program ``gosrc/SOURCE`` (standard library only) into the static binary ``out``."""
+    work = cache_dir() / "build" / f"program-{source}"
+    work.mkdir(parents=True, exist_ok=True)
+    (work / "go.mod").write_text(f"module local/devcluster-{source}\n\ngo 1.24.0\n")
+    (work / "main.go").write_text((GO_SOURCES / source / "main.go").read_text())
+    out.parent.mkdir(parents=True, exist_ok=True)
+    _run(["go", "build", "-trimpath", "-ldflags", "-s -w", "-o", str(out), "."], work)
+    return out
+
+
+@functools.cache
+def go_version() -> str:
+    """The local Go toolchain's version (``go1.26.8``), part of the hash of what it builds."""
+    proc = subprocess.run(["go", "env", "GOVERSION"], env=_go_env(Path.cwd()), capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise BuildError(f"go env GOVERSION failed: {proc.stderr.strip()}")
+    return proc.stdout.strip()
+
+
 def ensure_binaries(*, only: list[str] | None = None, force: bool = False) -> dict[str, Path]:
     """Build whatever is missing and return every binary's path by name."""
     paths: dict[str, Path] = {}
@@ -248,7 +311,8 @@ def ensure_binaries(*, only: list[str] | None = None, force: bool = False) -> di
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m devcluster build",
-        description="Build etcd, Kubernetes, KWOK and helm from Go modules into the cache "
+        description="Build etcd, Kubernetes, KWOK, helm, the real node's kubelet and kube-proxy, and CoreDNS "
+        "from Go modules into the cache "
         f"({bin_dir()}); cached binaries are never rebuilt.",
     )
     parser.add_argument("--only", action="append", choices=[r.name for r in recipes()], help="build only these")

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import shutil
+import os
 import signal
 import sys
 import threading
 from pathlib import Path
 
-from devcluster import build, controlplane, images, stack
+from devcluster import build, controlplane, images, linuxhost, nodeclaim, stack
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -35,17 +35,26 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--nodes", type=int, default=3, help="fake KWOK nodes (default: %(default)s)")
     up.add_argument("--cluster-only", action="store_true",
                     help="only the control plane: no AutoCrane programs, no sample workload")
+    up.add_argument("--no-real-node", action="store_true",
+                    help="no real kubelet node (by default one starts where the host can run it: Linux, root)")
+    sub.add_parser("sweep", help="release what killed runs' real nodes left on this host",
+                   description="Remove what real nodes of clusters that were killed (not stopped) left on "
+                   "this host: processes, mounts, network namespace and veth, cgroups, files. Every start "
+                   "does this too; running clusters are left alone.")
     return parser
 
 
-def _up(directory: Path, nodes: int, with_autocrane: bool) -> int:
-    shutil.rmtree(directory, ignore_errors=True)  # a previous run's state is never reused
+def _up(directory: Path, nodes: int, with_autocrane: bool, real_node: bool) -> int:
+    if os.geteuid() == 0 and nodeclaim.REGISTRY.exists():
+        nodeclaim.Registry().sweep()  # a killed run's node may still have mounts in `directory`
+    linuxhost.rmtree_without_mounts(directory)  # a previous run's state is never reused
     directory.mkdir(parents=True)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     print("starting the local control plane (the first run builds binaries: tens of minutes)", file=sys.stderr)
-    with controlplane.ControlPlane.start(controlplane.Options(nodes=nodes), directory=directory) as plane:
+    options = controlplane.Options(nodes=nodes, real_node="auto" if real_node else "off")
+    with controlplane.ControlPlane.start(options, directory=directory) as plane:
         kubectl = build.bin_dir() / "kubectl"
         print(controlplane.environment_summary(plane))
         autocrane = stack.Stack(plane) if with_autocrane else None
@@ -65,6 +74,19 @@ def _up(directory: Path, nodes: int, with_autocrane: bool) -> int:
     return 0
 
 
+def _sweep() -> int:
+    if os.geteuid() != 0:
+        print("error: only root can have run a real node, and only root can release one", file=sys.stderr)
+        return 1
+    try:
+        released = nodeclaim.Registry().sweep()
+    except linuxhost.HostError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"released {len(released)} real node(s) left by killed runs" if released else "nothing to release")
+    return 0
+
+
 def main(argv: list[str]) -> int:
     ns = _parser().parse_args(argv)
     if ns.action == "build":
@@ -72,8 +94,10 @@ def main(argv: list[str]) -> int:
         return build.main(build_args)
     if ns.action == "images":
         return images.main(["--force"] if ns.force else [])
+    if ns.action == "sweep":
+        return _sweep()
     try:
-        return _up(ns.dir, ns.nodes, with_autocrane=not ns.cluster_only)
-    except controlplane.ControlPlaneError as exc:
+        return _up(ns.dir, ns.nodes, with_autocrane=not ns.cluster_only, real_node=not ns.no_real_node)
+    except (controlplane.ControlPlaneError, linuxhost.HostError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

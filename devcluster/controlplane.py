@@ -17,7 +17,6 @@ import dataclasses
 import json
 import os
 import random
-import shutil
 import signal
 import socket
 import ssl
@@ -30,9 +29,11 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from devcluster import build, certs
+from devcluster import build, certs, linuxhost, node, nodeclaim
 
 KWOK_NODE_ANNOTATION = "kwok.x-k8s.io/node"
+SERVICE_CIDR = "10.96.0.0/24"
+"""ClusterIPs; the first is the ``kubernetes`` Service's (``certs.KUBERNETES_SERVICE_IP``)."""
 DEFAULT_POD_CIDR = "127.16.0.0/16"
 """Pod IPs KWOK hands out. All of 127.0.0.0/8 routes to ``lo`` on Linux, so tests can bind them."""
 
@@ -70,6 +71,11 @@ class Options:
     (20 and 50). Raised by benchmarks that create thousands of pods (``bench/controller_kwok_bench.py``)."""
     kube_api_burst: int | None = None
     """``--kube-api-burst`` of both; None keeps their defaults (30 and 100)."""
+    real_node: node.Mode = "off"
+    """A real kubelet node beside the KWOK ones (:mod:`devcluster.node`): ``auto`` starts it where
+    this host can run it and says why not elsewhere; ``required`` fails instead."""
+    node_app_images: bool = True
+    """Import AutoCrane's images into the real node (``devcluster.images``), not only its own."""
 
     def client_rate_flags(self) -> list[str]:
         """The ``--kube-api-qps``/``--kube-api-burst`` flags for KCM and the scheduler (none by default)."""
@@ -78,12 +84,15 @@ class Options:
 
 
 def _die_with_parent() -> None:
-    """Runs in the child before exec: ask Linux to SIGTERM it when its parent dies.
+    """Runs in the child before exec: ask Linux to SIGKILL it when its parent dies.
 
-    Without this a test run killed with SIGKILL would leave etcd and the apiserver running.
+    Without this a test run killed with SIGKILL would leave etcd and the apiserver running. KILL,
+    not TERM: with the parent gone nobody waits for a graceful stop, and the apiserver's would wait
+    ~20 s for the etcd that died with it. (The real node's containers, which outlive containerd by
+    design, are released from its cgroup by the next start: ``devcluster.nodeclaim``.)
     """
     with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 _handed_out: set[int] = set()
@@ -138,14 +147,21 @@ def wait_for(what: str, condition: Callable[[], bool], timeout: float, *, interv
 class ControlPlane:
     """A running local cluster. Use :meth:`start` as a context manager, or call :meth:`stop`."""
 
-    def __init__(self, directory: Path, binaries: dict[str, Path], options: Options) -> None:
+    def __init__(self, directory: Path, binaries: dict[str, Path], options: Options,
+                 claim: nodeclaim.Claim | None = None, node_status: str = "real node: off") -> None:
         self.directory = directory
         self.binaries = binaries
         self.options = options
         self.processes: list[Process] = []
-        self.pki = certs.write_cluster_pki(directory / "pki")
+        # With a real node the apiserver listens on the host's end of its veth (an address of this
+        # machine the node and its pods can reach), else on loopback. Host clients use either.
+        self.address = claim.host_address if claim else "127.0.0.1"
+        self.pki = certs.write_cluster_pki(directory / "pki", apiserver_ips=[self.address])
         self.api_port = free_port()
-        self.server = f"https://127.0.0.1:{self.api_port}"
+        self.server = f"https://{self.address}:{self.api_port}"
+        self.node = node.RealNode(self, claim, with_app_images=options.node_app_images) if claim else None
+        self.node_status = node_status
+        """One line: the real node, or why there is none."""
         self.kubeconfig = directory / "kubeconfig"
         self.logs = directory / "logs"
         self.logs.mkdir(parents=True, exist_ok=True)
@@ -163,21 +179,31 @@ class ControlPlane:
     @contextlib.contextmanager
     def start(cls, options: Options | None = None, *, directory: Path | None = None) -> Iterator[ControlPlane]:
         """Build (if needed) and start a cluster; stop it and remove its directory afterwards."""
+        options = options or Options()
         binaries = build.ensure_binaries(only=["etcd", "kubernetes", "kwok"])
         own_dir = directory is None
         path = directory or Path(tempfile.mkdtemp(prefix="autocrane-cluster-"))
-        plane = cls(path, binaries, options or Options())
+        claim: nodeclaim.Claim | None = None
+        plane: ControlPlane | None = None
         try:
             try:
+                claim, status = node.prepare(options.real_node, path / "node")
+            except (node.NodeError, linuxhost.HostError) as exc:
+                raise ControlPlaneError(str(exc)) from exc
+            plane = cls(path, binaries, options, claim, status)
+            try:
                 plane.boot()
-            except ControlPlaneError as exc:
+            except (ControlPlaneError, node.NodeError, linuxhost.HostError) as exc:
                 tails = "\n".join(f"--- {p.name} ---\n{p.tail(15)}" for p in plane.processes)
                 raise ControlPlaneError(f"{exc}\nlogs in {plane.logs}; last lines:\n{tails}") from exc
             yield plane
         finally:
-            plane.stop()
+            if plane is not None:
+                plane.stop()
+            if claim is not None:  # after its processes: what they leave, the release removes
+                nodeclaim.Registry().release(claim)
             if own_dir:
-                shutil.rmtree(path, ignore_errors=True)
+                linuxhost.rmtree_without_mounts(path)
 
     def wait(self, what: str, condition: Callable[[], bool], timeout: float | None = None) -> None:
         """:func:`wait_for` ``condition`` (by default for the start timeout), failing early if a process dies."""
@@ -196,6 +222,8 @@ class ControlPlane:
             "--use-service-account-credentials=false",
             # Evicted pods must go quickly; KWOK deletes them, and nodes never really die here.
             "--terminated-pod-gc-threshold=100",
+            # Its default, /usr/libexec/kubernetes/kubelet-plugins/volume/exec, is made at start.
+            f"--flex-volume-plugin-dir={self.directory / 'kcm-flexvolume'}",
             *self.options.client_rate_flags(),
         ])
         scheduler_port = self._start_component("kube-scheduler", self.options.client_rate_flags())
@@ -207,13 +235,19 @@ class ControlPlane:
         # The ServiceAccount admission plugin refuses pods until KCM has made the `default` SA.
         default_sa = "/api/v1/namespaces/default/serviceaccounts/default"
         self.wait("ServiceAccount default/default", lambda: self._get(default_sa) is not None)
+        if self.node is not None:
+            self.node.start()
+            self.node_status = self.node.describe()
 
     def stop(self) -> None:
-        """Stop every process, newest first: SIGTERM, then SIGKILL after a grace period."""
+        """Stop every process, newest first, each before the next: SIGTERM, then SIGKILL after a grace period.
+
+        One at a time because each may need those started before it to stop well: the apiserver
+        withdraws its ``kubernetes`` endpoint from etcd (with etcd gone it waits out the grace period).
+        """
         for proc in reversed(self.processes):
             if proc.popen.poll() is None:
                 proc.popen.send_signal(signal.SIGTERM)
-        for proc in reversed(self.processes):
             try:
                 proc.popen.wait(timeout=10)
             except subprocess.TimeoutExpired:
@@ -236,14 +270,24 @@ class ControlPlane:
     def _spawn(self, name: str, args: list[str]) -> Process:
         return self.spawn_program(name, [str(self.binaries[name]), *args])
 
-    def spawn_program(self, name: str, argv: list[str]) -> Process:
-        """Run ``argv`` as part of the cluster: logged to ``logs/NAME.log``, stopped by :meth:`stop`."""
+    def spawn_program(self, name: str, argv: list[str], *, preexec: Callable[[], None] | None = None,
+                      env: dict[str, str] | None = None) -> Process:
+        """Run ``argv`` as part of the cluster: logged to ``logs/NAME.log``, stopped by :meth:`stop`.
+
+        ``preexec`` runs in the child before exec (the real node's processes enter its namespace).
+        """
         log = self.logs / f"{name}.log"
         handle = log.open("ab")
+
+        def before_exec() -> None:
+            _die_with_parent()
+            if preexec is not None:
+                preexec()
+
         popen = subprocess.Popen(
             argv,
-            stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            cwd=self.directory, start_new_session=True, preexec_fn=_die_with_parent,
+            stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+            cwd=self.directory, start_new_session=True, preexec_fn=before_exec,
         )
         handle.close()
         proc = Process(name, popen, log)
@@ -267,10 +311,13 @@ class ControlPlane:
 
     def _start_apiserver(self, etcd_port: int) -> None:
         pki = self.pki
+        # Loopback cannot be a Service endpoint: without a real node nothing needs the `kubernetes`
+        # Service's endpoint; with one, the apiserver publishes its address toward the node itself.
+        endpoints = ["--endpoint-reconciler-type=none"] if self.node is None else []
         self._spawn("kube-apiserver", [
             f"--etcd-servers=http://127.0.0.1:{etcd_port}",
-            "--bind-address=127.0.0.1",
-            "--advertise-address=127.0.0.1",
+            f"--bind-address={self.address}",
+            f"--advertise-address={self.address}",
             f"--secure-port={self.api_port}",
             f"--cert-dir={self.directory / 'apiserver-certs'}",
             f"--tls-cert-file={pki.serving_cert}",
@@ -279,15 +326,19 @@ class ControlPlane:
             "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
             f"--service-account-key-file={pki.sa_public_key}",
             f"--service-account-signing-key-file={pki.sa_private_key}",
-            "--service-cluster-ip-range=10.96.0.0/24",
+            f"--service-cluster-ip-range={SERVICE_CIDR}",
             "--authorization-mode=Node,RBAC",
             "--allow-privileged=true",
             # Default admission plugins stay on (MutatingAdmissionWebhook, PodSecurity, ...); name
             # the ones AutoCrane relies on so a changed default cannot silently turn them off.
             "--enable-admission-plugins=NamespaceLifecycle,ServiceAccount,PodSecurity,"
             "MutatingAdmissionWebhook,ValidatingAdmissionWebhook,ValidatingAdmissionPolicy",
-            # The loopback advertise address cannot be a Service endpoint; nothing needs it here.
-            "--endpoint-reconciler-type=none",
+            # kubectl logs, exec and port-forward: the apiserver calls the kubelet, both sides verified.
+            f"--kubelet-client-certificate={pki.kubelet_client_cert}",
+            f"--kubelet-client-key={pki.kubelet_client_key}",
+            f"--kubelet-certificate-authority={pki.ca_cert}",
+            "--kubelet-preferred-address-types=InternalIP",
+            *endpoints,
         ])
 
     def _start_component(self, name: str, extra: list[str]) -> int:
@@ -319,19 +370,7 @@ class ControlPlane:
     # -- API helpers (stdlib only: the launcher must not depend on the client under test) -----
 
     def _write_kubeconfig(self) -> None:
-        config = {
-            "apiVersion": "v1",
-            "kind": "Config",
-            "clusters": [{"name": "autocrane-dev", "cluster": {
-                "server": self.server, "certificate-authority": str(self.pki.ca_cert)}}],
-            "users": [{"name": "admin", "user": {
-                "client-certificate": str(self.pki.admin_cert), "client-key": str(self.pki.admin_key)}}],
-            "contexts": [{"name": "autocrane-dev", "context": {"cluster": "autocrane-dev", "user": "admin"}}],
-            "current-context": "autocrane-dev",
-        }
-        # JSON is valid YAML, and every kubeconfig reader accepts it.
-        self.kubeconfig.write_text(json.dumps(config, indent=2))
-        self.kubeconfig.chmod(0o600)
+        certs.write_kubeconfig(self.kubeconfig, self.server, self.pki.ca_cert, self.pki.admin_cert, self.pki.admin_key)
 
     def http_ok(self, url: str, *, verify: bool = True) -> bool:
         """Whether ``url`` answers 200 (https with the admin client cert; ``verify=False``: any cert)."""
@@ -386,9 +425,9 @@ class ControlPlane:
         nodes = self._get("/api/v1/nodes")
         items = nodes.get("items", []) if nodes else []
         ready = 0
-        for node in items if isinstance(items, list) else []:
-            conditions = node.get("status", {}).get("conditions", [])
-            taints = node.get("spec", {}).get("taints", [])
+        for item in items if isinstance(items, list) else []:
+            conditions = item.get("status", {}).get("conditions", [])
+            taints = item.get("spec", {}).get("taints", [])
             # The node-lifecycle controller removes its not-ready taints only after KWOK's heartbeat.
             if any(c["type"] == "Ready" and c["status"] == "True" for c in conditions) and not any(
                 t.get("key", "").startswith("node.kubernetes.io/not-ready") for t in taints
@@ -399,5 +438,5 @@ class ControlPlane:
 
 def environment_summary(plane: ControlPlane) -> str:
     lines = [f"kube-apiserver {plane.version()} at {plane.server}", f"kubeconfig: {plane.kubeconfig}",
-             f"logs: {plane.logs}"]
+             f"logs: {plane.logs}", plane.node_status]
     return os.linesep.join(lines)

@@ -24,12 +24,27 @@ def cluster() -> Iterator[harness.Cluster]:
     with harness.session_cluster() as c:
         kind = "local control plane" if c.local else f"AUTOCRANE_TEST_KUBECONFIG={c.kubeconfig}"
         _CLUSTER_DESCRIPTION.append(f"cluster tests ran against kube-apiserver {c.server_version()} ({kind})")
+        _CLUSTER_DESCRIPTION.append(c.real_node_status)
         yield c
         if _FAILED_CLUSTER_TESTS and c.logs is not None:
             kept = Path(os.environ.get("AUTOCRANE_TEST_LOGS", "test-logs")).resolve() / "controlplane"
             shutil.rmtree(kept, ignore_errors=True)
             shutil.copytree(c.logs, kept)
             print(f"\ncontrol-plane logs of the failed run kept in {kept}")
+
+
+@pytest.fixture
+def real_node(cluster: harness.Cluster) -> str:
+    """The real node's name; skips (with the reason) where the session's cluster has none.
+
+    In CI (``AUTOCRANE_REQUIRE_REAL_NODE=1``) the session cluster fails to start without it
+    instead, so no real-node test is ever skipped there.
+    """
+    if cluster.real_node is None:
+        if os.environ.get(harness.REQUIRE_REAL_NODE) == "1":
+            pytest.fail(f"{harness.REQUIRE_REAL_NODE}=1 but {cluster.real_node_status}")
+        pytest.skip(cluster.real_node_status)
+    return cluster.real_node
 
 
 @pytest.fixture

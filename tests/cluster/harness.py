@@ -2,6 +2,10 @@
 
 Process control lives in ``devcluster.controlplane``; this module only adapts it (or an
 existing cluster named by ``AUTOCRANE_TEST_KUBECONFIG``, e.g. a kind cluster) for tests.
+
+The session's local cluster has a real node where this host can run one (``devcluster.node``);
+``AUTOCRANE_REQUIRE_REAL_NODE=1`` (set by ``.ci/run``) makes the session fail instead of going on
+without it, so that in CI a real-node test can never be skipped.
 """
 
 from __future__ import annotations
@@ -16,11 +20,12 @@ from typing import TypeVar
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
-from devcluster import controlplane
+from devcluster import controlplane, node
 from tests import waiting
 
 T = TypeVar("T")
 DEFAULT_TIMEOUT = 60.0
+REQUIRE_REAL_NODE = "AUTOCRANE_REQUIRE_REAL_NODE"
 _current: controlplane.ControlPlane | None = None
 
 
@@ -36,6 +41,10 @@ class Cluster:
     """Control-plane logs, when the session started its own control plane."""
     local: bool
     """True for the local control plane (KWOK nodes, loopback pod IPs)."""
+    real_node: str | None = None
+    """The real node's name, when the session's cluster has one."""
+    real_node_status: str = "real node: none (AUTOCRANE_TEST_KUBECONFIG names the cluster)"
+    """What :mod:`devcluster.node` said: the node, or why there is none."""
 
     @property
     def core(self) -> client.CoreV1Api:
@@ -92,11 +101,13 @@ def session_cluster() -> Iterator[Cluster]:
         yield Cluster(Path(existing), api, logs=None, local=False)
         api.close()
         return
-    with controlplane.ControlPlane.start() as plane:
+    mode: node.Mode = "required" if os.environ.get(REQUIRE_REAL_NODE) == "1" else "auto"
+    with controlplane.ControlPlane.start(controlplane.Options(real_node=mode)) as plane:
         _current = plane
         api = _client_for(plane.kubeconfig)
         try:
-            yield Cluster(plane.kubeconfig, api, logs=plane.logs, local=True)
+            yield Cluster(plane.kubeconfig, api, logs=plane.logs, local=True,
+                          real_node=node.NODE_NAME if plane.node else None, real_node_status=plane.node_status)
         finally:
             api.close()
             _current = None

@@ -33,7 +33,7 @@ def test_every_subcommand_has_help(name: str) -> None:
     assert "usage: autocrane" in result.stdout
 
 
-@pytest.mark.parametrize("action", ["build", "images", "up"])
+@pytest.mark.parametrize("action", ["build", "images", "up", "sweep"])
 def test_devcluster_actions_have_help(action: str) -> None:
     root = Path(__file__).resolve().parents[2]
     result = subprocess.run([sys.executable, "-m", "devcluster", action, "--help"], cwd=root,

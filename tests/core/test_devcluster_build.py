@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 
 from devcluster import build
 
@@ -48,3 +50,29 @@ def test_a_changed_recipe_changes_the_stamp_so_it_is_rebuilt() -> None:
 def test_cache_dir_follows_autocrane_cache(monkeypatch, tmp_path) -> None:
     monkeypatch.setenv("AUTOCRANE_CACHE", str(tmp_path))
     assert build.bin_dir() == tmp_path / "bin"
+
+
+def test_the_node_binaries_are_a_recipe_of_their_own_with_the_same_version_stamp() -> None:
+    recipes = {r.name: r for r in build.recipes()}
+    node, k8s = recipes["node"], recipes["kubernetes"]
+    assert node.binaries == ("kubelet", "kube-proxy")
+    assert (node.module, node.version, node.ldflags, node.tags) == (k8s.module, k8s.version, k8s.ldflags, k8s.tags)
+    assert not set(node.binaries) & set(k8s.binaries)
+
+
+def test_a_recipe_without_a_main_source_keeps_the_stamp_it_had_before_the_field_existed() -> None:
+    # Others' caches hold binaries stamped before `main_source` existed: adding it must not rebuild them.
+    (k8s,) = [r for r in build.recipes() if r.name == "kubernetes"]
+    before = {k: v for k, v in dataclasses.asdict(k8s).items() if k != "main_source"}
+    expected = hashlib.sha256(json.dumps(before, sort_keys=True).encode()).hexdigest()
+    assert k8s.stamp() == expected
+
+
+def test_a_changed_main_source_changes_the_stamp(monkeypatch, tmp_path) -> None:
+    (coredns,) = [r for r in build.recipes() if r.name == "coredns"]
+    assert "plugin/kubernetes" in coredns.main_go()
+    before = coredns.stamp()
+    (tmp_path / "coredns").mkdir()
+    (tmp_path / "coredns" / "main.go").write_text(coredns.main_go() + "\n// changed\n")
+    monkeypatch.setattr(build, "GO_SOURCES", tmp_path)
+    assert coredns.stamp() != before
