@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
-import sys
 import types
 from pathlib import Path
 
@@ -91,10 +90,10 @@ def test_without_root_the_node_is_skipped_with_the_reason_or_refused_when_requir
 
 
 def test_the_node_imports_what_devcluster_images_ensures(monkeypatch, tmp_path: Path) -> None:
-    # The images branch's interface: ensure_images() -> [Image(ref=..., archive=...), ...].
+    # devcluster.images' interface: ensure_images() -> [Image(ref=..., archive=...), ...].
     built = [types.SimpleNamespace(name="sidecar", ref="localhost/autocrane-sidecar:abc",
                                    archive=tmp_path / "sidecar.oci.tar", size=1)]
-    monkeypatch.setitem(sys.modules, "devcluster.images", types.SimpleNamespace(ensure_images=lambda: built))
+    monkeypatch.setattr(node.images, "ensure_images", lambda: built)
     assert [(i.ref, i.archive) for i in node.app_images()] == [("localhost/autocrane-sidecar:abc",
                                                                  tmp_path / "sidecar.oci.tar")]
 
