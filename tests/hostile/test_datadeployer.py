@@ -32,14 +32,11 @@ DS = "request.data.autocrane.io/ds"
 
 
 @pytest.fixture
-def repo() -> FakeRepository:
-    return FakeRepository()
-
-
-@pytest.fixture
-def url(repo: FakeRepository) -> Iterator[str]:
-    with repo.serve() as base:
-        yield base
+def served() -> Iterator[tuple[FakeRepository, str]]:
+    """A fake data repository on 127.0.0.1 and its URL."""
+    fake = FakeRepository()
+    with fake.serve() as base:
+        yield fake, base
 
 
 @contextlib.asynccontextmanager
@@ -61,7 +58,8 @@ def _acked(d: main.Deployer, version: str) -> bool:
 # --- defect 4: the datadeployer stopped following its annotations ----------------------------------------
 
 def test_a_request_nested_10000_deep_is_its_data_sets_error_and_a_later_good_request_is_served(
-        tmp_path: Path, repo: FakeRepository, url: str) -> None:
+        tmp_path: Path, served: tuple[FakeRepository, str]) -> None:
+    repo, url = served
     v1, v2 = repo.add("src", "v1", tree_archive("v1")), repo.add("src", "v2", tree_archive("v2"))
     notes = tmp_path / "annotations"
     write_annotations(notes, {"ds": "src", "other": "src"}, {"ds": v1, "other": v1})
@@ -84,8 +82,9 @@ def test_a_request_nested_10000_deep_is_its_data_sets_error_and_a_later_good_req
 
 
 def test_an_unexpected_error_in_one_sync_is_reported_on_its_set_and_retried(
-        tmp_path: Path, repo: FakeRepository, url: str, monkeypatch: pytest.MonkeyPatch,
+        tmp_path: Path, served: tuple[FakeRepository, str], monkeypatch: pytest.MonkeyPatch,
         caplog: pytest.LogCaptureFixture) -> None:
+    repo, url = served
     v1 = repo.add("src", "v1", tree_archive("v1"))
     write_annotations(tmp_path / "annotations", {"ds": "src"}, {"ds": v1})
     real_sync, calls = main.syncing.sync, [0]
@@ -111,7 +110,8 @@ def test_an_unexpected_error_in_one_sync_is_reported_on_its_set_and_retried(
 
 
 def test_an_unexpected_error_reading_the_annotations_is_reported_and_following_goes_on(
-        tmp_path: Path, repo: FakeRepository, url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Path, served: tuple[FakeRepository, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    repo, url = served
     v1 = repo.add("src", "v1", tree_archive("v1"))
     notes = tmp_path / "annotations"
     write_annotations(notes, {"ds": "src"}, {})
@@ -136,8 +136,9 @@ def test_an_unexpected_error_reading_the_annotations_is_reported_and_following_g
     asyncio.run(scenario())
 
 
-def test_livez_fails_when_the_follow_loop_has_stopped(tmp_path: Path, url: str,
+def test_livez_fails_when_the_follow_loop_has_stopped(tmp_path: Path, served: tuple[FakeRepository, str],
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    _, url = served
     async def dies(*args: Any, **kwargs: Any) -> None:
         raise RuntimeError("the loop is gone")
 
@@ -166,7 +167,8 @@ def test_livez_fails_when_the_follow_loop_has_stopped(tmp_path: Path, url: str,
 
 
 def test_init_with_a_request_nested_10000_deep_exits_1_with_one_error_line_and_no_traceback(
-        tmp_path: Path, url: str) -> None:
+        tmp_path: Path, served: tuple[FakeRepository, str]) -> None:
+    _, url = served
     (tmp_path / "root").mkdir()
     (tmp_path / "annotations").write_text(podinfo.format_annotations({"data.autocrane.io/ds": "src", DS: values.DEEP}))
     done = subprocess.run([sys.executable, "-c", "from autocrane import cli; cli.main()", "datadeployer", "--mode",
@@ -185,10 +187,11 @@ def test_init_with_a_request_nested_10000_deep_exits_1_with_one_error_line_and_n
 @given(notes=values.annotation_maps(), ours=st.fixed_dictionaries(
     {}, optional={"data.autocrane.io/ds": values.VALUES, DS: values.VALUES}), junk=st.none() | st.binary(max_size=200))
 def test_any_annotations_file_leaves_the_sidecar_following(
-        tmp_path: Path, repo: FakeRepository, url: str, notes: dict[str, str], ours: dict[str, str],
+        tmp_path: Path, served: tuple[FakeRepository, str], notes: dict[str, str], ours: dict[str, str],
         junk: bytes | None) -> None:
     """Whatever the file says in between (any annotations, or bytes that are no annotations file), the
     next good request is still served."""
+    repo, url = served
     if "v1" not in [v["version"] for v in repo.sources.get("src", {}).get("versions", [])]:
         repo.add("src", "v1", tree_archive("v1"))
         repo.add("src", "v2", tree_archive("v2"))
