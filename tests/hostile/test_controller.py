@@ -18,7 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from autocrane import manifests
+from autocrane import manifests, watchdogs
 from controller import datarollouts, health, informer, loop, pods, probing, rollout, state
 from controller import status as status_table
 from tests.controller.podfactory import T0, raw
@@ -285,6 +285,19 @@ def test_a_stage_with_a_trailing_newline_is_refused() -> None:
 
 def test_a_source_with_a_trailing_newline_gets_no_object_name_with_a_newline() -> None:
     assert "\n" not in state.object_name("models\n") and state.object_name("models") == "models"
+
+
+def test_a_watchdog_name_with_a_trailing_newline_is_refused() -> None:
+    with pytest.raises(watchdogs.WatchdogError):
+        watchdogs.check_name("app\n")
+    assert probing.target("POD_IP:80/w", "10.0.0.1") == "http://10.0.0.1:80/w"
+
+
+def test_a_request_over_4_kib_is_no_request_even_when_it_is_well_formed() -> None:
+    padded = json.dumps({"version": "b", "padding": "x" * manifests.MAX_REQUEST_BYTES})
+    with pytest.raises(manifests.ManifestError, match=r"request\.data\.autocrane\.io/model"):
+        manifests.parse_request(padded, "request.data.autocrane.io/model")
+    assert rollout.requested(_members(padded)[0], "model") is None
 
 
 def test_a_probe_target_is_matched_whole() -> None:

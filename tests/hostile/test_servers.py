@@ -26,7 +26,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from autocrane import podinfo, serving
-from sidecars import watchdoghealthz
+from sidecars import testworkload, watchdoghealthz
 from tests.cluster import podkit
 from tests.hostile import values
 from tests.waiting import eventually, wait_until
@@ -245,6 +245,13 @@ def test_an_idle_keep_alive_connection_to_an_in_pod_server_is_closed_after_5_sec
     outcome = slow[("idle", "watchdoghealthz")].result(BOUND + 10)
     assert outcome.answer.startswith(b"HTTP/1.1 200 ") and outcome.closed_after is not None
     assert IN_POD.keep_alive - 1 <= outcome.closed_after < LIMITS.keep_alive
+
+
+def test_the_test_workloads_notification_body_is_bounded() -> None:
+    with TestClient(testworkload.app([])) as client:
+        assert client.post("/notify", content=b" " * (testworkload.MAX_NOTIFY_BYTES + 1)).status_code == 413
+        assert client.post("/notify", content=values.BRACKETS_5000.encode()).status_code == 400
+        assert client.post("/notify", json={"version": "v1"}).status_code == 200
 
 
 # --- watchdoghealthz and hostile annotation values (defect 1) ---------------------------------------------
