@@ -45,6 +45,17 @@ class Report:
     """Pods and rollouts left out of this pass because handling them raised."""
 
 
+@dataclasses.dataclass
+class _PodWrites:
+    """The pod patches a pass collects, written after every rollout has stepped."""
+
+    changes: dict[str, dict[str, str | None]] = dataclasses.field(default_factory=lambda: defaultdict(dict))
+    """Pod uid -> annotations to set."""
+    owners: dict[str, pods.Pod] = dataclasses.field(default_factory=dict)
+    asked: dict[str, list[dict[str, object]]] = dataclasses.field(default_factory=lambda: defaultdict(list))
+    """Pod uid -> log fields of each request in its patch."""
+
+
 class DataRollouts:
     def __init__(self, api: kubeapi.KubeApi, repo: repository.Repository, prober: probing.Prober,
                  applier: apply.Applier, *, namespaces: Sequence[str] | None = None,
@@ -131,15 +142,13 @@ class DataRollouts:
                     by_key[(namespace, source)] = one
                     raw_status[(namespace, source)] = created.get("status")
 
-        changes: dict[str, dict[str, str | None]] = defaultdict(dict)
-        asked: dict[str, list[dict[str, object]]] = defaultdict(list)
-        owners: dict[str, pods.Pod] = {}
+        writes = _PodWrites()
         for pod in data_pods:
             mirrored = self.faults.call(pod.uid, "acks", lambda pod=pod: rollout.ack_annotations(
                 pod, acks.get(pod.uid, {})), {}, pod=pod.key)
             if mirrored:
-                changes[pod.uid].update(mirrored)
-                owners[pod.uid] = pod
+                writes.changes[pod.uid].update(mirrored)
+                writes.owners[pod.uid] = pod
         report = Report()
         metrics.ROLLOUT_VERSION.clear()
         for (namespace, source), one in sorted(by_key.items()):
@@ -148,17 +157,17 @@ class DataRollouts:
             report = await self.faults.acall(
                 f"{namespace}/{source}", "rollout", lambda one=one, so_far=report: self._step(
                     one, raw_status.get((one.namespace, one.spec.source)), manifest, by_namespace, acks, so_far,
-                    changes, asked, owners), report, namespace=namespace, source=source)
-        for uid, patch_ in changes.items():
+                    writes), report, namespace=namespace, source=source)
+        for uid, patch_ in writes.changes.items():
             if not leading():
                 break
-            pod = owners[uid]
+            pod = writes.owners[uid]
             sent = self._sent.get(uid)
             if sent is not None and sent[0] == pod.resource_version and patch_.items() <= sent[1].items():
                 continue  # written on this very version of the pod: the informer has not caught up yet
             if await self.applier.write_data(pod, patch_) == "ok":
                 self._sent[uid] = (pod.resource_version, patch_)
-                for fields in asked.get(uid, ()):
+                for fields in writes.asked.get(uid, ()):
                     log.info("data version requested", extra=fields)
         live = {p.uid for p in snapshot}
         self._sent = {uid: sent for uid, sent in self._sent.items() if uid in live}
@@ -166,9 +175,8 @@ class DataRollouts:
 
     async def _step(self, one: state.Rollout, raw_status: object, manifest: dict[str, manifests.SourceManifest],
                     by_namespace: dict[str, list[pods.Pod]], acks: dict[str, dict[str, rollout.Ack]], report: Report,
-                    changes: dict[str, dict[str, str | None]], asked: dict[str, list[dict[str, object]]],
-                    owners: dict[str, pods.Pod]) -> Report:
-        """One rollout's step: decide, write its status, then queue its pods' requests into ``changes``."""
+                    writes: _PodWrites) -> Report:
+        """One rollout's step: decide, write its status, then queue its pods' requests into ``writes``."""
         namespace, source = one.namespace, one.spec.source
         step = rollout.step(one.spec, one.state, manifest.get(source), by_namespace.get(namespace, []), acks,
                             self.clock(), self.policy)
@@ -186,9 +194,9 @@ class DataRollouts:
         if step.rollback is not None:
             metrics.ROLLBACKS.labels(step.rollback).inc()
         for request in step.requests:
-            changes[request.pod.uid][request.key] = request.request.to_annotation()
-            owners[request.pod.uid] = request.pod
-            asked[request.pod.uid].append({**where, "pod": request.pod.name, "data_set": request.name,
+            writes.changes[request.pod.uid][request.key] = request.request.to_annotation()
+            writes.owners[request.pod.uid] = request.pod
+            writes.asked[request.pod.uid].append({**where, "pod": request.pod.name, "data_set": request.name,
                                            "version": request.request.version})
         if step.repository_lkg is not None:
             await self.applier.set_last_known_good(self.repo, source, step.repository_lkg)
