@@ -142,9 +142,11 @@ class _Protocol(H11Protocol):
         super().__init__(*args, **kwargs)
         self._header_deadline: asyncio.TimerHandle | None = None
         self._body_deadline: asyncio.TimerHandle | None = None
-        self._head = b""
-        """The bytes of a request not parsed yet, up to its headers' end (their size is checked here:
-        h11's own limit applies only while the headers are incomplete)."""
+        self._head_bytes = 0
+        """Bytes of the request being read so far, until its headers are complete: their size is
+        checked here (h11's own limit applies only while they are incomplete)."""
+        self._head_tail = b""
+        """The last 3 of them, so a CRLFCRLF split across two reads is found without keeping the rest."""
 
     @classmethod
     def for_site(cls, site: Site) -> type[_Protocol]:
@@ -171,9 +173,11 @@ class _Protocol(H11Protocol):
         if self.conn.their_state is h11.IDLE:
             if self._header_deadline is None:
                 self._arm_header_deadline()  # the first bytes of a next request on a kept-alive connection
-            self._head += data
-            end = self._head.lstrip(b"\r\n").find(b"\r\n\r\n")
-            if (end + 4 if end >= 0 else len(self._head)) > self.limits.max_header_bytes:
+            window = self._head_tail + data
+            end = window.find(b"\r\n\r\n")
+            size = self._head_bytes - len(self._head_tail) + (end + 4 if end >= 0 else len(window))
+            self._head_bytes, self._head_tail = self._head_bytes + len(data), window[-3:]
+            if size > self.limits.max_header_bytes:
                 self._refuse(b"431 Request Header Fields Too Large",
                              f"refused a request: headers over {self.limits.max_header_bytes} bytes")
                 return
@@ -187,7 +191,7 @@ class _Protocol(H11Protocol):
     def _follow_request(self) -> None:
         state = self.conn.their_state
         if state is not h11.IDLE:
-            self._head = b""
+            self._head_bytes, self._head_tail = 0, b""
             if self._header_deadline is not None:
                 self._header_deadline.cancel()
                 self._header_deadline = None
