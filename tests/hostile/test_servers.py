@@ -23,6 +23,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from starlette.testclient import TestClient
 
 from autocrane import podinfo, serving
@@ -274,6 +276,24 @@ def test_healthz_answers_with_hostile_annotations_instead_of_500(tmp_path: Path,
     assert answer.status_code in (200, 503)
     if "status.autocrane.io/x" in notes:
         assert answer.status_code == 503 and "status.autocrane.io/x" in answer.text
+
+
+@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                                                   HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(notes=values.annotation_maps(), junk=st.none() | st.binary(max_size=200))
+def test_any_annotations_file_is_ready_or_not_never_an_error(tmp_path: Path, notes: dict[str, str],
+                                                            junk: bytes | None) -> None:
+    """What ``/healthz`` runs (a tick, then the decision) never raises, whatever the file holds; a status
+    value at level error, readable or not, is never ready."""
+    monitor = _monitor(tmp_path, notes)
+    if junk is not None:
+        (tmp_path / "annotations").write_bytes(junk)
+    monitor.tick()
+    ready, reason = monitor.decide()
+    assert isinstance(ready, bool) and reason
+    erring = junk is None and any(key.startswith("status.autocrane.io/") and key != "status.autocrane.io/health"
+                                  and value.startswith("error/") for key, value in notes.items())
+    assert not (erring and ready)
 
 
 def test_the_background_watch_survives_an_unexpected_error_and_logs_it_once(
