@@ -33,12 +33,19 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from autocrane import errors
+from autocrane import errors, untrusted
 
+# Checked with fullmatch: ``$`` also matches before a trailing newline, so "v1\n" was a version.
 _SEGMENT = r"[a-z0-9]([-a-z0-9_.]{0,61}[a-z0-9])?"
-_SOURCE = re.compile(rf"^{_SEGMENT}(/{_SEGMENT})*$")
-_VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.]*(-[A-Za-z0-9_.]+)*$")
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_SOURCE = re.compile(rf"{_SEGMENT}(/{_SEGMENT})*")
+_VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.]*(-[A-Za-z0-9_.]+)*")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+MAX_REQUEST_BYTES = 4096
+"""Longest ``request.data.autocrane.io/<name>`` value read (the controller writes about 110 bytes)."""
+MAX_REQUEST_DEPTH = 4
+"""Deepest JSON nesting in a request value (the controller writes an object of two strings)."""
+MAX_MANIFEST_BYTES = 64 << 20
+"""Largest repository manifest read (a source with 10 versions is about 3 KiB)."""
 
 
 class ManifestError(errors.AutocraneError, ValueError):
@@ -47,21 +54,23 @@ class ManifestError(errors.AutocraneError, ValueError):
 
 def check_source(source: str, what: str = "source") -> str:
     """A repository source name: one or more names joined by '/', e.g. ``models/resnet``, at most 253."""
-    if not isinstance(source, str) or len(source) > 253 or not _SOURCE.match(source):
-        raise ManifestError(f"{what} {source!r}: expected names of [a-z0-9-_.] joined by '/', like models/resnet")
+    if not isinstance(source, str) or len(source) > 253 or not _SOURCE.fullmatch(source):
+        raise ManifestError(
+            f"{what} {untrusted.shown(source)}: expected names of [a-z0-9-_.] joined by '/', like models/resnet")
     return source
 
 
 def check_version(version: str, what: str = "version") -> str:
     """A version id: safe as a path component (no '/', no leading '.', at most 128 characters)."""
-    if not isinstance(version, str) or len(version) > 128 or not _VERSION.match(version):
-        raise ManifestError(f"{what} {version!r}: expected [A-Za-z0-9_.-], starting alphanumeric, at most 128")
+    if not isinstance(version, str) or len(version) > 128 or not _VERSION.fullmatch(version):
+        raise ManifestError(
+            f"{what} {untrusted.shown(version)}: expected [A-Za-z0-9_.-], starting alphanumeric, at most 128")
     return version
 
 
 def check_sha256(value: str, what: str = "sha256") -> str:
-    if not isinstance(value, str) or not _SHA256.match(value):
-        raise ManifestError(f"{what} {value!r}: expected 64 lower-case hex digits")
+    if not isinstance(value, str) or not _SHA256.fullmatch(value):
+        raise ManifestError(f"{what} {untrusted.shown(value)}: expected 64 lower-case hex digits")
     return value
 
 
@@ -72,10 +81,9 @@ def version_id(created: dt.datetime, sha256: str) -> str:
 
 def _time(text: Any, where: str) -> dt.datetime:
     try:
-        when = dt.datetime.fromisoformat(text)
-    except (TypeError, ValueError):
-        raise ManifestError(f"{where}: {text!r} is not an RFC3339 time") from None
-    return (when if when.tzinfo else when.replace(tzinfo=dt.UTC)).astimezone(dt.UTC)
+        return untrusted.parse_time(text, what=where)
+    except untrusted.UntrustedValueError:
+        raise ManifestError(f"{where}: {untrusted.shown(text)} is not an RFC3339 time") from None
 
 
 def format_time(when: dt.datetime) -> str:
@@ -155,9 +163,9 @@ class SourceManifest:
 def parse_manifest(text: str | bytes) -> dict[str, SourceManifest]:
     """The repository-wide manifest: source name -> its manifest."""
     try:
-        data = json.loads(text)
-    except ValueError as error:
-        raise ManifestError(f"manifest is not JSON: {error}") from None
+        data = untrusted.json_value(text, what="manifest", max_bytes=MAX_MANIFEST_BYTES)
+    except untrusted.UntrustedValueError as error:
+        raise ManifestError(str(error)) from None
     sources = data.get("sources") if isinstance(data, dict) else None
     if not isinstance(sources, dict):
         raise ManifestError("manifest: expected {\"sources\": {...}}")
@@ -177,13 +185,18 @@ class DataRequest:
 
 
 def parse_request(value: str, key: str = "request") -> DataRequest:
-    """Parse a ``request.data.autocrane.io/<name>`` value; errors name ``key``."""
+    """Parse a ``request.data.autocrane.io/<name>`` value; errors name ``key``.
+
+    At most :data:`MAX_REQUEST_BYTES` and :data:`MAX_REQUEST_DEPTH` levels: anyone who may
+    annotate the pod writes this value, and the standard ``json`` module recursed until
+    ``RecursionError`` on a 10,000-level one, which stopped the datadeployer following its pod.
+    """
     try:
-        data = json.loads(value)
-    except ValueError:
+        data = untrusted.json_value(value, what=key, max_bytes=MAX_REQUEST_BYTES, max_depth=MAX_REQUEST_DEPTH)
+    except untrusted.UntrustedValueError:
         data = None
     if not isinstance(data, dict):
-        raise ManifestError(f'{key}: {value[:80]!r} is not {{"version": "<id>", "sha256": "<hex>"}}')
+        raise ManifestError(f'{key}: {untrusted.shown(value)} is not {{"version": "<id>", "sha256": "<hex>"}}')
     sha = data.get("sha256")
     return DataRequest(check_version(data.get("version"), f"{key}: version"),  # type: ignore[arg-type]
                        None if sha is None else check_sha256(sha, f"{key}: sha256"))

@@ -127,6 +127,10 @@ class Watcher:
         self.annotations: dict[str, str] = {}
         self.error: str | None = None
 
+    def invalidate(self) -> None:
+        """Make the next :meth:`poll` parse the file again and report a change (its reader failed on it)."""
+        self._raw = None
+
     def poll(self) -> bool:
         """Read the file; return True when its content changed since the last poll."""
         try:

@@ -34,8 +34,9 @@ UNKNOWN = "unknown"
 #: Longest message kept in a status value; annotations are small and humans read them.
 MAX_MESSAGE = 1024
 
-# The name part of a qualified Kubernetes key: 63 characters, alphanumeric at both ends.
-_NAME = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
+# The name part of a qualified Kubernetes key: 63 characters, alphanumeric at both ends (fullmatch:
+# "$" also matches before a trailing newline).
+_NAME = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?")
 
 
 class WatchdogError(errors.AutocraneError, ValueError):
@@ -74,7 +75,7 @@ class Status:
 
 def check_name(name: str) -> str:
     """Return ``name`` if it can follow ``status.autocrane.io/``, else raise naming it."""
-    if not _NAME.match(name):
+    if not _NAME.fullmatch(name):
         raise WatchdogError(
             f"watchdog name {name!r}: expected 1-63 characters [A-Za-z0-9-_.], alphanumeric at both ends"
         )

@@ -13,6 +13,10 @@ only while leading. For every namespace and source its pods use:
 A pod patch is not repeated while the informer still shows the version of the pod it was made
 on (our own write not seen yet), so informer lag never doubles a request.
 
+Each pod's acknowledgement, each ``DataRollout`` and each (namespace, source) step is handled on
+its own (:mod:`controller.isolation`): one that raises is logged once and left out of the pass,
+and the other rollouts take their step.
+
 The acknowledgements are mirrored on each pod as ``status.data.autocrane.io/<name>`` (version and
 deployment time, written when they change) so ``autocrane status`` and people can see them.
 """
@@ -27,7 +31,7 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 
 from autocrane import manifests
-from controller import apply, fanout, kubeapi, metrics, pods, probing, repository, rollout, state
+from controller import apply, fanout, isolation, kubeapi, metrics, pods, probing, repository, rollout, state
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +41,19 @@ class Report:
     rollouts: int = 0
     requests: int = 0
     status_writes: int = 0
+    faults: int = 0
+    """Pods and rollouts left out of this pass because handling them raised."""
+
+
+@dataclasses.dataclass
+class _PodWrites:
+    """The pod patches a pass collects, written after every rollout has stepped."""
+
+    changes: dict[str, dict[str, str | None]] = dataclasses.field(default_factory=lambda: defaultdict(dict))
+    """Pod uid -> annotations to set."""
+    owners: dict[str, pods.Pod] = dataclasses.field(default_factory=dict)
+    asked: dict[str, list[dict[str, object]]] = dataclasses.field(default_factory=lambda: defaultdict(list))
+    """Pod uid -> log fields of each request in its patch."""
 
 
 class DataRollouts:
@@ -49,6 +66,7 @@ class DataRollouts:
         self.policy = policy or rollout.Policy()
         self.port = datadeployer_port
         self.clock = clock
+        self.faults = isolation.Faults()
         self._sent: dict[str, tuple[str, dict[str, str | None]]] = {}
         """Pod uid -> (its resourceVersion when we patched it, what we wrote): the informer may lag our
         own writes by a pass; writing the same again would be a wasted MODIFIED event."""
@@ -61,11 +79,38 @@ class DataRollouts:
 
     async def _acks(self, data_pods: list[pods.Pod]) -> dict[str, dict[str, rollout.Ack]]:
         answers = await fanout.bounded_map(lambda p: self.prober.datadeployer_status(p, self.port), data_pods,
-                                                self.prober.concurrency)
-        return {p.uid: rollout.parse_acks(body) for p, body in zip(data_pods, answers, strict=True)
-                if body is not None}
+                                           self.prober.concurrency)
+        now = self.clock()
+        acks = {}
+        for pod, body in zip(data_pods, answers, strict=True):
+            if body is not None:
+                acks[pod.uid] = self.faults.call(pod.uid, "acks", lambda body=body: rollout.parse_acks(body, now=now),
+                                                 {}, pod=pod.key)
+        return acks
+
+    def _read_rollouts(self, raw_rollouts: list[dict[str, object]]
+                       ) -> tuple[dict[tuple[str, str], state.Rollout], dict[tuple[str, str], object]]:
+        by_key, raw_status = {}, {}
+        for obj in raw_rollouts:
+            meta = obj.get("metadata")
+            name = f"{meta.get('namespace')}/{meta.get('name')}" if isinstance(meta, dict) else "?"
+            one = self.faults.call(f"DataRollout {name}", "rollout-read", lambda obj=obj: state.from_json(obj), None,
+                                   rollout=name)
+            if one is not None:
+                by_key[(one.namespace, one.spec.source)] = one
+                raw_status[(one.namespace, one.spec.source)] = obj.get("status")
+        return by_key, raw_status
 
     async def run_pass(self, snapshot: Sequence[pods.Pod], leading: Callable[[], bool]) -> Report:
+        self.faults.begin()
+        try:
+            report = await self._run_pass(snapshot, leading)
+        finally:
+            faults = len(self.faults.failed)
+            self.faults.settle()
+        return dataclasses.replace(report, faults=faults)
+
+    async def _run_pass(self, snapshot: Sequence[pods.Pod], leading: Callable[[], bool]) -> Report:
         data_pods = [p for p in snapshot if rollout.sources(p) and not p.terminating]
         if not data_pods:
             return Report()
@@ -77,12 +122,7 @@ class DataRollouts:
             log.warning("data repository unreachable; data rollouts wait", extra={"error": str(exc)})
             return Report()
         raw_rollouts, acks = await asyncio.gather(self._rollouts(), self._acks(data_pods))
-        by_key = {}
-        raw_status = {}
-        for obj in raw_rollouts:
-            one = state.from_json(obj)
-            by_key[(one.namespace, one.spec.source)] = one
-            raw_status[(one.namespace, one.spec.source)] = obj.get("status")
+        by_key, raw_status = self._read_rollouts(raw_rollouts)
         by_namespace: dict[str, list[pods.Pod]] = defaultdict(list)
         for pod in snapshot:
             by_namespace[pod.namespace].append(pod)
@@ -96,63 +136,74 @@ class DataRollouts:
                 continue  # the datadeployer reports a malformed source on its own data set
             created = await self.applier.create_rollout(namespace, source)
             if created is not None:
-                by_key[(namespace, source)] = state.from_json(created)
-                raw_status[(namespace, source)] = created.get("status")
+                one = self.faults.call(f"DataRollout {namespace}/{source}", "rollout-read",
+                                       lambda created=created: state.from_json(created), None)
+                if one is not None:
+                    by_key[(namespace, source)] = one
+                    raw_status[(namespace, source)] = created.get("status")
 
-        changes: dict[str, dict[str, str | None]] = defaultdict(dict)
-        asked: dict[str, list[dict[str, object]]] = defaultdict(list)
-        owners: dict[str, pods.Pod] = {}
+        writes = _PodWrites()
         for pod in data_pods:
-            mirrored = rollout.ack_annotations(pod, acks.get(pod.uid, {}))
+            mirrored = self.faults.call(pod.uid, "acks", lambda pod=pod: rollout.ack_annotations(
+                pod, acks.get(pod.uid, {})), {}, pod=pod.key)
             if mirrored:
-                changes[pod.uid].update(mirrored)
-                owners[pod.uid] = pod
+                writes.changes[pod.uid].update(mirrored)
+                writes.owners[pod.uid] = pod
         report = Report()
         metrics.ROLLOUT_VERSION.clear()
         for (namespace, source), one in sorted(by_key.items()):
             if not leading():
                 break
-            step = rollout.step(one.spec, one.state, manifest.get(source), by_namespace.get(namespace, []), acks,
-                                self.clock(), self.policy)
-            stages = len(one.spec.stages or self.policy.stages)
-            new_status = state.status_json(step.state, stages, one, self.clock())
-            patch = state.status_patch(one, raw_status.get((namespace, source)), new_status)
-            where = {"namespace": namespace, "source": source, "rollout": one.name}
-            if patch is not None:
-                result = await self.applier.write_rollout_status(one, patch)
-                report = dataclasses.replace(report, status_writes=report.status_writes + (result == "ok"))
-                if result != "ok":
-                    continue  # decide again on fresh state next pass
-            for message, fields in step.log:
-                log.info(message, extra={**where, **fields})
-            if step.rollback is not None:
-                metrics.ROLLBACKS.labels(step.rollback).inc()
-            for request in step.requests:
-                changes[request.pod.uid][request.key] = request.request.to_annotation()
-                owners[request.pod.uid] = request.pod
-                asked[request.pod.uid].append({**where, "pod": request.pod.name, "data_set": request.name,
-                                               "version": request.request.version})
-            if step.repository_lkg is not None:
-                await self.applier.set_last_known_good(self.repo, source, step.repository_lkg)
-            for event in step.events:
-                await self.applier.event(event.pod, event.kind, event.reason, event.message)
-            self._metrics(namespace, source, step.state)
-            report = dataclasses.replace(report, rollouts=report.rollouts + 1,
-                                         requests=report.requests + len(step.requests))
-        for uid, patch_ in changes.items():
+            report = await self.faults.acall(
+                f"{namespace}/{source}", "rollout", lambda one=one, so_far=report: self._step(
+                    one, raw_status.get((one.namespace, one.spec.source)), manifest, by_namespace, acks, so_far,
+                    writes), report, namespace=namespace, source=source)
+        for uid, patch_ in writes.changes.items():
             if not leading():
                 break
-            pod = owners[uid]
+            pod = writes.owners[uid]
             sent = self._sent.get(uid)
             if sent is not None and sent[0] == pod.resource_version and patch_.items() <= sent[1].items():
                 continue  # written on this very version of the pod: the informer has not caught up yet
             if await self.applier.write_data(pod, patch_) == "ok":
                 self._sent[uid] = (pod.resource_version, patch_)
-                for fields in asked.get(uid, ()):
+                for fields in writes.asked.get(uid, ()):
                     log.info("data version requested", extra=fields)
         live = {p.uid for p in snapshot}
         self._sent = {uid: sent for uid, sent in self._sent.items() if uid in live}
         return report
+
+    async def _step(self, one: state.Rollout, raw_status: object, manifest: dict[str, manifests.SourceManifest],
+                    by_namespace: dict[str, list[pods.Pod]], acks: dict[str, dict[str, rollout.Ack]], report: Report,
+                    writes: _PodWrites) -> Report:
+        """One rollout's step: decide, write its status, then queue its pods' requests into ``writes``."""
+        namespace, source = one.namespace, one.spec.source
+        step = rollout.step(one.spec, one.state, manifest.get(source), by_namespace.get(namespace, []), acks,
+                            self.clock(), self.policy)
+        stages = len(one.spec.stages or self.policy.stages)
+        new_status = state.status_json(step.state, stages, one, self.clock())
+        patch = state.status_patch(one, raw_status, new_status)  # type: ignore[arg-type]
+        where = {"namespace": namespace, "source": source, "rollout": one.name}
+        if patch is not None:
+            result = await self.applier.write_rollout_status(one, patch)
+            report = dataclasses.replace(report, status_writes=report.status_writes + (result == "ok"))
+            if result != "ok":
+                return report  # decide again on fresh state next pass
+        for message, fields in step.log:
+            log.info(message, extra={**where, **fields})
+        if step.rollback is not None:
+            metrics.ROLLBACKS.labels(step.rollback).inc()
+        for request in step.requests:
+            writes.changes[request.pod.uid][request.key] = request.request.to_annotation()
+            writes.owners[request.pod.uid] = request.pod
+            writes.asked[request.pod.uid].append({**where, "pod": request.pod.name, "data_set": request.name,
+                                           "version": request.request.version})
+        if step.repository_lkg is not None:
+            await self.applier.set_last_known_good(self.repo, source, step.repository_lkg)
+        for event in step.events:
+            await self.applier.event(event.pod, event.kind, event.reason, event.message)
+        self._metrics(namespace, source, step.state)
+        return dataclasses.replace(report, rollouts=report.rollouts + 1, requests=report.requests + len(step.requests))
 
     @staticmethod
     def _metrics(namespace: str, source: str, current: rollout.State) -> None:

@@ -32,6 +32,13 @@ class Gone(Exception):
     """The resourceVersion is too old (410): LIST again."""
 
 
+def _key(obj: dict[str, Any]) -> str:
+    """``namespace/name`` of a raw pod, as :attr:`controller.pods.Pod.key` would say."""
+    meta = obj.get("metadata")
+    meta = meta if isinstance(meta, dict) else {}
+    return f"{meta.get('namespace', '')}/{meta.get('name', '')}"
+
+
 class PodInformer:
     def __init__(self, api: kubeapi.KubeApi, *, namespace: str | None = None, label_selector: str | None = None,
                  page_size: int = 500, watch_timeout: float = 300.0, max_backoff: float = 30.0,
@@ -65,8 +72,9 @@ class PodInformer:
             query = {"limit": self.page_size, "continue": token, "labelSelector": self.label_selector}
             page = await self.api.request("GET", self.path, query=query, timeout=60)
             for item in page.get("items") or ():
-                pod = self.decode(item)
-                store[pod.key] = pod
+                pod = self._decode(item)
+                if pod is not None:
+                    store[pod.key] = pod
             meta = page.get("metadata") or {}
             token = meta.get("continue")
             if not token:
@@ -86,16 +94,28 @@ class PodInformer:
             raise kubeapi.ApiError(f"watch error: {obj.get('message', obj)}", status=int(obj.get("code") or 0))
         rv = (obj.get("metadata") or {}).get("resourceVersion")
         if kind in ("ADDED", "MODIFIED"):
-            pod = self.decode(obj)
-            self.store[pod.key] = pod
+            pod = self._decode(obj)
+            if pod is not None:
+                self.store[pod.key] = pod
+            else:  # not understood: better no record than a stale one
+                self.store.pop(_key(obj), None)
         elif kind == "DELETED":
-            pod = self.decode(obj)
-            self.store.pop(pod.key, None)
+            self.store.pop(_key(obj), None)
         if rv:
             self.resource_version = str(rv)
         self.last_event = time.time()
         metrics.INFORMER_PODS.set(len(self.store))
         metrics.INFORMER_LAST_EVENT.set(self.last_event)
+
+    def _decode(self, obj: dict[str, Any]) -> pods.Pod | None:
+        """The slim record, or None (logged) for an object it cannot be made from: one odd pod never
+        stops the informer, which would stop every pass."""
+        try:
+            return self.decode(obj)
+        except Exception as error:
+            log.error("pod left out of the store: it cannot be decoded", exc_info=error,
+                      extra={"pod": _key(obj), "error": f"{type(error).__name__}: {error}"[:300]})
+            return None
 
     async def watch(self) -> None:
         """One watch from :attr:`resource_version` until the server closes it."""

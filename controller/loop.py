@@ -5,6 +5,8 @@ writes the status patches :mod:`controller.health` asks for, evicts what
 :mod:`controller.eviction` plans, then takes the next step of every data rollout
 (:mod:`controller.datarollouts`, when a data repository is configured), all on that one snapshot
 (updated by the pass' own patches).
+A pod (or a rollout) whose handling raises is left out of the rest of that pass and logged once
+(:mod:`controller.isolation`); every other pod is still probed, written, evicted and rolled out.
 Nothing in a pass depends on the previous one except the eviction streak counts, which only
 ever delay an eviction when lost; rollout state is read from the cluster every pass.
 """
@@ -21,7 +23,19 @@ import time
 from collections.abc import Sequence
 
 from autocrane import annotations
-from controller import apply, datarollouts, eviction, fanout, health, informer, leader, metrics, pods, probing
+from controller import (
+    apply,
+    datarollouts,
+    eviction,
+    fanout,
+    health,
+    informer,
+    isolation,
+    leader,
+    metrics,
+    pods,
+    probing,
+)
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +55,8 @@ class Report:
     breakers: int
     data_requests: int = 0
     rollout_writes: int = 0
+    faults: int = 0
+    """Pods and rollouts left out of this pass because handling them raised (each logged once)."""
 
 
 class Controller:
@@ -55,6 +71,7 @@ class Controller:
         self.interval = interval
         self.rollouts = rollouts
         self.streaks: dict[str, eviction.Streak] = {}
+        self.faults = isolation.Faults()
         self.last_pass = 0.0
         """time.monotonic() at the end of the last pass (0: none yet)."""
 
@@ -80,22 +97,25 @@ class Controller:
             return pod
         return change.applied() if await self.applier.write_status(change) == "ok" else pod
 
-    async def run_pass(self) -> Report:
-        snapshot = self.snapshot()
-        results = await self.prober.probe_all(snapshot)
-        for seconds in self.prober.take_durations():
-            metrics.PROBE_DURATION.observe(seconds)
-        now = dt.datetime.now(dt.UTC)
-        updated = await fanout.bounded_map(lambda pod: self._refresh(pod, results.get(pod.uid, {}), now), snapshot,
-                                           WRITERS)
-        writes = sum(a is not b for a, b in zip(updated, snapshot, strict=True))
-        by_health = collections.Counter(p.health_label or "none" for p in updated)
-        for value in ("unknown", "info", "warning", "error", "none"):
-            metrics.PODS.labels(value).set(by_health.get(value, 0))
+    async def _probe(self, pod: pods.Pod) -> dict[str, health.ProbeResult]:
+        return await self.faults.acall(pod.uid, "probe", lambda: self.prober.probe_pod(pod), {}, pod=pod.key)
 
+    async def _status(self, pod: pods.Pod, results: dict[str, health.ProbeResult], now: dt.datetime) -> pods.Pod:
+        return await self.faults.acall(pod.uid, "status", lambda: self._refresh(pod, results, now), pod, pod=pod.key)
+
+    def _judged(self, pod: pods.Pod) -> bool:
+        """Whether the eviction plan can read the pod's health (it parses the statuses again, the same way)."""
+        def readable() -> bool:
+            health.level(pod)
+            health.error_since(pod)
+            return True
+
+        return self.faults.call(pod.uid, "eviction", readable, False, pod=pod.key)
+
+    async def _evict(self, snapshot: list[pods.Pod]) -> tuple[list[str], eviction.Plan]:
         clock = time.time()
-        self.streaks = eviction.observe(self.streaks, updated, clock)
-        plan = eviction.plan(updated, self.streaks, self.policy, clock, self.applier.backoff_until)
+        self.streaks = eviction.observe(self.streaks, snapshot, clock)
+        plan = eviction.plan(snapshot, self.streaks, self.policy, clock, self.applier.backoff_until)
         metrics.BREAKERS_OPEN.set(len(plan.breakers))
         for breaker in plan.breakers:
             log.warning("circuit breaker holds evictions", extra={
@@ -109,13 +129,37 @@ class Controller:
                 break
             if await self.applier.evict(decision) in ("evicted", "dry_run"):
                 evicted.append(decision.pod.key)
+        return evicted, plan
+
+    async def run_pass(self) -> Report:
+        self.faults.begin()
+        snapshot = self.snapshot()
+        results = await self.prober.probe_all(snapshot, self._probe)
+        for seconds in self.prober.take_durations():
+            metrics.PROBE_DURATION.observe(seconds)
+        now = dt.datetime.now(dt.UTC)
+        updated = await fanout.bounded_map(lambda pod: self._status(pod, results.get(pod.uid, {}), now), snapshot,
+                                           WRITERS)
+        writes = sum(a is not b for a, b in zip(updated, snapshot, strict=True))
+        by_health = collections.Counter(p.health_label or "none" for p in updated)
+        for value in ("unknown", "info", "warning", "error", "none"):
+            metrics.PODS.labels(value).set(by_health.get(value, 0))
+
+        usable = [pod for pod in updated if pod.uid not in self.faults.failed and self._judged(pod)]
+        evicted, plan = await self.faults.acall("(every pod)", "eviction-plan", lambda: self._evict(usable),
+                                                ([], eviction.Plan()))
         data = datarollouts.Report()
-        if self.rollouts is not None and self.leading:
-            data = await self.rollouts.run_pass(updated, lambda: self.leading)
+        rollouts = self.rollouts
+        if rollouts is not None and self.leading:
+            data = await self.faults.acall("(every rollout)", "data-rollouts",
+                                           lambda: rollouts.run_pass(usable, lambda: self.leading),
+                                           datarollouts.Report())
         self.applier.forget(p.uid for p in snapshot)
+        faults = len(self.faults.failed) + data.faults
+        self.faults.settle()
         return Report(pods=len(snapshot), probed=len(results), status_writes=writes, evicted=tuple(evicted),
                       skipped=tuple((d.pod.key, d.reason) for d in plan.skipped), breakers=len(plan.breakers),
-                      data_requests=data.requests, rollout_writes=data.status_writes)
+                      data_requests=data.requests, rollout_writes=data.status_writes, faults=faults)
 
     async def run(self) -> None:
         """Pass after pass while synced and leading; a failing pass is logged, never fatal."""
@@ -130,7 +174,7 @@ class Controller:
             try:
                 with metrics.PASS_DURATION.time():
                     report = await self.run_pass()
-                level = logging.INFO if (report.status_writes or report.evicted or report.skipped
+                level = logging.INFO if (report.status_writes or report.evicted or report.skipped or report.faults
                                          or report.data_requests or report.rollout_writes) else logging.DEBUG
                 log.log(level, "pass done", extra={**dataclasses.asdict(report),
                                                    "seconds": round(time.monotonic() - started, 3)})

@@ -51,5 +51,8 @@ ROLLBACKS = metrics.counter(AREA, "rollbacks", "Data rollouts rolled back, by re
 DATA_WRITES = metrics.counter(
     AREA, "data_writes", "Writes for data rollouts by kind (request, rollout_status, rollout_create, repository_lkg) "
     "and result (ok, conflict, gone, error).", ["kind", "result"])
+FAULTS = metrics.counter(
+    AREA, "faults", "Pods and rollouts left out of a pass because handling them raised, by step (probe, status, "
+    "eviction, acks, rollout...); each is also logged once.", ["step"])
 REPOSITORY_READS = metrics.counter(AREA, "repository_reads", "Data repository manifest reads by result (ok, error).",
                                    ["result"])

@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import math
 from collections.abc import Mapping
 from typing import Any
 
-from autocrane import annotations
+from autocrane import annotations, untrusted
 
 MIRROR_ANNOTATION = "kubernetes.io/config.mirror"
 """Set by the kubelet on the API copy of a static pod; evicting it does nothing."""
@@ -79,13 +80,12 @@ class Pod:
 
 
 def timestamp(text: object) -> float | None:
-    """An RFC3339 API timestamp as POSIX seconds; None for anything else."""
-    if not isinstance(text, str) or not text:
-        return None
-    try:
-        return dt.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
+    """An RFC3339 timestamp as POSIX seconds (UTC without an offset); None for anything else.
+
+    Also used on values anyone may write (a datadeployer's ``deployedAt``), hence
+    :func:`autocrane.untrusted.timestamp`: a time that exists only in another time zone is None.
+    """
+    return untrusted.timestamp(text)
 
 
 def parse_time(text: str | None) -> float:
@@ -93,9 +93,25 @@ def parse_time(text: str | None) -> float:
     return timestamp(text) or 0.0
 
 
+_FIRST = dt.datetime(1, 1, 1, tzinfo=dt.UTC)
+_LAST = dt.datetime(9999, 12, 31, 23, 59, 59, tzinfo=dt.UTC)
+
+
 def rfc3339(seconds: float) -> str:
-    """POSIX seconds as an API timestamp: UTC, second precision."""
-    return dt.datetime.fromtimestamp(seconds, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    """POSIX seconds as an API timestamp: UTC, second precision.
+
+    Never raises: seconds before year 1 or after 9999 (say a deployment time plus a bake time of
+    1e300 from a ``DataRollout`` spec) are shown as the first or last second those years hold,
+    and NaN as the epoch.
+    """
+    if math.isnan(seconds):
+        seconds = 0.0
+    try:
+        when = _FIRST + dt.timedelta(seconds=math.floor(seconds) - _FIRST.timestamp())
+    except OverflowError:
+        when = _FIRST if seconds < 0 else _LAST
+    when = min(max(when, _FIRST), _LAST)
+    return f"{when.year:04d}-{when:%m-%dT%H:%M:%SZ}"
 
 
 def _keep_annotation(key: str) -> bool:

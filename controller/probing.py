@@ -19,22 +19,24 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-import json
 import re
 import time
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 
 import aiohttp
 
-from autocrane import watchdogs
+from autocrane import untrusted, watchdogs
 from controller import fanout, health, pods
 
+Probe = Callable[[pods.Pod], Awaitable[dict[str, health.ProbeResult]]]
 PLACEHOLDER = "POD_IP"
 FORM = "POD_IP:<port>/<path>"
-_TARGET = re.compile(r"^(?:http://)?(?P<host>\[[0-9A-Fa-f:.]+\]|[^:/\[\]]+):(?P<port>[0-9]{1,5})"
-                     r"(?P<path>/[A-Za-z0-9._~/-]*(?:\?[A-Za-z0-9._~=&%-]*)?)?$")
+_TARGET = re.compile(r"(?:http://)?(?P<host>\[[0-9A-Fa-f:.]+\]|[^:/\[\]]+):(?P<port>[0-9]{1,5})"
+                     r"(?P<path>/[A-Za-z0-9._~/-]*(?:\?[A-Za-z0-9._~=&%-]*)?)?")  # fullmatch
 _MAX_BODY = 200
 """Bytes of an error answer's body kept in the status message."""
+MAX_STATUS_BYTES = 256 << 10
+"""Largest datadeployer ``GET /status`` answer read (about 400 bytes per data set)."""
 
 
 def _refused(message: str) -> health.ProbeResult:
@@ -43,7 +45,7 @@ def _refused(message: str) -> health.ProbeResult:
 
 def target(value: str, pod_ip: str) -> str | health.ProbeResult:
     """The URL to GET for a probe annotation value, or a ``refused`` result saying why not."""
-    match = _TARGET.match(value.strip())
+    match = _TARGET.fullmatch(value.strip())
     if not match:
         return _refused(f"{value[:80]!r} is not {FORM}")
     host, port, path = match["host"].strip("[]"), int(match["port"]), match["path"] or "/"
@@ -60,6 +62,27 @@ def target(value: str, pod_ip: str) -> str | health.ProbeResult:
         return health.ProbeResult("unknown", "the pod has no IP yet")
     shown = f"[{pod_ip}]" if ":" in pod_ip else pod_ip
     return f"http://{shown}:{port}{path}"
+
+
+async def _read(content: aiohttp.StreamReader, limit: int) -> bytes | None:
+    """The whole body if it is at most ``limit`` bytes, else None (``read(n)`` returns one chunk only)."""
+    chunks: list[bytes] = []
+    size = 0
+    while chunk := await content.read(limit + 1 - size):
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > limit:
+            return None
+    return b"".join(chunks)
+
+
+def decode_json(data: bytes, what: str = "answer") -> object | None:
+    """A peer's JSON answer, or None when it is not JSON or nested deeper than ``untrusted.MAX_DEPTH``."""
+    try:
+        value: object = untrusted.json_value(data, what=what, max_bytes=len(data))
+    except untrusted.UntrustedValueError:
+        return None
+    return value
 
 
 def probeable(pod: pods.Pod) -> bool:
@@ -112,18 +135,22 @@ class Prober:
             finally:
                 self.durations.append(time.monotonic() - started)
 
-    async def get_json(self, url: str, limit: int = 1 << 20) -> object | None:
-        """GET ``url`` and decode a 200 answer as JSON (at most ``limit`` bytes); None for anything else."""
+    async def get_json(self, url: str, limit: int = MAX_STATUS_BYTES) -> object | None:
+        """GET ``url`` and decode a 200 answer as JSON; None for anything else.
+
+        The answer comes from whatever runs in the pod: it is read up to ``limit`` bytes and decoded
+        by :func:`decode_json` (nesting bounded), so no answer can raise out of here.
+        """
         assert self._session is not None, "use Prober as an async context manager"
         async with self._slots:
             try:
                 async with self._session.get(url, allow_redirects=False) as response:
                     if response.status != 200:
                         return None
-                    decoded: object = json.loads(await response.content.read(limit))
-                    return decoded
+                    data = await _read(response.content, limit)
             except (aiohttp.ClientError, OSError, TimeoutError, ValueError):
                 return None
+        return None if data is None else decode_json(data, url)
 
     async def datadeployer_status(self, pod: pods.Pod, port: int) -> object | None:
         """The pod's datadeployer ``GET /status`` (on its own IP only), or None when it does not answer."""
@@ -155,11 +182,13 @@ class Prober:
         results.update(zip(urls, answers, strict=True))
         return results
 
-    async def probe_all(self, snapshot: Iterable[pods.Pod]) -> dict[str, dict[str, health.ProbeResult]]:
+    async def probe_all(self, snapshot: Iterable[pods.Pod], probe: Probe | None = None
+                        ) -> dict[str, dict[str, health.ProbeResult]]:
         """Results by pod uid for every pod that has probe annotations.
 
-        ``concurrency`` workers take the pods one after another (:func:`fanout.bounded_map`).
+        ``concurrency`` workers take the pods one after another (:func:`fanout.bounded_map`), each
+        through ``probe`` (default :meth:`probe_pod`; the pass loop wraps it to isolate faults).
         """
         chosen = [pod for pod in snapshot if pod.probes()]
-        answers = await fanout.bounded_map(self.probe_pod, chosen, self.concurrency)
+        answers = await fanout.bounded_map(probe or self.probe_pod, chosen, self.concurrency)
         return {pod.uid: answer for pod, answer in zip(chosen, answers, strict=True)}

@@ -52,7 +52,7 @@ from controller import pods
 
 DEPS_ANNOTATION = annotations.STORE_DEPS
 DEFAULT_STAGES = ("1", "25%", "100%")
-_STAGE = re.compile(r"^(?P<n>[0-9]{1,6})(?P<pct>%?)$")
+_STAGE = re.compile(r"(?P<n>[0-9]{1,6})(?P<pct>%?)")  # fullmatch: "$" would accept "1\n"
 MAX_HELD = 20
 
 IDLE, PROGRESSING, SUCCEEDED, ROLLED_BACK, PINNED = "Idle", "Progressing", "Succeeded", "RolledBack", "Pinned"
@@ -194,7 +194,7 @@ def check_stages(stages: Sequence[str]) -> tuple[str, ...]:
     if not stages:
         raise ValueError("stages: at least one stage")
     for text in stages:
-        match = _STAGE.match(str(text))
+        match = _STAGE.fullmatch(str(text))
         if not match or int(match["n"]) == 0 or (match["pct"] and int(match["n"]) > 100):
             raise ValueError(f"stage {text!r}: expected a pod count like 1 or a percentage like 25%")
     if stages[-1] != "100%":
@@ -207,7 +207,7 @@ def stage_counts(stages: Sequence[str], members: int) -> list[int]:
     than the stage before."""
     counts: list[int] = []
     for text in stages:
-        match = _STAGE.match(text)
+        match = _STAGE.fullmatch(text)
         assert match is not None
         n = int(match["n"])
         wanted = math.ceil(members * n / 100) if match["pct"] else n
@@ -445,19 +445,37 @@ def _finish(state: State, members: list[_Member], manifest: manifests.SourceMani
 
 # --- acknowledgements -------------------------------------------------------------------------------
 
-def parse_acks(body: object) -> dict[str, Ack]:
-    """The datadeployer's ``GET /status`` answer -> data-set name -> :class:`Ack` (garbage -> nothing)."""
+MAX_CLOCK_SKEW = 60.0
+"""Seconds a datadeployer's ``deployedAt`` may lie ahead of the controller's clock; later ones are ignored."""
+MAX_ACK_ERROR = 512
+"""Characters of a datadeployer's ``error`` kept (it ends up in the rollback message and Event)."""
+_MAX_SET_NAME = 253
+
+
+def parse_acks(body: object, *, now: float) -> dict[str, Ack]:
+    """The datadeployer's ``GET /status`` answer -> data-set name -> :class:`Ack` (garbage -> nothing).
+
+    Whoever runs in the pod writes this answer, so nothing in it is taken on trust: a ``version``
+    that is not a version id is no acknowledgement (it would be mirrored into an annotation), a
+    ``deployedAt`` that is not an RFC3339 time in years 1-9999 UTC, or lies more than
+    :data:`MAX_CLOCK_SKEW` seconds after ``now``, is no time (the bake clock runs from the latest
+    ``deployedAt``: one from the future would hold the stage, and the rollout of every pod of the
+    source, for as long as it lies), and ``error`` is cut to :data:`MAX_ACK_ERROR` characters.
+    """
     sets = body.get("sets") if isinstance(body, dict) else None
     out: dict[str, Ack] = {}
-    for name, entry in (sets or {}).items() if isinstance(sets, dict) else ():
-        if not isinstance(entry, dict):
+    for name, entry in sets.items() if isinstance(sets, dict) else ():
+        if not isinstance(entry, dict) or not isinstance(name, str) or len(name) > _MAX_SET_NAME:
             continue
-        version = entry.get("version")
-        deployed = entry.get("deployedAt")
-        at = pods.timestamp(deployed)
+        try:
+            version = None if entry.get("version") is None else manifests.check_version(entry["version"])
+        except manifests.ManifestError:
+            version = None
+        at = pods.timestamp(entry.get("deployedAt"))
+        if at is not None and at > now + MAX_CLOCK_SKEW:
+            at = None
         error = entry.get("error")
-        out[str(name)] = Ack(version if isinstance(version, str) else None, at,
-                             error if isinstance(error, str) else None)
+        out[name] = Ack(version, at, error[:MAX_ACK_ERROR] if isinstance(error, str) else None)
     return out
 
 

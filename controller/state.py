@@ -30,7 +30,7 @@ from controller import kubeapi, pods, rollout
 
 GROUP, VERSION, PLURAL, KIND = "autocrane.io", "v1alpha1", "datarollouts", "DataRollout"
 API_VERSION = f"{GROUP}/{VERSION}"
-_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_NAME = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")  # fullmatch, not "$"
 
 
 def path(namespace: str, name: str | None = None) -> str:
@@ -41,7 +41,7 @@ def path(namespace: str, name: str | None = None) -> str:
 def object_name(source: str) -> str:
     """The object name for a source: ``models/resnet`` -> ``models.resnet``; a hash when that is no name."""
     name = source.replace("/", ".").replace("_", "-")
-    if len(name) <= 253 and _NAME.match(name):
+    if len(name) <= 253 and _NAME.fullmatch(name):
         return name
     return "source-" + hashlib.sha256(source.encode()).hexdigest()[:12]
 

@@ -13,12 +13,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
-import json
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from autocrane import annotations, manifests, watchdogs
+from autocrane import annotations, manifests, untrusted, watchdogs
 from controller import kubeapi, state
 
 
@@ -65,8 +64,9 @@ def _data(notes: Mapping[str, str], rollouts: Mapping[str, Mapping[str, Any]]) -
         acked = notes.get(annotations.STATUS_DATA_PREFIX + name)
         if acked is not None:
             try:
-                version += "/" + str(json.loads(acked)["version"])
-            except (ValueError, TypeError, KeyError):
+                acked_version = untrusted.json_value(acked, what=key, max_bytes=4096)["version"]
+                version += "/" + manifests.check_version(acked_version)
+            except (ValueError, TypeError, KeyError):  # UntrustedValueError and ManifestError are ValueErrors
                 version += "/invalid"
         cells.append(f"{name}={version}{_rollout(rollouts.get(notes[key].strip()))}")
     return ",".join(cells) or "-"

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from autocrane import logs, serving
+from autocrane import logs, serving, untrusted
+
+MAX_NOTIFY_BYTES = 64 << 10
+"""Largest notification body read (the datadeployer's is about 200 bytes)."""
 
 
 def seen_version(path: Path) -> str | None:
@@ -56,9 +58,12 @@ def app(data_paths: list[Path]) -> Starlette:
 
     async def notify(request: Request) -> Response:
         try:
-            state["notified"] = json.loads(await request.body())
-        except ValueError:
-            return PlainTextResponse("expected JSON", 400)
+            state["notified"] = untrusted.json_value(await serving.read_body(request, MAX_NOTIFY_BYTES),
+                                                     what="notification", max_bytes=MAX_NOTIFY_BYTES)
+        except serving.BodyTooLarge as error:
+            return error.response()
+        except untrusted.UntrustedValueError as error:
+            return PlainTextResponse(f"expected JSON: {error}", 400)
         return PlainTextResponse("ok")
 
     return Starlette(routes=[
@@ -78,6 +83,6 @@ def main(argv: list[str]) -> int:
     logs.add_arguments(p)
     args = p.parse_args(argv)
     logs.setup_from_arguments(args)
-    site = serving.Site("testworkload", app(args.data_path), args.host, args.port)
+    site = serving.Site("testworkload", app(args.data_path), args.host, args.port, limits=serving.IN_POD)
     asyncio.run(serving.run(serving.Serving([site], graceful_timeout=2)))
     return 0

@@ -11,6 +11,11 @@ is in error, or when the file cannot be read. An unreadable status value counts 
 Warnings and infos never make the pod unready. The clock restarts at every error, so a canary
 whose watchdogs flap never becomes Ready. Unlike the C# original, the file is watched in the
 background, so an error that comes and goes between two kubelet probes still resets the clock.
+
+No annotation value can break either: an unreadable status counts as error, an unreadable
+``min-ready-seconds`` as 0, and anything unexpected while reading them makes ``/healthz`` 503
+(not ready: nobody can tell) and is logged once; the background watch carries on after it, and
+``/livez`` fails should it ever stop.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
-from autocrane import annotations, errors, logs, podinfo, serving, watchdogs
+from autocrane import annotations, errors, logs, podinfo, serving, untrusted, watchdogs
 
 log = logging.getLogger(__name__)
 DEFAULT_ANNOTATIONS = podinfo.ANNOTATIONS_PATH
@@ -75,6 +80,9 @@ class Monitor:
         self.watcher, self.fixed_min_ready, self.clock = watcher, min_ready_seconds, clock
         self.health = Health()
 
+        self._unexpected: dict[str, str] = {}
+        """Per step (tick, decide), the unexpected error last logged: a repeating one is logged once."""
+
     @property
     def min_ready_seconds(self) -> float:
         if self.fixed_min_ready is not None:
@@ -82,39 +90,64 @@ class Monitor:
         value = self.watcher.annotations.get(annotations.MIN_READY_SECONDS)
         try:
             return float(annotations.parse_seconds(annotations.MIN_READY_SECONDS, value)) if value else 0.0
-        except errors.AnnotationError:
+        except (errors.AnnotationError, ValueError, OverflowError):  # e.g. 5000 digits: int() refuses them
             return 0.0
 
     def tick(self) -> None:
-        self.watcher.poll()
-        readable = self.watcher.error is None
+        """Observe the file once; an unexpected error counts as an error observation and is logged once."""
         before = self.health
-        self.health = observe(self.health, self.watcher.annotations if readable else None, self.clock())
+        try:
+            self.watcher.poll()
+            readable = self.watcher.error is None
+            self.health = observe(self.health, self.watcher.annotations if readable else None, self.clock())
+        except Exception as error:
+            self.health = Health(None, (f"the watchdog statuses cannot be read: {self._report('tick', error)}",))
+        else:
+            self._unexpected.pop("tick", None)
         if bool(before.errors) != bool(self.health.errors) or before.errors != self.health.errors:
             log.info("watchdogs: %s", "; ".join(self.health.errors) or "no error")
 
     def decide(self) -> tuple[bool, str]:
-        return decide(self.health, self.clock(), self.min_ready_seconds)
+        try:
+            answer = decide(self.health, self.clock(), self.min_ready_seconds)
+        except Exception as error:
+            return False, f"error: cannot decide: {self._report('decide', error)}"
+        self._unexpected.pop("decide", None)
+        return answer
+
+    def _report(self, step: str, error: Exception) -> str:
+        said = f"{type(error).__name__}: {untrusted.shown(str(error), 200)}"
+        if self._unexpected.get(step) != said:
+            self._unexpected[step] = said
+            log.error("unexpected error (logged once; not ready meanwhile): %s", said, exc_info=error)
+        return said
 
 
-def app(monitor: Monitor) -> Starlette:
+def app(monitor: Monitor, alive: serving.Liveness | None = None) -> Starlette:
     async def healthz(request: Request) -> Response:
         monitor.tick()
         ready, reason = monitor.decide()
         return PlainTextResponse(reason, 200 if ready else 503)
 
-    return Starlette(routes=[Route("/healthz", healthz), serving.livez_route()])
+    return Starlette(routes=[Route("/healthz", healthz), serving.livez_route(alive=alive)])
+
+
+async def watch(monitor: Monitor, poll: float) -> None:
+    """Observe the file every ``poll`` seconds, for ever (:meth:`Monitor.tick` never raises)."""
+    while True:
+        monitor.tick()
+        await asyncio.sleep(poll)
 
 
 async def _run(monitor: Monitor, host: str, port: int, poll: float) -> None:
-    async def watch() -> None:
-        while True:
-            monitor.tick()
-            await asyncio.sleep(poll)
+    task = asyncio.create_task(watch(monitor, poll), name="watch")
 
-    task = asyncio.create_task(watch())
+    def alive() -> str | None:
+        return "the background watch of the annotations file stopped" if task.done() else None
+
     try:
-        await serving.run(serving.Serving([serving.Site("healthz", app(monitor), host, port)], graceful_timeout=2))
+        site = serving.Site("healthz", app(monitor, alive), host, port, limits=serving.IN_POD)
+        await serving.run(serving.Serving([site], graceful_timeout=2))
     finally:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):

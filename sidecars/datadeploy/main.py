@@ -12,6 +12,12 @@ reads when it probes the pod (see docs/data-plane.md).
 - ``sidecar``: serve the status endpoints and follow the requests for as long as the pod lives,
   one task per data set so a failing one never holds back the others; failures are retried
   with exponential backoff; the app is optionally notified after each swap.
+
+Nothing in the annotations file can stop the following: a malformed value affects only its own
+data set (the decoders report it), and anything unexpected is caught where it happens, logged
+once with its traceback, reported on that data set's ``/status`` and retried; a per-set task
+that ends anyway is restarted. ``/livez`` fails if the follow loop itself ever stops, so the
+kubelet restarts the container instead of leaving ``/status`` frozen.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ import os
 import time
 from pathlib import Path
 
-from autocrane import logs, podinfo, serving
+from autocrane import logs, podinfo, serving, untrusted
 from sidecars import archives
 from sidecars.datadeploy import fetching, hooks, requests, status, swap, syncing
 
@@ -147,16 +153,45 @@ async def run_init(deployer: Deployer, max_failures: int, poll: float) -> int:
     return 0
 
 
+class _Once:
+    """Logs an unexpected error with its traceback once per place and message, not every retry."""
+
+    def __init__(self) -> None:
+        self._last: dict[str, str] = {}
+
+    def error(self, where: str, error: BaseException) -> str:
+        said = f"{type(error).__name__}: {untrusted.shown(str(error), 200)}"
+        if self._last.get(where) != said:
+            self._last[where] = said
+            log.error("%s: unexpected error (logged once; retrying): %s", where, said, exc_info=error)
+        return said
+
+    def clear(self, where: str) -> None:
+        self._last.pop(where, None)
+
+
 async def follow(deployer: Deployer, poll: float, resync: float, max_backoff: float = 300.0) -> None:
-    """The sidecar's loops: watch the annotations file, one task per data set."""
+    """The sidecar's loops: watch the annotations file, one task per data set. Never returns nor raises."""
     wake: dict[str, asyncio.Event] = {}
     tasks: dict[str, asyncio.Task[None]] = {}
+    once = _Once()
+
+    async def step(name: str) -> Outcome:
+        try:
+            outcome = await deployer.step(name)
+        except Exception as error:  # a bug, or a value no decoder foresaw: this set fails, the others go on
+            said = once.error(f"data set {name}", error)
+            if name in deployer.sets:
+                deployer.status.failed(name, f"internal error: {said}")
+            return Outcome.FAILED
+        once.clear(f"data set {name}")
+        return outcome
 
     async def one(name: str) -> None:
         backoff = 1.0
         while name in deployer.sets:
             wake[name].clear()
-            outcome = await deployer.step(name)
+            outcome = await step(name)
             if outcome is Outcome.FAILED:
                 timeout, backoff = backoff, min(max_backoff, backoff * 2)
             else:
@@ -164,29 +199,67 @@ async def follow(deployer: Deployer, poll: float, resync: float, max_backoff: fl
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(wake[name].wait(), timeout)
 
-    for current in (deployer.store.current(n) for n in sorted(deployer.sets)):
+    def refresh() -> bool:
+        try:
+            changed = deployer.refresh()
+        except Exception as error:
+            deployer.watcher.invalidate()  # read it again next time: it may work, and the error stays until then
+            deployer.status.annotations_error = f"the annotations cannot be read: {once.error('annotations', error)}"
+            return False
+        once.clear("annotations")
+        return changed
+
+    refresh()
+    for name in sorted(deployer.sets):
+        try:
+            current = deployer.store.current(name)
+        except Exception as error:
+            once.error(f"data set {name}", error)
+            continue
         if current is not None:
             deployer.announce(current)  # at-least-once: the app may have missed the last one
-    while True:
-        if deployer.refresh() or not tasks:
+    changed = True
+    try:
+        while True:
             for name in deployer.sets:
-                wake.setdefault(name, asyncio.Event()).set()
-                if name not in tasks or tasks[name].done():
+                wake.setdefault(name, asyncio.Event())
+                if changed:
+                    wake[name].set()
+                task = tasks.get(name)
+                if task is None or task.done():
+                    if task is not None and not task.cancelled() and task.exception() is not None:
+                        log.error("data set %s: its sync task ended (%s); restarting it", name, task.exception())
                     tasks[name] = asyncio.create_task(one(name), name=f"sync-{name}")
-        await asyncio.sleep(poll)
+            for name in [n for n, t in tasks.items() if t.done() and n not in deployer.sets]:
+                del tasks[name]
+            await asyncio.sleep(poll)
+            changed = refresh()
+    finally:
+        for task in tasks.values():
+            task.cancel()
+
+
+def _stopped(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("the follow loop stopped; /livez now fails so the container is restarted",
+                  exc_info=task.exception())
 
 
 async def run_sidecar(deployer: Deployer, host: str, port: int, poll: float, resync: float) -> int:
-    site = serving.Site("status", status.app(deployer.status), host, port)
+    loops: asyncio.Task[None] | None = None
+
+    def alive() -> str | None:
+        return "the follow loop stopped" if loops is not None and loops.done() else None
+
+    site = serving.Site("status", status.app(deployer.status, alive), host, port, limits=serving.IN_POD)
     server = serving.Serving([site], graceful_timeout=5.0)
-    deployer.refresh()
     loops = asyncio.create_task(follow(deployer, poll, resync), name="follow")
+    loops.add_done_callback(_stopped)
     try:
         await serving.run(server)
     finally:
         loops.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await loops
+        await asyncio.gather(loops, return_exceptions=True)  # its end, if it came early, is logged already
         if deployer.notifier is not None:
             deployer.notifier.close()
     return 0
@@ -210,7 +283,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--resync-seconds", type=float, default=30.0, help="sidecar: re-check a healthy data set")
     p.add_argument("--failure-threshold", type=float, default=300.0,
                    help="sidecar: seconds of failed syncing before /watchdog reports error (default 300)")
-    p.add_argument("--notify-url", help="sidecar: POST here (loopback only) after each swap")
+    p.add_argument("--notify-url", help=f"sidecar: POST here after each swap: {hooks.FORM}")
     limits = archives.Limits()
     p.add_argument("--max-entries", type=int, default=limits.max_entries, help="entries per archive")
     p.add_argument("--max-file-bytes", type=int, default=limits.max_entry_bytes, help="bytes per extracted file")
@@ -222,14 +295,18 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str]) -> int:
     args = parser().parse_args(argv)
     logs.setup_from_arguments(args)
-    token = args.token_file.read_text().strip() if args.token_file else None
+    try:
+        token = args.token_file.read_text().strip() if args.token_file else None
+    except OSError as error:
+        log.error("error: --token-file %s: %s", args.token_file, error.strerror or error)
+        return 2
     settings = syncing.Settings(
         root=args.root, repository=fetching.Repository(args.repository, token),
         limits=archives.Limits(args.max_entries, args.max_file_bytes, args.max_total_bytes))
     try:
         notifier = hooks.Notifier(args.notify_url) if args.notify_url and args.mode == "sidecar" else None
     except hooks.HookError as error:
-        log.error("%s", error)
+        log.error("error: %s", error)
         return 2
     if not os.access(args.root, os.W_OK):
         log.error("data root %s is missing or not writable", args.root)
@@ -238,6 +315,11 @@ def main(argv: list[str]) -> int:
     deployer = Deployer(settings, podinfo.Watcher(args.annotations_file),
                         status.Status(args.failure_threshold), args.request_timeout, notifier)
     if args.mode == "init":
-        return asyncio.run(run_init(deployer, args.max_failures, args.poll_seconds))
+        try:
+            return asyncio.run(run_init(deployer, args.max_failures, args.poll_seconds))
+        except Exception as error:  # exit 1 with one line saying why, as for any other failed init
+            log.error("error: init failed: unexpected %s: %s", type(error).__name__, untrusted.shown(str(error), 200))
+            log.debug("the unexpected error's traceback", exc_info=error)
+            return 1
     return asyncio.run(run_sidecar(deployer, args.host, args.port, args.poll_seconds, args.resync_seconds))
 

@@ -103,8 +103,8 @@ class Status:
                 "annotationsError": self.annotations_error}
 
 
-def app(status: Status) -> Starlette:
-    """The datadeployer's HTTP API."""
+def app(status: Status, alive: serving.Liveness | None = None) -> Starlette:
+    """The datadeployer's HTTP API; ``/livez`` fails once ``alive()`` says why (the follow loop stopped)."""
 
     async def get_status(request: Request) -> Response:
         return JSONResponse(status.to_json())
@@ -118,4 +118,4 @@ def app(status: Status) -> Starlette:
         return PlainTextResponse(f"{level}: {message}", 500 if level == "error" else 200)
 
     return Starlette(routes=[Route("/status", get_status), Route("/synced", synced),
-                             Route("/watchdog", watchdog), serving.livez_route()])
+                             Route("/watchdog", watchdog), serving.livez_route(alive=alive)])

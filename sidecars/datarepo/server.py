@@ -3,7 +3,7 @@
 ======================================================  ==================================================
 ``GET /v1/manifest``                                    every source: ``{"sources": {name: manifest}}``
 ``GET /v1/sources/<source>``                            one source's manifest (versions oldest first)
-``PUT /v1/sources/<source>/last-known-good``            body ``{"version": "<id>"}``; the controller calls it
+``PUT /v1/sources/<source>/last-known-good``            body ``{"version": "<id>"}`` (at most 4 KiB); the controller
 ``GET /v1/archives/<sha256>.tar.gz``                    the archive; ``Range`` supported (resume)
 ``GET /livez``, ``/readyz``, ``/metrics``               health (``/readyz`` also lists each source's polls)
 ======================================================  ==================================================
@@ -16,15 +16,17 @@ Archives are immutable and content-addressed, so they are served with a long ``C
 from __future__ import annotations
 
 import hmac
-import json
 
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from autocrane import manifests, metrics, serving
+from autocrane import manifests, metrics, serving, untrusted
 from sidecars.datarepo import polling, store
+
+MAX_LKG_BODY = 4096
+"""Largest ``PUT .../last-known-good`` body read: ``{"version": "<id>"}`` is under 200 bytes."""
 
 
 def app(repo: store.Store, poller: polling.Poller, token: str | None = None) -> Starlette:
@@ -48,17 +50,20 @@ def app(repo: store.Store, poller: polling.Poller, token: str | None = None) -> 
         name = request.path_params["source"]
         found = repo.manifest(name)
         if found is None:
-            return PlainTextResponse(f"no source {name!r}", 404)
+            return PlainTextResponse(f"no source {untrusted.shown(name)}", 404)
         return JSONResponse(found.to_json())
 
     async def last_known_good(request: Request) -> Response:
         if not authorized(request):
             return denied()
         try:
-            body = json.loads(await request.body())
-            version = manifests.check_version(body["version"])
+            body = untrusted.json_value(await serving.read_body(request, MAX_LKG_BODY), what="body",
+                                        max_bytes=MAX_LKG_BODY)
+            version = manifests.check_version(body["version"])  # its error quotes the value cut short
+        except serving.BodyTooLarge as error:
+            return error.response()
         except (ValueError, KeyError, TypeError) as error:
-            return PlainTextResponse(f'expected {{"version": "<id>"}}: {error}', 400)
+            return PlainTextResponse(f'expected {{"version": "<id>"}}: {error}', 400)  # the messages cut values
         try:
             updated = repo.set_last_known_good(request.path_params["source"], version)
         except KeyError as error:

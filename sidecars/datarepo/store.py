@@ -25,7 +25,7 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from autocrane import manifests
+from autocrane import manifests, untrusted
 from sidecars import archives
 from sidecars.datarepo import sources
 
@@ -109,7 +109,7 @@ class Store:
         with self._lock:
             current = self._manifests.get(source)
             if current is None or current.find(version) is None:
-                raise KeyError(f"source {source!r} has no version {version!r}")
+                raise KeyError(f"source {untrusted.shown(source)} has no version {version!r}")
             updated = manifests.SourceManifest(source, current.versions, version)
             self._write(updated)
             return updated

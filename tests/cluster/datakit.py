@@ -111,10 +111,13 @@ class DataFleet:
     """Datadeployer sidecars and app watchdogs on the pods' IPs, and their annotations files."""
 
     def __init__(self, cluster: harness.Cluster, namespace: str, repository: str, status_port: int,
-                 watchdog_port: int, broken: Callable[[Mapping[str, str]], bool] = lambda _: False) -> None:
+                 watchdog_port: int, broken: Callable[[Mapping[str, str]], bool] = lambda _: False,
+                 plays: Callable[[str], bool] = lambda _: True) -> None:
         self.cluster, self.namespace, self.repository = cluster, namespace, repository
         self.status_port, self.watchdog_port = status_port, watchdog_port
         self.broken = broken
+        self.plays = plays
+        """Which pods (by name) the fleet plays; a test plays the others itself."""
         self.dir = Path(tempfile.mkdtemp(prefix="datafleet-"))
         self.annotations: dict[str, dict[str, str]] = {}
         """By pod IP, as last written to the pod's file."""
@@ -155,7 +158,8 @@ class DataFleet:
     def _sync(self) -> None:
         for pod in self.cluster.core.list_namespaced_pod(self.namespace).items:
             ip = pod.status.pod_ip
-            if not ip or pod.status.phase != "Running" or pod.metadata.deletion_timestamp is not None:
+            if not ip or pod.status.phase != "Running" or pod.metadata.deletion_timestamp is not None \
+                    or not self.plays(pod.metadata.name):
                 continue
             notes = dict(pod.metadata.annotations or {})
             notes_file = self.dir / ip / "annotations"

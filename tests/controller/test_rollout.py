@@ -303,9 +303,9 @@ def test_the_repository_is_told_the_last_known_good_until_it_agrees() -> None:
 def test_acknowledgements_are_read_from_the_datadeployer_status_and_mirrored_once() -> None:
     body = {"sets": {"model": {"version": "b", "deployedAt": "2026-03-01T11:59:00Z", "error": None},
                      "junk": "x", "other": {"version": 3}}, "annotationsError": None}
-    found = rollout.parse_acks(body)
+    found = rollout.parse_acks(body, now=T0)
     assert found["model"] == Ack("b", T0 - 60) and found["other"] == Ack(None)
-    assert rollout.parse_acks("garbage") == {} and rollout.parse_acks({"sets": []}) == {}
+    assert rollout.parse_acks("garbage", now=T0) == {} and rollout.parse_acks({"sets": []}, now=T0) == {}
     pod = member("web-1", B)
     changes = rollout.ack_annotations(pod, found)
     assert changes == {"status.data.autocrane.io/model": '{"version":"b","deployedAt":"2026-03-01T11:59:00Z"}'}
