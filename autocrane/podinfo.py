@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from autocrane import errors
+
 DIRECTORY = "/etc/autocrane/podinfo"
 """Where the injector mounts the downward-API volume in its containers."""
 ANNOTATIONS_PATH = f"{DIRECTORY}/annotations"
@@ -23,7 +25,7 @@ ANNOTATIONS_PATH = f"{DIRECTORY}/annotations"
 _SIMPLE = {"a": 7, "b": 8, "f": 12, "n": 10, "r": 13, "t": 9, "v": 11, "\\": 92, '"': 34, "'": 39}
 
 
-class PodInfoError(ValueError):
+class PodInfoError(errors.AutocraneError, ValueError):
     """The annotations file is malformed; the message names the line."""
 
 

@@ -54,6 +54,8 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from autocrane import errors
+
 log = logging.getLogger(__name__)
 _TIMED_OUT = "autocrane.timed_out"
 """Scope key set when a request's body was cut off by the body timeout (it was logged then)."""
@@ -260,7 +262,7 @@ class _Disconnects:
                     "client": f"{scope['client'][0]}:{scope['client'][1]}" if scope.get("client") else None})
 
 
-class BodyTooLarge(ValueError):
+class BodyTooLarge(errors.AutocraneError, ValueError):
     """A request body is larger than its limit."""
 
     def __init__(self, limit: int) -> None:

@@ -38,8 +38,8 @@ SHOWN = 80
 """Characters of a value quoted back in a message."""
 
 
-class UntrustedValueError(errors.AutocraneError, ValueError):
-    """An outside value cannot be decoded; the message names it and says what was expected."""
+UntrustedValueError = errors.UntrustedValueError
+"""An outside value cannot be decoded (defined in :mod:`autocrane.errors`, with the other errors)."""
 
 
 def _bounded_repr(limit: int) -> reprlib.Repr:

@@ -23,12 +23,13 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from autocrane import errors
 from controller import kubeapi, metrics, pods
 
 log = logging.getLogger(__name__)
 
 
-class Gone(Exception):
+class Gone(errors.AutocraneError):
     """The resourceVersion is too old (410): LIST again."""
 
 

@@ -34,10 +34,12 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import IO, BinaryIO
 
+from autocrane import errors
+
 CHUNK = 1 << 20
 
 
-class ArchiveError(ValueError):
+class ArchiveError(errors.AutocraneError, ValueError):
     """An archive is corrupt, truncated or hostile, or a tree cannot be packed."""
 
     def __init__(self, message: str, entry: str | None = None) -> None:

@@ -51,7 +51,7 @@ MAX_YAML_NODES = 1_000_000
 """Most nodes the whole input may expand to, counting each alias as a copy of what it names."""
 
 
-class RenderError(Exception):
+class RenderError(errors.AutocraneError):
     """A document could not be injected; the message names the document."""
 
 

@@ -25,14 +25,14 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
-from autocrane import manifests
+from autocrane import errors, manifests
 from sidecars import archives
 from sidecars.datadeploy import streaming
 
 log = logging.getLogger(__name__)
 
 
-class FetchError(Exception):
+class FetchError(errors.AutocraneError):
     """The repository could not be reached or did not deliver."""
 
 

@@ -35,13 +35,13 @@ import logging
 import urllib.parse
 from typing import Any
 
-from autocrane import untrusted
+from autocrane import errors, untrusted
 
 log = logging.getLogger(__name__)
 FORM = "http://127.0.0.1:PORT/PATH (an IP literal on loopback)"
 
 
-class HookError(ValueError):
+class HookError(errors.AutocraneError, ValueError):
     """The notify URL is not an http URL on a loopback IP literal."""
 
 

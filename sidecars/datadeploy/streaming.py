@@ -19,12 +19,14 @@ import os
 import threading
 from pathlib import Path
 
+from autocrane import errors
 
-class Restarted(Exception):
+
+class Restarted(errors.AutocraneError):
     """The file being followed was truncated and rewritten from the start."""
 
 
-class Cancelled(Exception):
+class Cancelled(errors.AutocraneError):
     """The reader gave up (e.g. a hostile entry); the download should stop."""
 
 

@@ -36,13 +36,14 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
+from autocrane import errors
 from sidecars import archives
 from sidecars.datarepo import config
 
 GIT_TIMEOUT = 600
 
 
-class SourceError(Exception):
+class SourceError(errors.AutocraneError):
     """A poll failed; the message says which step and why."""
 
 
