@@ -20,21 +20,24 @@
   at most one per pod and reason per ``event_window`` seconds, so a pod held for an hour does
   not spam its namespace.
 
-All writes pass the client-side rate limiter of :class:`controller.kubeapi.KubeApi`.
+All writes pass the client-side rate limiter of the controller's :class:`autocrane.kube.Kube`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
-from controller import eviction, health, kubeapi, metrics, pods, repository, state
+from autocrane import backoff, clock, errors, kube
+from controller import eviction, health, metrics, pods, repository, state
 
 log = logging.getLogger(__name__)
 COMPONENT = "autocrane-controller"
+EVICTION_BACKOFF = backoff.Backoff(first=15.0, cap=300.0)
+"""Seconds before a blocked eviction (429, or several budgets) of the same pod is tried again, unless
+the API server asked for longer (Retry-After)."""
 REPORTING_CONTROLLER = "autocrane.io/controller"
 
 
@@ -42,23 +45,32 @@ def _pod_path(pod: pods.Pod) -> str:
     return f"/api/v1/namespaces/{pod.namespace}/pods/{pod.name}"
 
 
-@dataclasses.dataclass
-class _Backoff:
+def _result(error: errors.KubeError) -> str:
+    """The metric label of a failed update carrying a resourceVersion: conflict, gone or error."""
+    if isinstance(error, errors.Conflict):
+        return "conflict"
+    return "gone" if isinstance(error, errors.NotFound) else "error"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Blocked:
     until: float
-    step: float
+    """Wall-clock time before which the pod's eviction is not tried again."""
+    times: int
+    """Consecutive blocks."""
 
 
 class Applier:
-    def __init__(self, api: kubeapi.KubeApi, *, identity: str, dry_run: bool = False,
+    def __init__(self, api: kube.Api, *, identity: str, dry_run: bool = False,
                  grace_period: int | None = None, event_window: float = 600.0,
-                 clock: Callable[[], float] = time.time) -> None:
+                 time: clock.Clock = clock.SYSTEM) -> None:
         self.api = api
         self.identity = identity
         self.dry_run = dry_run
         self.grace_period = grace_period
         self.event_window = event_window
-        self.clock = clock
-        self._backoffs: dict[str, _Backoff] = {}
+        self.clock = time
+        self._backoffs: dict[str, _Blocked] = {}
         self._events: dict[tuple[str, str], float] = {}
 
     @property
@@ -69,17 +81,17 @@ class Applier:
         """Drop memory of pods that no longer exist."""
         live = set(live_uids)
         self._backoffs = {uid: b for uid, b in self._backoffs.items() if uid in live}
-        horizon = self.clock() - self.event_window
+        horizon = self.clock.time() - self.event_window
         self._events = {k: t for k, t in self._events.items() if k[0] in live and t > horizon}
 
     async def write_status(self, change: health.Change) -> str:
         """Patch one pod's statuses and label; returns ok, conflict, gone or error."""
         pod = change.pod
         try:
-            await self.api.request("PATCH", _pod_path(pod), body=change.patch, content_type=kubeapi.MERGE_PATCH)
+            await self.api.request("PATCH", _pod_path(pod), body=change.patch, content_type=kube.MERGE_PATCH)
             result = "ok"
-        except kubeapi.ApiError as exc:
-            result = {409: "conflict", 404: "gone"}.get(exc.status, "error")
+        except errors.KubeError as exc:
+            result = _result(exc)
             if result == "error":
                 log.warning("status patch failed", extra={"pod": pod.key, "error": str(exc)})
         metrics.STATUS_WRITES.labels(result).inc()
@@ -90,9 +102,9 @@ class Applier:
 
     def _back_off(self, pod: pods.Pod, retry_after: float | None) -> float:
         old = self._backoffs.get(pod.uid)
-        step = min(300.0, old.step * 2) if old else 15.0
-        delay = max(retry_after or 0.0, step)
-        self._backoffs[pod.uid] = _Backoff(self.clock() + delay, step)
+        times = old.times + 1 if old else 1
+        delay = max(retry_after or 0.0, EVICTION_BACKOFF.delay(times))
+        self._backoffs[pod.uid] = _Blocked(self.clock.time() + delay, times)
         return delay
 
     async def evict(self, decision: eviction.Decision) -> str:
@@ -107,18 +119,16 @@ class Applier:
         try:
             await self.api.request("POST", _pod_path(pod) + "/eviction", query=query, body=body)
             result = "dry_run" if self.dry_run else "evicted"
-        except kubeapi.ApiError as exc:
-            if exc.status in (404, 409):
-                result = "gone"
-            elif exc.status == 429 or (exc.status == 500 and "multiple" in str(exc).lower()):
-                delay = self._back_off(pod, exc.retry_after)
-                result = "blocked"
-                message = str(exc.body.get("message") or exc)
-                await self.event(pod, "Warning", "EvictionBlocked",
-                                 f"eviction refused by the API server ({message}); retrying in {delay:.0f}s")
-            else:
-                result = "error"
-                log.warning("eviction failed", extra={"pod": pod.key, "error": str(exc)})
+        except (errors.NotFound, errors.Conflict):  # gone, or replaced by a pod of another uid
+            result = "gone"
+        except (errors.TooManyRequests, errors.MultiplePodDisruptionBudgets) as exc:  # a budget says no
+            delay = self._back_off(pod, exc.retry_after)
+            result = "blocked"
+            await self.event(pod, "Warning", "EvictionBlocked",
+                             f"eviction refused by the API server ({exc.message}); retrying in {delay:.0f}s")
+        except errors.KubeError as exc:
+            result = "error"
+            log.warning("eviction failed", extra={"pod": pod.key, "error": str(exc)})
         metrics.EVICTIONS.labels(result).inc()
         if result in ("evicted", "dry_run"):
             self._backoffs.pop(pod.uid, None)
@@ -136,7 +146,7 @@ class Applier:
 
     async def event(self, pod: pods.Pod, kind: str, reason: str, message: str) -> bool:
         """Create an Event on ``pod`` unless the same reason was reported within the window."""
-        now = self.clock()
+        now = self.clock.time()
         last = self._events.get((pod.uid, reason))
         if last is not None and now - last < self.event_window:
             metrics.EVENTS.labels("suppressed").inc()
@@ -155,7 +165,7 @@ class Applier:
         }
         try:
             await self.api.request("POST", f"/api/v1/namespaces/{pod.namespace}/events", body=body)
-        except kubeapi.ApiError as exc:
+        except errors.KubeError as exc:
             metrics.EVENTS.labels("error").inc()
             log.warning("event not recorded", extra={"pod": pod.key, "reason": reason, "error": str(exc)})
             return False
@@ -166,10 +176,10 @@ class Applier:
         """Patch a pod's data request / acknowledgement annotations; returns ok, gone or error."""
         try:
             await self.api.request("PATCH", _pod_path(pod), body={"metadata": {"annotations": changes}},
-                                   content_type=kubeapi.MERGE_PATCH)
+                                   content_type=kube.MERGE_PATCH)
             result = "ok"
-        except kubeapi.ApiError as exc:
-            result = "gone" if exc.status == 404 else "error"
+        except errors.KubeError as exc:
+            result = "gone" if isinstance(exc, errors.NotFound) else "error"
             if result == "error":
                 log.warning("data request patch failed", extra={"pod": pod.key, "error": str(exc)})
         metrics.DATA_WRITES.labels("request", result).inc()
@@ -179,8 +189,8 @@ class Applier:
         """Create the DataRollout of ``source``; the object, or None (already there: the next pass reads it)."""
         try:
             created = await self.api.request("POST", state.path(namespace), body=state.new_object(namespace, source))
-        except kubeapi.ApiError as exc:
-            result = "conflict" if exc.status == 409 else "error"
+        except errors.KubeError as exc:
+            result = "conflict" if isinstance(exc, errors.AlreadyExists | errors.Conflict) else "error"
             metrics.DATA_WRITES.labels("rollout_create", result).inc()
             if result == "error":
                 log.warning("DataRollout not created", extra={"namespace": namespace, "source": source,
@@ -195,10 +205,10 @@ class Applier:
         """Merge-patch a DataRollout's status (carrying its resourceVersion); ok, conflict, gone or error."""
         try:
             await self.api.request("PATCH", state.path(rollout.namespace, rollout.name) + "/status", body=patch,
-                                   content_type=kubeapi.MERGE_PATCH)
+                                   content_type=kube.MERGE_PATCH)
             result = "ok"
-        except kubeapi.ApiError as exc:
-            result = {409: "conflict", 404: "gone"}.get(exc.status, "error")
+        except errors.KubeError as exc:
+            result = _result(exc)
             if result == "error":
                 log.warning("DataRollout status not written", extra={
                     "rollout": f"{rollout.namespace}/{rollout.name}", "error": str(exc)})

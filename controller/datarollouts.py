@@ -26,12 +26,11 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 
-from autocrane import manifests
-from controller import apply, fanout, isolation, kubeapi, metrics, pods, probing, repository, rollout, state
+from autocrane import clock, kube, manifests
+from controller import apply, fanout, isolation, metrics, pods, probing, repository, rollout, state
 
 log = logging.getLogger(__name__)
 
@@ -57,15 +56,15 @@ class _PodWrites:
 
 
 class DataRollouts:
-    def __init__(self, api: kubeapi.KubeApi, repo: repository.Repository, prober: probing.Prober,
+    def __init__(self, api: kube.Api, repo: repository.Repository, prober: probing.Prober,
                  applier: apply.Applier, *, namespaces: Sequence[str] | None = None,
                  policy: rollout.Policy | None = None, datadeployer_port: int = 8098,
-                 clock: Callable[[], float] = time.time) -> None:
+                 time: clock.Clock = clock.SYSTEM) -> None:
         self.api, self.repo, self.prober, self.applier = api, repo, prober, applier
         self.namespaces = list(namespaces or [])
         self.policy = policy or rollout.Policy()
         self.port = datadeployer_port
-        self.clock = clock
+        self.clock = time
         self.faults = isolation.Faults()
         self._sent: dict[str, tuple[str, dict[str, str | None]]] = {}
         """Pod uid -> (its resourceVersion when we patched it, what we wrote): the informer may lag our
@@ -80,7 +79,7 @@ class DataRollouts:
     async def _acks(self, data_pods: list[pods.Pod]) -> dict[str, dict[str, rollout.Ack]]:
         answers = await fanout.bounded_map(lambda p: self.prober.datadeployer_status(p, self.port), data_pods,
                                            self.prober.concurrency)
-        now = self.clock()
+        now = self.clock.time()
         acks = {}
         for pod, body in zip(data_pods, answers, strict=True):
             if body is not None:
@@ -179,9 +178,9 @@ class DataRollouts:
         """One rollout's step: decide, write its status, then queue its pods' requests into ``writes``."""
         namespace, source = one.namespace, one.spec.source
         step = rollout.step(one.spec, one.state, manifest.get(source), by_namespace.get(namespace, []), acks,
-                            self.clock(), self.policy)
+                            self.clock.time(), self.policy)
         stages = len(one.spec.stages or self.policy.stages)
-        new_status = state.status_json(step.state, stages, one, self.clock())
+        new_status = state.status_json(step.state, stages, one, self.clock.time())
         patch = state.status_patch(one, raw_status, new_status)  # type: ignore[arg-type]
         where = {"namespace": namespace, "source": source, "rollout": one.name}
         if patch is not None:

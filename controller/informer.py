@@ -19,18 +19,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import time
 from collections.abc import Callable
 from typing import Any
 
-from autocrane import errors
-from controller import kubeapi, metrics, pods
+from autocrane import backoff, clock, errors, kube
+from controller import metrics, pods
 
 log = logging.getLogger(__name__)
-
-
-class Gone(errors.AutocraneError):
-    """The resourceVersion is too old (410): LIST again."""
 
 
 def _key(obj: dict[str, Any]) -> str:
@@ -41,22 +36,25 @@ def _key(obj: dict[str, Any]) -> str:
 
 
 class PodInformer:
-    def __init__(self, api: kubeapi.KubeApi, *, namespace: str | None = None, label_selector: str | None = None,
+    def __init__(self, api: kube.Streaming, *, namespace: str | None = None, label_selector: str | None = None,
                  page_size: int = 500, watch_timeout: float = 300.0, max_backoff: float = 30.0,
-                 decode: Callable[[dict[str, Any]], pods.Pod] = pods.from_json) -> None:
+                 decode: Callable[[dict[str, Any]], pods.Pod] = pods.from_json, time: clock.Clock = clock.SYSTEM
+                 ) -> None:
         self.api = api
         self.namespace = namespace
         self.label_selector = label_selector
         self.page_size = page_size
         self.watch_timeout = watch_timeout
-        self.max_backoff = max_backoff
+        self.backoff = backoff.Backoff(min(1.0, max_backoff), max_backoff, jitter=0.5)
+        """Waits between failed lists or watches (jittered: replicas do not reconnect in step)."""
+        self.clock = time
         self.decode = decode
         self.store: dict[str, pods.Pod] = {}
         """Pods by ``namespace/name``."""
         self.resource_version = ""
         self.synced = asyncio.Event()
         self.last_event = 0.0
-        """time.time() of the last watch event or bookmark (for the lag metric)."""
+        """Wall-clock time of the last watch event or bookmark (for the lag metric)."""
 
     @property
     def path(self) -> str:
@@ -82,17 +80,15 @@ class PodInformer:
                 break
         self.store = store
         self.resource_version = str(meta.get("resourceVersion", ""))
-        self.last_event = time.time()
+        self.last_event = self.clock.time()
         metrics.INFORMER_PODS.set(len(self.store))
         self.synced.set()
 
     def apply(self, event: dict[str, Any]) -> None:
         """Fold one watch event into the store."""
         kind, obj = event.get("type"), event.get("object") or {}
-        if kind == "ERROR":
-            if obj.get("code") == 410:
-                raise Gone(obj.get("message", "410 Gone"))
-            raise kubeapi.ApiError(f"watch error: {obj.get('message', obj)}", status=int(obj.get("code") or 0))
+        if kind == "ERROR":  # a Status; 410 (errors.Gone) means the history is gone: LIST again
+            raise kube.status_error("watch", obj if isinstance(obj, dict) else {})
         rv = (obj.get("metadata") or {}).get("resourceVersion")
         if kind in ("ADDED", "MODIFIED"):
             pod = self._decode(obj)
@@ -104,7 +100,7 @@ class PodInformer:
             self.store.pop(_key(obj), None)
         if rv:
             self.resource_version = str(rv)
-        self.last_event = time.time()
+        self.last_event = self.clock.time()
         metrics.INFORMER_PODS.set(len(self.store))
         metrics.INFORMER_LAST_EVENT.set(self.last_event)
 
@@ -123,13 +119,8 @@ class PodInformer:
         timeout = int(self.watch_timeout * random.uniform(0.8, 1.2))
         query = {"resourceVersion": self.resource_version, "allowWatchBookmarks": True,
                  "timeoutSeconds": timeout, "labelSelector": self.label_selector}
-        try:
-            async for event in self.api.watch(self.path, query, timeout):
-                self.apply(event)
-        except kubeapi.ApiError as exc:
-            if exc.status == 410:
-                raise Gone(str(exc)) from None
-            raise
+        async for event in self.api.watch(self.path, query, timeout):
+            self.apply(event)
 
     async def run(self) -> None:
         """LIST and WATCH until cancelled; never raises for API trouble."""
@@ -145,13 +136,13 @@ class PodInformer:
                                                    "pods": len(self.store), "resource_version": self.resource_version})
                 await self.watch()
                 failures = 0
-            except Gone:
+            except errors.Gone:
                 log.info("watch history is gone (410): listing again", extra={"scope": self.namespace or "all"})
                 need_list, reason = True, "gone"
-            except kubeapi.ApiError as exc:
+            except errors.KubeError as exc:
                 failures += 1
-                delay = min(self.max_backoff, 0.5 * 2 ** min(failures, 10)) * random.uniform(0.5, 1.0)
+                delay = self.backoff.delay(failures)
                 log.warning("pod list/watch failed; retrying", extra={"error": str(exc), "retry_in": round(delay, 2)})
                 if need_list:
                     reason = "error"
-                await asyncio.sleep(delay)
+                await self.clock.sleep(delay)

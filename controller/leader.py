@@ -19,17 +19,16 @@ import asyncio
 import dataclasses
 import datetime as dt
 import logging
-import time
-from collections.abc import Callable
 from typing import Any
 
-from controller import kubeapi, metrics
+from autocrane import clock, errors, kube
+from controller import metrics
 
 log = logging.getLogger(__name__)
 
 
-def _micro_time() -> str:
-    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+def _micro_time(now: float) -> str:
+    return dt.datetime.fromtimestamp(now, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -44,14 +43,15 @@ class Timing:
 
 
 class LeaderElector:
-    def __init__(self, api: kubeapi.KubeApi, *, namespace: str, name: str, identity: str,
-                 timing: Timing = Timing(), clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, api: kube.Api, *, namespace: str, name: str, identity: str,
+                 timing: Timing = Timing(), time: clock.Clock = clock.SYSTEM) -> None:
         self.api = api
         self.path = f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases/{name}"
         self.collection = f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases"
         self.namespace, self.name, self.identity = namespace, name, identity
         self.timing = timing
-        self.clock = clock
+        self.clock = time
+        """Monotonic time measures the lease (never the holder's clock); wall time stamps renewTime."""
         self.leading = asyncio.Event()
         self._observed: tuple[Any, ...] | None = None
         self._observed_at = 0.0
@@ -70,7 +70,7 @@ class LeaderElector:
         metrics.LEADER.set(1 if leading else 0)
 
     def _spec(self, old: dict[str, Any]) -> dict[str, Any]:
-        now = _micro_time()
+        now = _micro_time(self.clock.time())
         spec = {"holderIdentity": self.identity, "leaseDurationSeconds": int(self.timing.lease_duration),
                 "renewTime": now, "acquireTime": old.get("acquireTime") or now,
                 "leaseTransitions": int(old.get("leaseTransitions") or 0)}
@@ -83,9 +83,7 @@ class LeaderElector:
         """One attempt; True when we hold the Lease afterwards."""
         try:
             lease = await self.api.request("GET", self.path)
-        except kubeapi.ApiError as exc:
-            if exc.status != 404:
-                raise
+        except errors.NotFound:
             body = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
                     "metadata": {"name": self.name, "namespace": self.namespace}, "spec": self._spec({})}
             self._lease = await self.api.request("POST", self.collection, body=body)
@@ -93,7 +91,7 @@ class LeaderElector:
         spec = lease.get("spec") or {}
         record = (spec.get("holderIdentity"), spec.get("renewTime"), spec.get("leaseTransitions"),
                   spec.get("leaseDurationSeconds"))
-        now = self.clock()
+        now = self.clock.monotonic()
         if record != self._observed:
             self._observed, self._observed_at = record, now
         holder = spec.get("holderIdentity")
@@ -109,11 +107,11 @@ class LeaderElector:
         while True:
             try:
                 held = await asyncio.wait_for(self.try_acquire_or_renew(), self.timing.renew_deadline)
-            except (kubeapi.ApiError, TimeoutError) as exc:
+            except (errors.KubeError, TimeoutError) as exc:
                 held = False
-                if not (isinstance(exc, kubeapi.ApiError) and exc.status == 409):
+                if not isinstance(exc, errors.Conflict | errors.AlreadyExists):  # another replica won the race
                     log.warning("lease not acquired or renewed", extra={"error": str(exc) or "timeout"})
-            now = self.clock()
+            now = self.clock.monotonic()
             if held:
                 self._renewed_at = now
                 self._set_leading(True)
@@ -121,7 +119,7 @@ class LeaderElector:
                 self._set_leading(False)
             elif self.is_leader and self._observed and self._observed[0] not in (self.identity, None):
                 self._set_leading(False)  # someone else holds it now
-            await asyncio.sleep(self.timing.retry_period)
+            await self.clock.sleep(self.timing.retry_period)
 
     async def release(self) -> None:
         """Give the Lease up (if we hold it) so a standby can take over at once."""
@@ -130,9 +128,9 @@ class LeaderElector:
         self._set_leading(False)
         lease = self._lease
         lease["spec"] = {**(lease.get("spec") or {}), "holderIdentity": None, "leaseDurationSeconds": 1,
-                         "renewTime": _micro_time()}
+                         "renewTime": _micro_time(self.clock.time())}
         try:
             await self.api.request("PUT", self.path, body=lease, timeout=5)
             log.info("lease released", extra={"lease": f"{self.namespace}/{self.name}"})
-        except kubeapi.ApiError as exc:
+        except errors.KubeError as exc:
             log.warning("lease not released; the standby takes over when it expires", extra={"error": str(exc)})

@@ -13,16 +13,14 @@ ever delay an eviction when lost; rollout state is read from the cluster every p
 
 from __future__ import annotations
 
-import asyncio
 import collections
 import dataclasses
 import datetime as dt
 import logging
 import random
-import time
 from collections.abc import Sequence
 
-from autocrane import annotations
+from autocrane import annotations, clock
 from controller import (
     apply,
     datarollouts,
@@ -62,7 +60,8 @@ class Report:
 class Controller:
     def __init__(self, informers: Sequence[informer.PodInformer], prober: probing.Prober, applier: apply.Applier,
                  policy: eviction.Policy, *, elector: leader.LeaderElector | None = None,
-                 interval: float = 10.0, rollouts: datarollouts.DataRollouts | None = None) -> None:
+                 interval: float = 10.0, rollouts: datarollouts.DataRollouts | None = None,
+                 time: clock.Clock = clock.SYSTEM) -> None:
         self.informers = list(informers)
         self.prober = prober
         self.applier = applier
@@ -70,10 +69,11 @@ class Controller:
         self.elector = elector
         self.interval = interval
         self.rollouts = rollouts
+        self.clock = time
         self.streaks: dict[str, eviction.Streak] = {}
         self.faults = isolation.Faults()
         self.last_pass = 0.0
-        """time.monotonic() at the end of the last pass (0: none yet)."""
+        """Monotonic time at the end of the last pass (0: none yet)."""
 
     @property
     def synced(self) -> bool:
@@ -113,9 +113,9 @@ class Controller:
         return self.faults.call(pod.uid, "eviction", readable, False, pod=pod.key)
 
     async def _evict(self, snapshot: list[pods.Pod]) -> tuple[list[str], eviction.Plan]:
-        clock = time.time()
-        self.streaks = eviction.observe(self.streaks, snapshot, clock)
-        plan = eviction.plan(snapshot, self.streaks, self.policy, clock, self.applier.backoff_until)
+        now = self.clock.time()
+        self.streaks = eviction.observe(self.streaks, snapshot, now)
+        plan = eviction.plan(snapshot, self.streaks, self.policy, now, self.applier.backoff_until)
         metrics.BREAKERS_OPEN.set(len(plan.breakers))
         for breaker in plan.breakers:
             log.warning("circuit breaker holds evictions", extra={
@@ -137,7 +137,7 @@ class Controller:
         results = await self.prober.probe_all(snapshot, self._probe)
         for seconds in self.prober.take_durations():
             metrics.PROBE_DURATION.observe(seconds)
-        now = dt.datetime.now(dt.UTC)
+        now = clock.utcnow(self.clock)
         updated = await fanout.bounded_map(lambda pod: self._status(pod, results.get(pod.uid, {}), now), snapshot,
                                            WRITERS)
         writes = sum(a is not b for a, b in zip(updated, snapshot, strict=True))
@@ -170,17 +170,17 @@ class Controller:
             if self.elector is not None and not self.elector.is_leader:
                 self.streaks = {}  # a new term starts counting afresh
                 await self.elector.leading.wait()
-            started = time.monotonic()
+            started = self.clock.monotonic()
             try:
-                with metrics.PASS_DURATION.time():
-                    report = await self.run_pass()
+                report = await self.run_pass()
+                metrics.PASS_DURATION.observe(self.clock.monotonic() - started)
                 level = logging.INFO if (report.status_writes or report.evicted or report.skipped or report.faults
                                          or report.data_requests or report.rollout_writes) else logging.DEBUG
                 log.log(level, "pass done", extra={**dataclasses.asdict(report),
-                                                   "seconds": round(time.monotonic() - started, 3)})
+                                                   "seconds": round(self.clock.monotonic() - started, 3)})
             except Exception:
                 log.exception("pass failed")
-            self.last_pass = time.monotonic()
-            metrics.LAST_PASS.set(time.time())
+            self.last_pass = self.clock.monotonic()
+            metrics.LAST_PASS.set(self.clock.time())
             elapsed = self.last_pass - started
-            await asyncio.sleep(max(0.0, self.interval * random.uniform(0.9, 1.1) - elapsed))
+            await self.clock.sleep(max(0.0, self.interval * random.uniform(0.9, 1.1) - elapsed))

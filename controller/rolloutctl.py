@@ -24,7 +24,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from controller import kubeapi, state
+from autocrane import errors, kube
+from controller import state
 
 
 def token(now: dt.datetime) -> str:
@@ -60,7 +61,7 @@ def listing(rollouts: Iterable[Mapping[str, Any]]) -> str:
 
 
 async def _run(args: argparse.Namespace) -> int:
-    api = await kubeapi.KubeApi.connect(args.kubeconfig)
+    api = await kube.Kube.connect(args.kubeconfig)
     try:
         rollouts = await state.list_rollouts(api, args.namespace)
         if args.action == "list":
@@ -74,13 +75,13 @@ async def _run(args: argparse.Namespace) -> int:
         name = found["metadata"]["name"]
         version = None if args.action != "pin" or args.clear else args.version
         patch = spec_patch(args.action, dt.datetime.now(dt.UTC), version)
-        await api.request("PATCH", state.path(args.namespace, name), body=patch, content_type=kubeapi.MERGE_PATCH)
+        await api.request("PATCH", state.path(args.namespace, name), body=patch, content_type=kube.MERGE_PATCH)
         done = {"promote": "promoted (the controller passes the current stage's gate at its next pass)",
                 "abort": "aborted (the controller rolls back to the last known good at its next pass)",
                 "pin": f"pinned to {version}" if version else "unpinned"}[args.action]
         print(f"datarollout {args.namespace}/{name}: {done}")
         return 0
-    except kubeapi.ApiError as exc:
+    except errors.KubeError as exc:
         print(f"autocrane rollout: {exc}")
         return 1
     finally:

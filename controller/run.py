@@ -23,8 +23,9 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
-from autocrane import logs, metrics, serving
-from controller import apply, datarollouts, eviction, informer, kubeapi, leader, loop, probing, repository, rollout
+from autocrane import clock, kube, logs, metrics, serving
+from controller import apply, datarollouts, eviction, informer, leader, loop, probing, repository, rollout
+from controller import metrics as controller_metrics
 
 log = logging.getLogger("controller")
 
@@ -111,12 +112,15 @@ def health_app(controller: loop.Controller, tasks: list[asyncio.Task[None]]) -> 
 
 async def run(args: argparse.Namespace) -> int:
     identity = args.identity or f"{os.environ.get('POD_NAME') or socket.gethostname()}_{uuid.uuid4().hex[:8]}"
-    api = await kubeapi.KubeApi.connect(args.kubeconfig, qps=args.qps, burst=args.burst)
-    informers = [informer.PodInformer(api, namespace=ns, label_selector=args.selector)
+    time = clock.SYSTEM  # the one clock of the pass, the rate limiter, the writer and the loops around them
+    api = await kube.Kube.connect(args.kubeconfig, limiter=kube.RateLimiter(args.qps, args.burst, time=time),
+                                 observer=controller_metrics.ApiObserver())
+    informers = [informer.PodInformer(api, namespace=ns, label_selector=args.selector, time=time)
                  for ns in (args.namespace or [None])]
-    elector = leader.LeaderElector(api, namespace=args.lease_namespace, name=args.lease_name, identity=identity) \
-        if args.leader_elect else None
-    applier = apply.Applier(api, identity=identity, dry_run=args.dry_run, grace_period=args.eviction_grace_period)
+    elector = leader.LeaderElector(api, namespace=args.lease_namespace, name=args.lease_name, identity=identity,
+                                   time=time) if args.leader_elect else None
+    applier = apply.Applier(api, identity=identity, dry_run=args.dry_run, grace_period=args.eviction_grace_period,
+                            time=time)
     stop = asyncio.Event()
     loop_ = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -130,9 +134,10 @@ async def run(args: argparse.Namespace) -> int:
         if repo is not None:
             await stack.enter_async_context(repo)
             rollouts = datarollouts.DataRollouts(api, repo, prober, applier, namespaces=args.namespace,
-                                                 policy=rollout_policy(args), datadeployer_port=args.datadeployer_port)
+                                                 policy=rollout_policy(args), datadeployer_port=args.datadeployer_port,
+                                                 time=time)
         controller = loop.Controller(informers, prober, applier, policy(args), elector=elector, interval=args.interval,
-                                     rollouts=rollouts)
+                                     rollouts=rollouts, time=time)
         tasks = [asyncio.create_task(i.run(), name=f"informer-{i.namespace or 'all'}") for i in informers]
         tasks.append(asyncio.create_task(controller.run(), name="passes"))
         if elector is not None:

@@ -26,7 +26,8 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from controller import kubeapi, pods, rollout
+from autocrane import kube
+from controller import pods, rollout
 
 GROUP, VERSION, PLURAL, KIND = "autocrane.io", "v1alpha1", "datarollouts", "DataRollout"
 API_VERSION = f"{GROUP}/{VERSION}"
@@ -158,7 +159,7 @@ def new_object(namespace: str, source: str) -> dict[str, Any]:
             "spec": {"source": source}}
 
 
-async def list_rollouts(api: kubeapi.KubeApi, namespace: str | None) -> list[dict[str, Any]]:
+async def list_rollouts(api: kube.Api, namespace: str | None) -> list[dict[str, Any]]:
     """Every ``DataRollout`` in ``namespace`` (all namespaces for None), as raw objects."""
     where = f"/apis/{GROUP}/{VERSION}/{PLURAL}" if namespace is None else path(namespace)
     items: list[dict[str, Any]] = (await api.request("GET", where)).get("items") or []

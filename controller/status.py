@@ -1,6 +1,6 @@
 """``autocrane status``: a read-only table of pods, their watchdogs, health and data versions.
 
-One LIST of pods and one of ``DataRollout`` objects (raw JSON, through :mod:`controller.kubeapi`),
+One LIST of pods and one of ``DataRollout`` objects (raw JSON, through :mod:`autocrane.kube`),
 formatted by the pure :func:`table`. Columns: namespace, pod, health label, each watchdog as
 ``name=level(age)``, and each data set as ``name=<requested>/<acknowledged>`` (``-`` when the
 controller has not requested one; the acknowledged version is the datadeployer's, mirrored by
@@ -17,8 +17,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from autocrane import annotations, manifests, untrusted, watchdogs
-from controller import kubeapi, state
+from autocrane import annotations, errors, kube, manifests, untrusted, watchdogs
+from controller import state
 
 
 def _age(seconds: float) -> str:
@@ -93,14 +93,14 @@ def table(pods: Iterable[Mapping[str, Any]], now: dt.datetime,
 
 async def _list(kubeconfig: Path | None, namespace: str | None,
                 selector: str | None) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    api = await kubeapi.KubeApi.connect(kubeconfig)
+    api = await kube.Kube.connect(kubeconfig)
     try:
         path = f"/api/v1/namespaces/{namespace}/pods" if namespace else "/api/v1/pods"
         items: list[dict[str, Any]] = (await api.request("GET", path, query={"labelSelector": selector})).get(
             "items") or []
         try:
             rollouts = await state.list_rollouts(api, namespace)
-        except kubeapi.ApiError:
+        except errors.KubeError:
             rollouts = []  # no CRD installed, or no permission to read DataRollouts: show pods only
         return items, rollouts
     finally:
@@ -119,7 +119,7 @@ def main(argv: list[str]) -> int:
     try:
         items, rollouts = asyncio.run(_list(args.kubeconfig, None if args.all_namespaces else args.namespace,
                                             args.selector))
-    except kubeapi.ApiError as exc:
+    except (errors.KubeError, errors.ConfigError) as exc:
         print(f"autocrane status: {exc}")
         return 1
     print(table(items, dt.datetime.now(dt.UTC), rollouts))

@@ -25,8 +25,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 from starlette.applications import Starlette
@@ -34,7 +33,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
-from autocrane import annotations, errors, logs, podinfo, serving, untrusted, watchdogs
+from autocrane import annotations, clock, errors, logs, podinfo, serving, untrusted, watchdogs
 
 log = logging.getLogger(__name__)
 DEFAULT_ANNOTATIONS = podinfo.ANNOTATIONS_PATH
@@ -73,11 +72,11 @@ def decide(health: Health, now: float, min_ready_seconds: float) -> tuple[bool, 
 
 
 class Monitor:
-    """Holds the state between observations; the clock is injected (monotonic seconds)."""
+    """Holds the state between observations; the clock is injected (its monotonic seconds are used)."""
 
     def __init__(self, watcher: podinfo.Watcher, min_ready_seconds: float | None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        self.watcher, self.fixed_min_ready, self.clock = watcher, min_ready_seconds, clock
+                 time: clock.Clock = clock.SYSTEM) -> None:
+        self.watcher, self.fixed_min_ready, self.clock = watcher, min_ready_seconds, time
         self.health = Health()
 
         self._unexpected: dict[str, str] = {}
@@ -99,7 +98,8 @@ class Monitor:
         try:
             self.watcher.poll()
             readable = self.watcher.error is None
-            self.health = observe(self.health, self.watcher.annotations if readable else None, self.clock())
+            self.health = observe(self.health, self.watcher.annotations if readable else None,
+                                  self.clock.monotonic())
         except Exception as error:
             self.health = Health(None, (f"the watchdog statuses cannot be read: {self._report('tick', error)}",))
         else:
@@ -109,7 +109,7 @@ class Monitor:
 
     def decide(self) -> tuple[bool, str]:
         try:
-            answer = decide(self.health, self.clock(), self.min_ready_seconds)
+            answer = decide(self.health, self.clock.monotonic(), self.min_ready_seconds)
         except Exception as error:
             return False, f"error: cannot decide: {self._report('decide', error)}"
         self._unexpected.pop("decide", None)

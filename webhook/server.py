@@ -282,7 +282,7 @@ async def serve(arguments: argparse.Namespace, injector: settings.InjectorSettin
     client: kube.Kube | None = None
     if arguments.self_signed:
         reloader = tls.CertReloader()
-        client = kube.Kube.connect(arguments.kubeconfig)
+        client = await kube.Kube.connect(arguments.kubeconfig)
         signer = selfsigned.SelfSigned(client, reloader, selfsigned.SelfSignedSettings(
             namespace=arguments.namespace, service=arguments.service,
             webhook_config_name=arguments.webhook_config_name, secret_name=arguments.ca_secret_name,
@@ -294,7 +294,7 @@ async def serve(arguments: argparse.Namespace, injector: settings.InjectorSettin
         reloader.load_files()
         background.append(asyncio.create_task(reloader.watch(), name="cert-reloader"))
     if arguments.register_url:
-        client = client or kube.Kube.connect(arguments.kubeconfig)
+        client = client or await kube.Kube.connect(arguments.kubeconfig)
         await client.apply_mutating_webhook_configuration(registration.mutating_webhook_configuration(
             namespace=arguments.namespace or "default", ca_bundle=arguments.register_ca_file.read_bytes(),
             url=arguments.register_url, name=arguments.webhook_config_name or registration.NAME))
@@ -314,7 +314,7 @@ async def serve(arguments: argparse.Namespace, injector: settings.InjectorSettin
         if client is not None and arguments.register_url:
             await client.delete_mutating_webhook_configuration(arguments.webhook_config_name or registration.NAME)
         if client is not None:
-            client.close()
+            await client.close()
 
 
 def main(argv: list[str]) -> int:
@@ -339,7 +339,7 @@ def main(argv: list[str]) -> int:
         overrides = {**settings.environment_overrides(os.environ), **_overrides(arguments.overrides)}
         injector = settings.load(arguments.config, overrides)
         asyncio.run(serve(arguments, injector))
-    except (errors.ConfigError, tls.CertError, kube.KubeError, OSError) as exc:
+    except (errors.ConfigError, tls.CertError, errors.KubeError, OSError) as exc:
         log.error("cannot start the webhook", extra={"error": str(exc)})
         return 1
     return 0

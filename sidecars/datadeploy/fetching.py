@@ -25,7 +25,7 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
-from autocrane import errors, manifests
+from autocrane import backoff, errors, manifests
 from sidecars import archives
 from sidecars.datadeploy import streaming
 
@@ -85,17 +85,16 @@ def _json(body: bytes) -> object:
         raise manifests.ManifestError(f"not JSON: {error}") from None
 
 
+DOWNLOAD_BACKOFF = backoff.Backoff(first=0.5, cap=30.0)
+
+
 @dataclasses.dataclass(slots=True)
 class Retry:
     """How often and how patiently to retry transient failures."""
 
     attempts: int = 6
-    initial: float = 0.5
-    maximum: float = 30.0
+    delays: backoff.Backoff = DOWNLOAD_BACKOFF
     sleep: Callable[[float], None] = time.sleep
-
-    def delay(self, attempt: int) -> float:
-        return min(self.maximum, self.initial * 2 ** attempt)
 
 
 def download(repo: Repository, version: manifests.Version, part: Path, retry: Retry | None = None,
@@ -167,8 +166,8 @@ def download(repo: Repository, version: manifests.Version, part: Path, retry: Re
         have_now = part.stat().st_size if part.exists() else 0
         if attempt + 1 < retry.attempts:
             log.warning("%s: download interrupted at %d of %d bytes: %s; retrying in %.1fs",
-                        label, have_now, version.size, problem, retry.delay(attempt))
-            retry.sleep(retry.delay(attempt))
+                        label, have_now, version.size, problem, retry.delays.delay(attempt + 1))
+            retry.sleep(retry.delays.delay(attempt + 1))
         else:
             raise FetchError(f"{label}: download failed after {retry.attempts} attempts: {problem}")
     got = digest.hexdigest()

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from collections.abc import Callable
 from typing import Any
 
 from starlette.applications import Starlette
@@ -20,13 +19,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from autocrane import manifests, serving
-
-Clock = Callable[[], dt.datetime]
-
-
-def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
+from autocrane import clock, manifests, serving
 
 
 @dataclasses.dataclass(slots=True)
@@ -60,11 +53,11 @@ class SetStatus:
 class Status:
     """Shared between the sync tasks (writers) and the HTTP endpoints (readers); one event loop."""
 
-    def __init__(self, failure_threshold: float = 300.0, clock: Clock = utcnow) -> None:
+    def __init__(self, failure_threshold: float = 300.0, time: clock.Clock = clock.SYSTEM) -> None:
         self.sets: dict[str, SetStatus] = {}
         self.annotations_error: str | None = None
         self.failure_threshold = failure_threshold
-        self.clock = clock
+        self.clock = time
 
     def get(self, name: str) -> SetStatus:
         return self.sets.setdefault(name, SetStatus(name))
@@ -75,7 +68,7 @@ class Status:
         entry.error = entry.error_at = entry.failing_since = None
 
     def failed(self, name: str, error: str) -> None:
-        entry, now = self.get(name), self.clock()
+        entry, now = self.get(name), clock.utcnow(self.clock)
         entry.error, entry.error_at = error, now
         entry.failing_since = entry.failing_since or now
 
@@ -87,7 +80,7 @@ class Status:
 
     def watchdog(self) -> tuple[str, str]:
         """(level, message) for the watchdog endpoint."""
-        now = self.clock()
+        now = clock.utcnow(self.clock)
         failing = [s for s in self.sets.values() if s.failing_since is not None]
         late = [s for s in failing if (now - s.failing_since).total_seconds() >= self.failure_threshold]  # type: ignore[operator]
         if late:

@@ -6,7 +6,7 @@ import asyncio
 import datetime as dt
 from typing import Any
 
-from autocrane import manifests
+from autocrane import clock, manifests
 from controller import datarollouts, pods, repository, state
 from tests.controller.podfactory import NOW, T0, raw
 
@@ -76,7 +76,7 @@ def _pods() -> list[pods.Pod]:
 def test_status_first_then_requests_once_and_nothing_while_the_repository_is_down() -> None:
     api, repo = FakeApi(), FakeRepo()
     applier = FakeApplier(api)
-    rollouts = datarollouts.DataRollouts(api, repo, FakeProber(), applier, clock=lambda: T0)  # type: ignore[arg-type]
+    rollouts = datarollouts.DataRollouts(api, repo, FakeProber(), applier, time=clock.ManualClock(T0))  # type: ignore[arg-type]
     snapshot = _pods()
 
     report = asyncio.run(rollouts.run_pass(snapshot, lambda: True))

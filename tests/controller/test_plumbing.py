@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from controller import fanout, informer, kubeapi, leader
+from autocrane import errors, kube
+from controller import fanout, informer, leader
 from tests.controller.podfactory import raw
 
 
@@ -41,16 +42,16 @@ def test_a_bookmark_only_moves_the_resource_version() -> None:
 
 def test_a_410_error_event_asks_for_a_new_list_and_other_errors_are_api_errors() -> None:
     inf = _informer()
-    with pytest.raises(informer.Gone):
+    with pytest.raises(errors.Gone):
         inf.apply({"type": "ERROR", "object": {"kind": "Status", "code": 410, "message": "too old resource version"}})
-    with pytest.raises(kubeapi.ApiError) as error:
+    with pytest.raises(errors.ServerError) as error:
         inf.apply({"type": "ERROR", "object": {"kind": "Status", "code": 500, "message": "boom"}})
     assert error.value.status == 500
 
 
 def test_the_write_limiter_lets_a_burst_through_then_paces_to_the_rate() -> None:
     async def run() -> float:
-        bucket = kubeapi.TokenBucket(rate=50, burst=5)
+        bucket = kube.RateLimiter(rate=50, burst=5)
         started = time.monotonic()
         for _ in range(10):
             await bucket.take()
@@ -68,7 +69,7 @@ def test_the_write_limiter_lets_a_burst_through_then_paces_to_the_rate() -> None
     ("/apis/coordination.k8s.io/v1/namespaces/x/leases/l", "leases"),
 ])
 def test_api_metrics_name_the_resource_not_the_object(path: str, resource: str) -> None:
-    assert kubeapi._resource(path) == resource
+    assert kube.resource_of(path) == resource
 
 
 def test_leader_timing_must_keep_lease_above_deadline_above_retries() -> None:

@@ -1,7 +1,7 @@
 """A whole controller pass without a cluster: the real loop, Applier, DataRollouts, decoders and
 eviction plan, over an API server, prober and data repository that answer from memory.
 
-- :class:`Api` stands in for ``controller.kubeapi.KubeApi``: it records every write (pod
+- :class:`Api` stands in for ``autocrane.kube.Kube``: it records every write (pod
   patches, evictions, Events, DataRollout creation and status patches) and serves the
   DataRollouts it holds.
 - :class:`Prober` is the real :class:`controller.probing.Prober` (URL checks, probe fan-out,

@@ -18,7 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from autocrane import manifests, watchdogs
+from autocrane import clock, manifests, watchdogs
 from controller import datarollouts, health, informer, loop, pods, probing, rollout, state
 from controller import status as status_table
 from tests.controller.podfactory import T0, raw
@@ -199,12 +199,12 @@ class _Prober:
         return {"sets": self.sets}
 
 
-def _rollouts(sets: dict[str, Any], clock: list[float]) -> tuple[datarollouts.DataRollouts, FakeApplier]:
+def _rollouts(sets: dict[str, Any], time: clock.ManualClock) -> tuple[datarollouts.DataRollouts, FakeApplier]:
     api = FakeApi()
     applier = FakeApplier(api)
     rollouts = datarollouts.DataRollouts(api, FakeRepo(), _Prober(sets), applier,  # type: ignore[arg-type]
                                          policy=rollout.Policy(stages=("100%",), bake_seconds=60),
-                                         clock=lambda: clock[0])
+                                         time=time)
     return rollouts, applier
 
 
@@ -216,8 +216,7 @@ def _members(request: str | None = None) -> list[pods.Pod]:
 
 
 def test_a_deployed_at_out_of_range_in_utc_is_no_time_and_the_rollout_pass_completes() -> None:
-    clock = [T0]
-    rollouts, applier = _rollouts({"model": {"version": "a", "deployedAt": values.LATE}}, clock)
+    rollouts, applier = _rollouts({"model": {"version": "a", "deployedAt": values.LATE}}, clock.ManualClock(T0))
     patches: list[dict[str, str | None]] = []
     real_write = applier.write_data
 
@@ -232,12 +231,12 @@ def test_a_deployed_at_out_of_range_in_utc_is_no_time_and_the_rollout_pass_compl
 
 
 def test_a_deployed_at_in_the_future_does_not_keep_the_stage_baking() -> None:
-    clock = [T0]
+    time = clock.ManualClock(T0)
     future = (dt.datetime.fromtimestamp(T0, dt.UTC) + dt.timedelta(days=3650)).isoformat()
-    rollouts, applier = _rollouts({"model": {"version": "b", "deployedAt": future}}, clock)
+    rollouts, applier = _rollouts({"model": {"version": "b", "deployedAt": future}}, time)
     asyncio.run(rollouts.run_pass(_members(), lambda: True))  # starts b: the stage's clock starts at T0
     assert applier.writes[1] == ("status", "Progressing")
-    clock[0] = T0 + 120  # past the bake time; the pod took b and says it went live ten years from now
+    time.advance(120)  # past the bake time; the pod took b and says it went live ten years from now
     asyncio.run(rollouts.run_pass(_members(manifests.DataRequest("b", "2" * 64).to_annotation()), lambda: True))
     assert applier.api.rollouts[0]["status"]["phase"] == "Succeeded"
 

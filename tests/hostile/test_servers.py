@@ -27,7 +27,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from starlette.testclient import TestClient
 
-from autocrane import podinfo, serving
+from autocrane import clock, podinfo, serving
 from sidecars import testworkload, watchdoghealthz
 from tests.cluster import podkit
 from tests.hostile import values
@@ -260,7 +260,7 @@ def test_the_test_workloads_notification_body_is_bounded() -> None:
 
 def _monitor(tmp_path: Path, notes: dict[str, str]) -> watchdoghealthz.Monitor:
     (tmp_path / "annotations").write_text(podinfo.format_annotations(notes))
-    return watchdoghealthz.Monitor(podinfo.Watcher(tmp_path / "annotations"), None, clock=lambda: 100.0)
+    return watchdoghealthz.Monitor(podinfo.Watcher(tmp_path / "annotations"), None, time=clock.ManualClock())
 
 
 @pytest.mark.parametrize("notes", [

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import httpx
 
-from autocrane import podinfo, watchdogs
+from autocrane import clock, podinfo, watchdogs
 from sidecars import testworkload, watchdog, watchdoghealthz
 from sidecars.watchdoghealthz import Health, decide, observe
 from tests.sidecars.servers import serve_asgi
@@ -58,15 +58,15 @@ def test_an_unreadable_annotations_file_is_unready() -> None:
 def test_the_endpoint_follows_the_file_and_the_annotation(tmp_path: Path) -> None:
     path = tmp_path / "annotations"
     path.write_text(podinfo.format_annotations(OK | {"watchdoghealthz.autocrane.io/min-ready-seconds": "30"}))
-    now = [1000.0]
-    monitor = watchdoghealthz.Monitor(podinfo.Watcher(path), None, clock=lambda: now[0])
+    manual = clock.ManualClock()
+    monitor = watchdoghealthz.Monitor(podinfo.Watcher(path), None, time=manual)
     with serve_asgi(watchdoghealthz.app(monitor)) as base:
-        _check_healthz(httpx.Client(base_url=base), path, now)
+        _check_healthz(httpx.Client(base_url=base), path, manual)
 
 
-def _check_healthz(client: httpx.Client, path: Path, now: list[float]) -> None:
+def _check_healthz(client: httpx.Client, path: Path, manual: clock.ManualClock) -> None:
     assert client.get("/healthz").status_code == 503
-    now[0] += 30
+    manual.advance(30)
     assert client.get("/healthz").status_code == 200
     path.write_text(podinfo.format_annotations(ERR))
     answer = client.get("/healthz")
