@@ -14,20 +14,19 @@ good template (hash *and* a copy), the released hash and the rejected hashes.
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import hashlib
 import json
 import re
 from collections.abc import Mapping
 from typing import Any
 
-from autocrane import untrusted
+from autocrane import keys, untrusted
 
-GROUP_LABEL = "rollout.autocrane.io/group"
+GROUP_LABEL = keys.ROLLOUT_GROUP_LABEL
 """Deployments with this label form a staged rollout (a label, so the webhook's objectSelector sees it)."""
-STAGE_LABEL = "rollout.autocrane.io/stage"
+STAGE_LABEL = keys.ROLLOUT_STAGE_LABEL
 """``"<n>"``: lower stages roll first; absent means 0."""
-RELEASE_ANNOTATION = "rollout.autocrane.io/release"
+RELEASE_ANNOTATION = keys.ROLLOUT_RELEASE_ANNOTATION
 """Optional, on the Deployment: ties the pending templates of one release together across stages."""
 POD_TEMPLATE_HASH = "pod-template-hash"
 """Added by the Deployment controller to ReplicaSets and pods, never part of a release."""
@@ -201,8 +200,7 @@ def status_from_json(status: Mapping[str, Any] | None) -> Status:
 
 
 def _rfc3339(seconds: float | None) -> str | None:
-    # The controller's own clock readings, never an outside value.
-    return None if seconds is None else dt.datetime.fromtimestamp(seconds, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return None if seconds is None else untrusted.rfc3339(seconds)
 
 
 def status_to_json(status: Status) -> dict[str, Any]:

@@ -54,7 +54,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from autocrane import errors
+from autocrane import errors, inpod
 
 log = logging.getLogger(__name__)
 _TIMED_OUT = "autocrane.timed_out"
@@ -456,7 +456,7 @@ Liveness = Callable[[], str | None]
 """Why a program is not alive any more (a loop it depends on stopped), or None while it is."""
 
 
-def livez_route(path: str = "/livez", alive: Liveness | None = None) -> Route:
+def livez_route(path: str = inpod.LIVEZ_PATH, alive: Liveness | None = None) -> Route:
     """``GET /livez``: 200 while the event loop runs and ``alive()`` (if given) has no complaint;
     else 503 with the complaint, so the kubelet restarts a container whose work stopped."""
     async def livez(_: Request) -> PlainTextResponse:

@@ -12,6 +12,8 @@ decoded here, so the rules hold everywhere:
 - **Times** are decoded by :func:`parse_time`: ``datetime.fromisoformat`` accepts years 1 to
   9999 with any offset, and converting ``9999-12-31T23:59:59-23:59`` to UTC raises
   ``OverflowError``, which once escaped a controller pass. Here it is a :class:`UntrustedValueError`.
+  The way back, :func:`rfc3339`, never raises either, whatever seconds a sum of outside values
+  made.
 - **Echoes**: a value quoted back in a message (an admission denial, a log line, a 400 answer)
   goes through :func:`shown` (or :func:`quoted`, the same in JSON quotes), which keeps at most
   :data:`SHOWN` characters. It never builds the whole ``repr`` of a list or a mapping: a YAML
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 import reprlib
 from typing import Any
 
@@ -138,3 +141,24 @@ def timestamp(text: object) -> float | None:
         return parse_time(text, what="time").timestamp()
     except UntrustedValueError:
         return None
+
+
+_FIRST = dt.datetime(1, 1, 1, tzinfo=dt.UTC)
+_LAST = dt.datetime(9999, 12, 31, 23, 59, 59, tzinfo=dt.UTC)
+
+
+def rfc3339(seconds: float) -> str:
+    """POSIX seconds as an API timestamp: UTC, second precision.
+
+    Never raises: seconds before year 1 or after 9999 (say a deployment time plus a bake time of
+    1e300 from a ``DataRollout`` spec) are shown as the first or last second those years hold,
+    and NaN as the epoch.
+    """
+    if math.isnan(seconds):
+        seconds = 0.0
+    try:
+        when = _FIRST + dt.timedelta(seconds=math.floor(seconds) - _FIRST.timestamp())
+    except OverflowError:
+        when = _FIRST if seconds < 0 else _LAST
+    when = min(max(when, _FIRST), _LAST)
+    return f"{when.year:04d}-{when:%m-%dT%H:%M:%SZ}"

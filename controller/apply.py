@@ -30,7 +30,7 @@ import logging
 from collections.abc import Iterable
 from typing import Any
 
-from autocrane import backoff, clock, errors, kube
+from autocrane import backoff, clock, errors, kube, untrusted
 from controller import eviction, health, metrics, pods, repository, state
 
 log = logging.getLogger(__name__)
@@ -152,7 +152,7 @@ class Applier:
             metrics.EVENTS.labels("suppressed").inc()
             return False
         self._events[(pod.uid, reason)] = now
-        stamp = pods.rfc3339(now)
+        stamp = untrusted.rfc3339(now)
         body = {
             "apiVersion": "v1", "kind": "Event",
             "metadata": {"generateName": f"{pod.name}.", "namespace": pod.namespace},

@@ -29,7 +29,7 @@ import logging
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 
-from autocrane import clock, kube, manifests
+from autocrane import clock, datasets, inpod, keys, kube, manifests
 from controller import apply, fanout, isolation, metrics, pods, probing, repository, rollout, state
 
 log = logging.getLogger(__name__)
@@ -58,7 +58,8 @@ class _PodWrites:
 class DataRollouts:
     def __init__(self, api: kube.Api, repo: repository.Repository, prober: probing.Prober,
                  applier: apply.Applier, *, namespaces: Sequence[str] | None = None,
-                 policy: rollout.Policy | None = None, datadeployer_port: int = 8098,
+                 policy: rollout.Policy | None = None,
+                 datadeployer_port: int = inpod.DATADEPLOYER_STATUS_PORT,
                  time: clock.Clock = clock.SYSTEM) -> None:
         self.api, self.repo, self.prober, self.applier = api, repo, prober, applier
         self.namespaces = list(namespaces or [])
@@ -69,6 +70,8 @@ class DataRollouts:
         self._sent: dict[str, tuple[str, dict[str, str | None]]] = {}
         """Pod uid -> (its resourceVersion when we patched it, what we wrote): the informer may lag our
         own writes by a pass; writing the same again would be a wasted MODIFIED event."""
+        self._skipped: dict[tuple[str, str], str] = {}
+        """(pod uid, key) -> why its data-set declaration is left out (logged once)."""
 
     async def _rollouts(self) -> list[dict[str, object]]:
         found = []
@@ -76,14 +79,14 @@ class DataRollouts:
             found += await state.list_rollouts(self.api, namespace)
         return found
 
-    async def _acks(self, data_pods: list[pods.Pod]) -> dict[str, dict[str, rollout.Ack]]:
+    async def _acks(self, data_pods: list[pods.Pod]) -> dict[str, dict[str, inpod.Ack]]:
         answers = await fanout.bounded_map(lambda p: self.prober.datadeployer_status(p, self.port), data_pods,
                                            self.prober.concurrency)
         now = self.clock.time()
         acks = {}
         for pod, body in zip(data_pods, answers, strict=True):
             if body is not None:
-                acks[pod.uid] = self.faults.call(pod.uid, "acks", lambda body=body: rollout.parse_acks(body, now=now),
+                acks[pod.uid] = self.faults.call(pod.uid, "acks", lambda body=body: inpod.parse_acks(body, now=now),
                                                  {}, pod=pod.key)
         return acks
 
@@ -109,7 +112,21 @@ class DataRollouts:
             self.faults.settle()
         return dataclasses.replace(report, faults=faults)
 
+    def _skip_invalid(self, snapshot: Sequence[pods.Pod]) -> None:
+        """Leave declarations the datadeployer would refuse out of the rollouts, saying why once per pod and key."""
+        skipped = {}
+        for pod in snapshot:
+            if any(key.startswith(keys.DATA_PREFIX) for key in pod.annotations):
+                _, invalid = datasets.declared(pod.annotations)
+                for key, error in invalid.items():
+                    skipped[(pod.uid, key)] = reason = error.expected
+                    if self._skipped.get((pod.uid, key)) != reason:
+                        log.warning("data set declaration left out of data rollouts (the datadeployer refuses it)",
+                                    extra={"pod": pod.key, "key": key, "error": str(error)})
+        self._skipped = skipped
+
     async def _run_pass(self, snapshot: Sequence[pods.Pod], leading: Callable[[], bool]) -> Report:
+        self._skip_invalid(snapshot)
         data_pods = [p for p in snapshot if rollout.sources(p) and not p.terminating]
         if not data_pods:
             return Report()
@@ -129,10 +146,6 @@ class DataRollouts:
         for namespace, source in wanted:
             if (namespace, source) in by_key or not leading():
                 continue
-            try:
-                manifests.check_source(source)
-            except manifests.ManifestError:
-                continue  # the datadeployer reports a malformed source on its own data set
             created = await self.applier.create_rollout(namespace, source)
             if created is not None:
                 one = self.faults.call(f"DataRollout {namespace}/{source}", "rollout-read",
@@ -173,7 +186,7 @@ class DataRollouts:
         return report
 
     async def _step(self, one: state.Rollout, raw_status: object, manifest: dict[str, manifests.SourceManifest],
-                    by_namespace: dict[str, list[pods.Pod]], acks: dict[str, dict[str, rollout.Ack]], report: Report,
+                    by_namespace: dict[str, list[pods.Pod]], acks: dict[str, dict[str, inpod.Ack]], report: Report,
                     writes: _PodWrites) -> Report:
         """One rollout's step: decide, write its status, then queue its pods' requests into ``writes``."""
         namespace, source = one.namespace, one.spec.source

@@ -26,6 +26,7 @@ import math
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 
+from autocrane import keys
 from controller import health, pods
 
 
@@ -109,7 +110,7 @@ def _never(pod: pods.Pod) -> tuple[str, str] | None:
     if pod.mirror:
         return "mirror-pod", "not evicted: a mirror pod is managed by its kubelet"
     if pod.opted_out:
-        return "opted-out", f"not evicted: annotated {pods.OPT_OUT_ANNOTATION}=true"
+        return "opted-out", f"not evicted: annotated {keys.EVICTION_OPT_OUT}=true"
     return None
 
 

@@ -20,7 +20,7 @@ import logging
 import random
 from collections.abc import Sequence
 
-from autocrane import annotations, clock
+from autocrane import clock, keys
 from controller import (
     apply,
     datarollouts,
@@ -91,7 +91,7 @@ class Controller:
             metrics.PROBES.labels(result.outcome).inc()
             if result.outcome == "refused":
                 await self.applier.event(pod, "Warning", "ProbeRefused",
-                                         f"{annotations.PROBE_PREFIX}{name} not probed: {result.message}")
+                                         f"{keys.PROBE_PREFIX}{name} not probed: {result.message}")
         change = health.change(pod, results, now)
         if change is None or not self.leading:
             return pod

@@ -25,7 +25,7 @@ from collections.abc import Awaitable, Callable, Iterable
 
 import aiohttp
 
-from autocrane import untrusted, watchdogs
+from autocrane import inpod, untrusted, watchdogs
 from controller import fanout, health, pods
 
 Probe = Callable[[pods.Pod], Awaitable[dict[str, health.ProbeResult]]]
@@ -157,7 +157,7 @@ class Prober:
         if not probeable(pod):
             return None
         shown = f"[{pod.pod_ip}]" if ":" in pod.pod_ip else pod.pod_ip
-        return await self.get_json(f"http://{shown}:{port}/status")
+        return await self.get_json(f"http://{shown}:{port}{inpod.STATUS_PATH}")
 
     async def probe_pod(self, pod: pods.Pod) -> dict[str, health.ProbeResult]:
         """Every probe annotation of ``pod``, by watchdog name."""

@@ -42,15 +42,14 @@ implies, so a crash in between re-derives the same requests, never an earlier st
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 
-from autocrane import annotations, manifests, watchdogs
+from autocrane import datasets, inpod, keys, manifests, untrusted, watchdogs
 from controller import pods
 
-DEPS_ANNOTATION = annotations.STORE_DEPS
+DEPS_ANNOTATION = keys.STORE_DEPS
 DEFAULT_STAGES = ("1", "25%", "100%")
 _STAGE = re.compile(r"(?P<n>[0-9]{1,6})(?P<pct>%?)")  # fullmatch: "$" would accept "1\n"
 MAX_HELD = 20
@@ -106,15 +105,6 @@ class State:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
-class Ack:
-    """What a pod's datadeployer reports for one data set (``GET /status``)."""
-
-    version: str | None
-    deployed_at: float | None = None
-    error: str | None = None
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
 class Request:
     """Write ``request.data.autocrane.io/<name>`` on ``pod``."""
 
@@ -124,7 +114,7 @@ class Request:
 
     @property
     def key(self) -> str:
-        return annotations.REQUEST_DATA_PREFIX + self.name
+        return keys.REQUEST_DATA_PREFIX + self.name
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -152,16 +142,15 @@ class Step:
 # --- reading pods ---------------------------------------------------------------------------------
 
 def data_names(pod: pods.Pod, source: str) -> tuple[str, ...]:
-    """The pod's data-set names that come from ``source``."""
-    prefix = annotations.DATA_PREFIX
-    return tuple(sorted(k[len(prefix):] for k, v in pod.annotations.items()
-                        if k.startswith(prefix) and v.strip() == source))
+    """The pod's data-set names that come from ``source`` (valid declarations only, ``autocrane.datasets``)."""
+    found, _ = datasets.declared(pod.annotations)
+    return tuple(sorted(name for name, data_set in found.items() if data_set.source == source))
 
 
 def sources(pod: pods.Pod) -> set[str]:
-    """Every source the pod declares a data set from."""
-    prefix = annotations.DATA_PREFIX
-    return {v.strip() for k, v in pod.annotations.items() if k.startswith(prefix) and v.strip()}
+    """Every source the pod validly declares a data set from."""
+    found, _ = datasets.declared(pod.annotations)
+    return {data_set.source for data_set in found.values()}
 
 
 def depends_on(pod: pods.Pod, source: str) -> bool:
@@ -170,7 +159,7 @@ def depends_on(pod: pods.Pod, source: str) -> bool:
 
 def requested(pod: pods.Pod, name: str) -> manifests.DataRequest | None:
     """The pod's current request for data set ``name`` (None when absent or unreadable)."""
-    value = pod.annotations.get(annotations.REQUEST_DATA_PREFIX + name)
+    value = pod.annotations.get(keys.REQUEST_DATA_PREFIX + name)
     if value is None:
         return None
     try:
@@ -223,10 +212,10 @@ class _Member:
     names: tuple[str, ...]
     version: str | None
     """Requested now (the first data set's request)."""
-    ack: Ack | None
+    ack: inpod.Ack | None
 
 
-def _members(pod_list: Iterable[pods.Pod], source: str, acks: Mapping[str, Mapping[str, Ack]]) -> list[_Member]:
+def _members(pod_list: Iterable[pods.Pod], source: str, acks: Mapping[str, Mapping[str, inpod.Ack]]) -> list[_Member]:
     out = []
     for pod in pod_list:
         names = data_names(pod, source)
@@ -273,7 +262,7 @@ def _rolled_back(state: State, members: list[_Member], why: str, culprit: pods.P
 
 
 def step(spec: Spec, state: State, manifest: manifests.SourceManifest | None, pod_list: Sequence[pods.Pod],
-         acks: Mapping[str, Mapping[str, Ack]], now: float, policy: Policy = Policy()) -> Step:
+         acks: Mapping[str, Mapping[str, inpod.Ack]], now: float, policy: Policy = Policy()) -> Step:
     """The next state and actions for one rollout (see the module docstring).
 
     ``acks``: pod uid -> data-set name -> what its datadeployer reports (pods that did not answer
@@ -394,7 +383,7 @@ def step(spec: Spec, state: State, manifest: manifests.SourceManifest | None, po
                 f"{len(waiting)} pod(s) to acknowledge {target}" if waiting else
                 f"pods to take {target} ({len(in_stage)} of {counts[stage]} can)")
         elif not promote and now - since < bake:
-            message = f"{label}: baking until {pods.rfc3339(since + bake)}"
+            message = f"{label}: baking until {untrusted.rfc3339(since + bake)}"
         else:
             message = ""
         passed = promote or (failure is None and not waiting and not short and now - since >= bake)
@@ -443,54 +432,15 @@ def _finish(state: State, members: list[_Member], manifest: manifests.SourceMani
     return Step(state, tuple(requests), tuple(events), repository, tuple(logs), rollback)
 
 
-# --- acknowledgements -------------------------------------------------------------------------------
+# --- acknowledgements ---------------------------------------------------------------------------
 
-MAX_CLOCK_SKEW = 60.0
-"""Seconds a datadeployer's ``deployedAt`` may lie ahead of the controller's clock; later ones are ignored."""
-MAX_ACK_ERROR = 512
-"""Characters of a datadeployer's ``error`` kept (it ends up in the rollback message and Event)."""
-_MAX_SET_NAME = 253
-
-
-def parse_acks(body: object, *, now: float) -> dict[str, Ack]:
-    """The datadeployer's ``GET /status`` answer -> data-set name -> :class:`Ack` (garbage -> nothing).
-
-    Whoever runs in the pod writes this answer, so nothing in it is taken on trust: a ``version``
-    that is not a version id is no acknowledgement (it would be mirrored into an annotation), a
-    ``deployedAt`` that is not an RFC3339 time in years 1-9999 UTC, or lies more than
-    :data:`MAX_CLOCK_SKEW` seconds after ``now``, is no time (the bake clock runs from the latest
-    ``deployedAt``: one from the future would hold the stage, and the rollout of every pod of the
-    source, for as long as it lies), and ``error`` is cut to :data:`MAX_ACK_ERROR` characters.
-    """
-    sets = body.get("sets") if isinstance(body, dict) else None
-    out: dict[str, Ack] = {}
-    for name, entry in sets.items() if isinstance(sets, dict) else ():
-        if not isinstance(entry, dict) or not isinstance(name, str) or len(name) > _MAX_SET_NAME:
-            continue
-        try:
-            version = None if entry.get("version") is None else manifests.check_version(entry["version"])
-        except manifests.ManifestError:
-            version = None
-        at = pods.timestamp(entry.get("deployedAt"))
-        if at is not None and at > now + MAX_CLOCK_SKEW:
-            at = None
-        error = entry.get("error")
-        out[name] = Ack(version, at, error[:MAX_ACK_ERROR] if isinstance(error, str) else None)
-    return out
-
-
-def ack_annotations(pod: pods.Pod, pod_acks: Mapping[str, Ack]) -> dict[str, str]:
-    """``status.data.autocrane.io/<name>`` values that mirror what the datadeployer reports, where they differ.
-
-    Only the version and when it went live are kept, so the value changes once per deployment.
-    """
+def ack_annotations(pod: pods.Pod, pod_acks: Mapping[str, inpod.Ack]) -> dict[str, str]:
+    """``status.data.autocrane.io/<name>`` values that mirror what the datadeployer reports, where they differ."""
     changes = {}
     for name, ack in pod_acks.items():
-        if ack.version is None or not pod.annotations.get(annotations.DATA_PREFIX + name):
+        if ack.version is None or not pod.annotations.get(keys.DATA_PREFIX + name):
             continue
-        when = None if ack.deployed_at is None else pods.rfc3339(ack.deployed_at)
-        value = json.dumps({"version": ack.version, "deployedAt": when}, separators=(",", ":"))
-        key = annotations.STATUS_DATA_PREFIX + name
+        value, key = inpod.mirror_value(ack), keys.STATUS_DATA_PREFIX + name
         if pod.annotations.get(key) != value:
             changes[key] = value
     return changes

@@ -23,7 +23,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
-from autocrane import clock, kube, logs, metrics, serving
+from autocrane import clock, inpod, kube, logs, metrics, serving
 from controller import apply, datarollouts, eviction, informer, leader, loop, probing, repository, rollout
 from controller import metrics as controller_metrics
 
@@ -63,8 +63,9 @@ def parser() -> argparse.ArgumentParser:
                    help="the data repository's base URL (e.g. http://autocrane-datarepository); enables data rollouts")
     d.add_argument("--data-repository-token-file", type=Path, default=None,
                    help="file holding the repository's bearer token")
-    d.add_argument("--datadeployer-port", type=int, default=8098,
-                   help="port of the datadeployer's GET /status on each pod (default 8098, the injector's)")
+    d.add_argument("--datadeployer-port", type=int, default=inpod.DATADEPLOYER_STATUS_PORT,
+                   help="port of the datadeployer's GET /status on each pod "
+                   f"(default {inpod.DATADEPLOYER_STATUS_PORT}, the injector's)")
     d.add_argument("--rollout-stages", default=",".join(rollout.DEFAULT_STAGES),
                    help="default stages: pod counts or percentages, the last 100%% (default 1,25%%,100%%)")
     d.add_argument("--bake-seconds", type=float, default=600.0,

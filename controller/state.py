@@ -26,8 +26,8 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from autocrane import kube
-from controller import pods, rollout
+from autocrane import kube, untrusted
+from controller import rollout
 
 GROUP, VERSION, PLURAL, KIND = "autocrane.io", "v1alpha1", "datarollouts", "DataRollout"
 API_VERSION = f"{GROUP}/{VERSION}"
@@ -83,8 +83,8 @@ def from_json(obj: Mapping[str, Any]) -> Rollout:
     phase = status.get("phase") if status.get("phase") in rollout.PHASES else rollout.IDLE
     state = rollout.State(
         phase=phase, last_known_good=_text(status.get("lastKnownGood")), target=_text(status.get("target")),
-        stage=max(0, int(status.get("stage") or 0) - 1), started=pods.timestamp(status.get("started")),
-        stage_started=pods.timestamp(status.get("stageStarted")),
+        stage=max(0, int(status.get("stage") or 0) - 1), started=untrusted.timestamp(status.get("started")),
+        stage_started=untrusted.timestamp(status.get("stageStarted")),
         held=tuple(str(v) for v in status.get("held") or () if isinstance(v, str)),
         observed_promote=_text(status.get("observedPromote")), observed_abort=_text(status.get("observedAbort")),
         message=str(status.get("message") or ""), members=int(status.get("members") or 0),
@@ -118,7 +118,7 @@ def conditions(state: rollout.State, old: Sequence[Mapping[str, Any]], generatio
         previous = before.get(kind) or {}
         since = previous.get("lastTransitionTime") if previous.get("status") == status else None
         out.append({"type": kind, "status": status, "reason": reason, "message": state.message[:1024],
-                    "lastTransitionTime": since or pods.rfc3339(now), "observedGeneration": generation})
+                    "lastTransitionTime": since or untrusted.rfc3339(now), "observedGeneration": generation})
     return out
 
 
@@ -167,4 +167,4 @@ async def list_rollouts(api: kube.Api, namespace: str | None) -> list[dict[str, 
 
 
 def _rfc3339_or_none(seconds: float | None) -> str | None:
-    return None if seconds is None else pods.rfc3339(seconds)
+    return None if seconds is None else untrusted.rfc3339(seconds)

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from autocrane import annotations, errors, kube, manifests, untrusted, watchdogs
+from autocrane import errors, inpod, keys, kube, manifests, watchdogs
 from controller import state
 
 
@@ -51,22 +51,21 @@ def _rollout(found: Mapping[str, Any] | None) -> str:
 def _data(notes: Mapping[str, str], rollouts: Mapping[str, Mapping[str, Any]]) -> str:
     cells = []
     for key in sorted(notes):
-        if not key.startswith(annotations.DATA_PREFIX):
+        if not key.startswith(keys.DATA_PREFIX):
             continue
-        name = key[len(annotations.DATA_PREFIX):]
-        request = notes.get(annotations.REQUEST_DATA_PREFIX + name)
+        name = key[len(keys.DATA_PREFIX):]
+        request = notes.get(keys.REQUEST_DATA_PREFIX + name)
         version = "-"
         if request is not None:
             try:
                 version = manifests.parse_request(request).version
             except manifests.ManifestError:
                 version = "invalid"
-        acked = notes.get(annotations.STATUS_DATA_PREFIX + name)
+        acked = notes.get(keys.STATUS_DATA_PREFIX + name)
         if acked is not None:
             try:
-                acked_version = untrusted.json_value(acked, what=key, max_bytes=4096)["version"]
-                version += "/" + manifests.check_version(acked_version)
-            except (ValueError, TypeError, KeyError):  # UntrustedValueError and ManifestError are ValueErrors
+                version += "/" + inpod.mirrored_version(acked, keys.STATUS_DATA_PREFIX + name)
+            except ValueError:  # UntrustedValueError and ManifestError are ValueErrors
                 version += "/invalid"
         cells.append(f"{name}={version}{_rollout(rollouts.get(notes[key].strip()))}")
     return ",".join(cells) or "-"

@@ -32,7 +32,8 @@ import functools
 import math
 from dataclasses import dataclass
 
-from autocrane import annotations, podinfo
+from autocrane import inpod, podinfo
+from webhook import options
 from webhook import settings as injector_settings
 
 DATADEPLOYER_INIT = "autocrane-datadeployer-init"
@@ -47,10 +48,6 @@ VOLUME_NAMES = (DATA_VOLUME, PODINFO_VOLUME, TMP_VOLUME)
 
 PODINFO_DIR = podinfo.DIRECTORY
 ANNOTATIONS_FILE = podinfo.ANNOTATIONS_PATH
-SYNCED_PATH = "/synced"
-LIVEZ_PATH = "/livez"
-"""Both injected servers answer it while their event loop runs."""
-HEALTHZ_PATH = "/healthz"
 _STARTUP_PERIOD_SECONDS = 2
 
 
@@ -73,16 +70,16 @@ class Plan:
 
 
 # Pure, on frozen values: pods of one workload share the answer. Bounded in bytes by its inputs
-# too: overrides are quantities of at most annotations.MAX_QUANTITY_CHARS characters.
+# too: overrides are quantities of at most options.MAX_QUANTITY_CHARS characters.
 @functools.lru_cache(maxsize=256)
 def effective_resources(default: injector_settings.Resources,
-                        overrides: annotations.ResourceOverrides) -> injector_settings.Resources:
+                        overrides: options.ResourceOverrides) -> injector_settings.Resources:
     """Defaults with per-pod overrides; a lone override drags the other bound along to keep request <= limit."""
     values: dict[str, str] = {}
     for resource in ("cpu", "memory"):
         request = getattr(overrides, f"{resource}_request") or getattr(default, f"{resource}_request")
         limit = getattr(overrides, f"{resource}_limit") or getattr(default, f"{resource}_limit")
-        if annotations.amount(request) > annotations.amount(limit):
+        if options.amount(request) > options.amount(limit):
             # Only one side was overridden (parse_pod refuses both sides crossed): follow it.
             if getattr(overrides, f"{resource}_request") is not None:
                 limit = request
@@ -107,11 +104,11 @@ def datadeployer_sidecar(s: injector_settings.InjectorSettings, plan: Plan) -> d
         ports=[_port("autocrane-sync", s.datadeployer_status_port)], resources=plan.datadeployer_resources,
         mounts=[_mount(DATA_VOLUME, plan.store_location, read_only=False), *_common_mounts()])
     # A hung sidecar is restarted by the kubelet; the live data and the app are not touched.
-    container["livenessProbe"] = _http_probe(LIVEZ_PATH, s.datadeployer_status_port, period=10, failures=3)
+    container["livenessProbe"] = _http_probe(inpod.LIVEZ_PATH, s.datadeployer_status_port, period=10, failures=3)
     if plan.native:
         container["restartPolicy"] = "Always"
         container["startupProbe"] = _http_probe(
-            SYNCED_PATH, s.datadeployer_status_port, period=_STARTUP_PERIOD_SECONDS,
+            inpod.SYNCED_PATH, s.datadeployer_status_port, period=_STARTUP_PERIOD_SECONDS,
             failures=math.ceil(s.startup_timeout_seconds / _STARTUP_PERIOD_SECONDS))
     return container
 
@@ -129,8 +126,8 @@ def watchdoghealthz_sidecar(s: injector_settings.InjectorSettings, plan: Plan) -
         mounts=_common_mounts())
     if plan.native:
         container["restartPolicy"] = "Always"
-    container["readinessProbe"] = _http_probe(HEALTHZ_PATH, s.watchdoghealthz_port, period=5, failures=1)
-    container["livenessProbe"] = _http_probe(LIVEZ_PATH, s.watchdoghealthz_port, period=10, failures=3)
+    container["readinessProbe"] = _http_probe(inpod.HEALTHZ_PATH, s.watchdoghealthz_port, period=5, failures=1)
+    container["livenessProbe"] = _http_probe(inpod.LIVEZ_PATH, s.watchdoghealthz_port, period=10, failures=3)
     return container
 
 

@@ -19,10 +19,9 @@ actions (unpausing twice, restoring the same template twice), never an earlier s
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
-from autocrane import approllouts, watchdogs
+from autocrane import approllouts, untrusted, watchdogs
 from controller import pods
 from controller.approllouts import objects
 
@@ -219,7 +218,7 @@ def _judge(work: _Work, spec: A.Spec, current: Sequence[objects.Deployment], see
         left = spec.bake_seconds - (now - rolled_out_at)
         work.set(phase=A.BAKING, reason="Baking",
                  message=f"stage {stage}: baking {len(new_pods)} pod(s), {left:.0f}s left (until "
-                         f"{_rfc3339(rolled_out_at + spec.bake_seconds)})")
+                         f"{untrusted.rfc3339(rolled_out_at + spec.bake_seconds)})")
         return False
     elif unsure := _inconclusive(new_pods, seen.unanswered):
         work.set(phase=A.BAKING, reason="Inconclusive",
@@ -345,10 +344,6 @@ def _inconclusive(new_pods: Sequence[pods.Pod], unanswered: frozenset[str]) -> l
         if pod.uid in unanswered or any(watchdogs.STATUS_PREFIX + name not in pod.annotations for name in probes):
             out.append(pod)
     return out
-
-
-def _rfc3339(seconds: float) -> str:
-    return dt.datetime.fromtimestamp(seconds, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def phase_of(status: A.Status, deployment: objects.Deployment, spec: A.Spec, now: float) -> str:

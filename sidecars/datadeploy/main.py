@@ -30,7 +30,7 @@ import logging
 import os
 from pathlib import Path
 
-from autocrane import backoff, logs, podinfo, serving, untrusted
+from autocrane import backoff, inpod, logs, podinfo, serving, untrusted
 from sidecars import archives
 from sidecars.datadeploy import fetching, hooks, requests, status, swap, syncing
 
@@ -279,7 +279,8 @@ def parser() -> argparse.ArgumentParser:
                    help="seconds to wait for a request before falling back to last known good (default 90)")
     p.add_argument("--max-failures", type=int, default=5, help="init: attempts per data set before exit 1")
     p.add_argument("--host", default="0.0.0.0", help="sidecar: status endpoint address")
-    p.add_argument("--port", type=int, default=8081, help="sidecar: status endpoint port (default 8081)")
+    p.add_argument("--port", type=int, default=inpod.DATADEPLOYER_STATUS_PORT,
+                   help=f"sidecar: status endpoint port (default {inpod.DATADEPLOYER_STATUS_PORT}, the injector's)")
     p.add_argument("--poll-seconds", type=float, default=1.0, help="how often to re-read the annotations file")
     p.add_argument("--resync-seconds", type=float, default=30.0, help="sidecar: re-check a healthy data set")
     p.add_argument("--failure-threshold", type=float, default=300.0,

@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from autocrane import clock, manifests, serving
+from autocrane import clock, inpod, manifests, serving
 
 
 @dataclasses.dataclass(slots=True)
@@ -41,13 +40,10 @@ class SetStatus:
     failing_since: dt.datetime | None = None
     """Start of the current run of failures; None once a sync succeeds."""
 
-    def to_json(self) -> dict[str, Any]:
-        def time(value: dt.datetime | None) -> str | None:
-            return None if value is None else manifests.format_time(value)
-
-        return {"source": self.source, "requested": self.requested, "fallback": self.fallback,
-                "version": self.version, "sha256": self.sha256, "deployedAt": time(self.deployed_at),
-                "error": self.error, "errorAt": time(self.error_at), "failingSince": time(self.failing_since)}
+    def to_json(self) -> inpod.SetReport:
+        return inpod.set_report(source=self.source, requested=self.requested, fallback=self.fallback,
+                                version=self.version, sha256=self.sha256, deployed_at=self.deployed_at,
+                                error=self.error, error_at=self.error_at, failing_since=self.failing_since)
 
 
 class Status:
@@ -91,7 +87,7 @@ class Status:
                                         + ([self.annotations_error] if self.annotations_error else []))
         return "info", "ok"
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> inpod.StatusReport:
         return {"sets": {name: s.to_json() for name, s in sorted(self.sets.items())},
                 "annotationsError": self.annotations_error}
 
@@ -110,5 +106,5 @@ def app(status: Status, alive: serving.Liveness | None = None) -> Starlette:
         level, message = status.watchdog()
         return PlainTextResponse(f"{level}: {message}", 500 if level == "error" else 200)
 
-    return Starlette(routes=[Route("/status", get_status), Route("/synced", synced),
-                             Route("/watchdog", watchdog), serving.livez_route(alive=alive)])
+    return Starlette(routes=[Route(inpod.STATUS_PATH, get_status), Route(inpod.SYNCED_PATH, synced),
+                             Route(inpod.WATCHDOG_PATH, watchdog), serving.livez_route(alive=alive)])

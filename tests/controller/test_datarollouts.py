@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import logging
 from typing import Any
+
+import pytest
 
 from autocrane import clock, manifests
 from controller import datarollouts, pods, repository, state
@@ -98,3 +101,16 @@ def test_a_standby_writes_nothing() -> None:
     rollouts = datarollouts.DataRollouts(api, FakeRepo(), FakeProber(), applier)  # type: ignore[arg-type]
     asyncio.run(rollouts.run_pass(_pods(), lambda: False))
     assert applier.writes == []
+
+
+def test_a_declaration_the_datadeployer_refuses_is_left_out_and_said_once(caplog: pytest.LogCaptureFixture) -> None:
+    api = FakeApi()
+    applier = FakeApplier(api)
+    rollouts = datarollouts.DataRollouts(api, FakeRepo(), FakeProber(), applier)  # type: ignore[arg-type]
+    bad = pods.from_json(raw("bad", annotations={"data.autocrane.io/m": "../../etc", "data.autocrane.io/x": "models"}))
+    with caplog.at_level(logging.WARNING, logger="controller.datarollouts"):
+        for _ in range(3):
+            asyncio.run(rollouts.run_pass([bad], lambda: True))
+    said = [r for r in caplog.records if "left out of data rollouts" in r.getMessage()]
+    assert len(said) == 1 and said[0].key == "data.autocrane.io/m"
+    assert [w for w in applier.writes if w[0] == "create"] == [("create", "models")]  # the valid one still rolls

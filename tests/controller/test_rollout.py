@@ -12,9 +12,10 @@ from typing import Any
 
 import pytest
 
-from autocrane import manifests
+from autocrane import inpod, manifests
+from autocrane.inpod import Ack
 from controller import pods, rollout
-from controller.rollout import Ack, Spec, State
+from controller.rollout import Spec, State
 from tests.controller.podfactory import NOW, T0, raw, stamp
 
 SRC = "models"
@@ -303,9 +304,9 @@ def test_the_repository_is_told_the_last_known_good_until_it_agrees() -> None:
 def test_acknowledgements_are_read_from_the_datadeployer_status_and_mirrored_once() -> None:
     body = {"sets": {"model": {"version": "b", "deployedAt": "2026-03-01T11:59:00Z", "error": None},
                      "junk": "x", "other": {"version": 3}}, "annotationsError": None}
-    found = rollout.parse_acks(body, now=T0)
+    found = inpod.parse_acks(body, now=T0)
     assert found["model"] == Ack("b", T0 - 60) and found["other"] == Ack(None)
-    assert rollout.parse_acks("garbage", now=T0) == {} and rollout.parse_acks({"sets": []}, now=T0) == {}
+    assert inpod.parse_acks("garbage", now=T0) == {} and inpod.parse_acks({"sets": []}, now=T0) == {}
     pod = member("web-1", B)
     changes = rollout.ack_annotations(pod, found)
     assert changes == {"status.data.autocrane.io/model": '{"version":"b","deployedAt":"2026-03-01T11:59:00Z"}'}

@@ -18,7 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from autocrane import clock, manifests, watchdogs
+from autocrane import clock, inpod, manifests, untrusted, watchdogs
 from controller import datarollouts, health, informer, loop, pods, probing, rollout, state
 from controller import status as status_table
 from tests.controller.podfactory import T0, raw
@@ -242,22 +242,22 @@ def test_a_deployed_at_in_the_future_does_not_keep_the_stage_baking() -> None:
 
 
 def test_a_deployed_at_within_the_clock_skew_still_counts() -> None:
-    ahead = pods.rfc3339(T0 + rollout.MAX_CLOCK_SKEW / 2)
-    (ack,) = rollout.parse_acks({"sets": {"model": {"version": "b", "deployedAt": ahead}}}, now=T0).values()
-    assert ack.deployed_at == pods.timestamp(ahead)
+    ahead = untrusted.rfc3339(T0 + inpod.MAX_CLOCK_SKEW / 2)
+    (ack,) = inpod.parse_acks({"sets": {"model": {"version": "b", "deployedAt": ahead}}}, now=T0).values()
+    assert ack.deployed_at == untrusted.timestamp(ahead)
 
 
 def test_a_100_kb_version_or_error_is_no_acknowledgement_and_is_never_mirrored() -> None:
     body = {"sets": {"model": {"version": "v" * 100_000, "error": "e" * 100_000}}}
-    (ack,) = rollout.parse_acks(body, now=T0).values()
-    assert ack.version is None and len(ack.error or "") == rollout.MAX_ACK_ERROR
+    (ack,) = inpod.parse_acks(body, now=T0).values()
+    assert ack.version is None and len(ack.error or "") == inpod.MAX_ACK_ERROR
     assert rollout.ack_annotations(_members()[0], {"model": ack}) == {}
 
 
 @pytest.mark.parametrize("seconds", [1e300, -1e300, float("nan"), float("inf"), 253402300800.0, -62135596801.0])
 def test_an_api_timestamp_is_written_for_any_seconds_without_raising(seconds: float) -> None:
-    text = pods.rfc3339(seconds)
-    assert pods.timestamp(text) is not None
+    text = untrusted.rfc3339(seconds)
+    assert untrusted.timestamp(text) is not None
 
 
 def test_a_bake_time_past_year_9999_does_not_fail_the_step() -> None:
@@ -265,7 +265,7 @@ def test_a_bake_time_past_year_9999_does_not_fail_the_step() -> None:
     running = rollout.State(phase=rollout.PROGRESSING, last_known_good="a", target="b", started=T0, stage_started=T0)
     one = rollout.step(rollout.Spec(source="models", bake_seconds=1e300, stages=("100%",)), running,
                        asyncio.run(FakeRepo().manifest())["models"], members,
-                       {members[0].uid: {"model": rollout.Ack("b", T0)}}, T0 + 10)
+                       {members[0].uid: {"model": inpod.Ack("b", T0)}}, T0 + 10)
     assert one.state.message == "stage 1/1: baking until 9999-12-31T23:59:59Z"
 
 

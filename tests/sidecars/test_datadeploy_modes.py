@@ -18,11 +18,12 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
-from autocrane import clock, manifests, podinfo
-from sidecars.datadeploy import hooks, main, status, swap
+from autocrane import clock, errors, manifests, podinfo
+from sidecars.datadeploy import hooks, main, requests, status, swap
 from tests import waiting
 from tests.sidecars.servers import FakeRepository, serve_asgi
 from tests.sidecars.test_datadeploy_sync import settings, tree_archive
+from webhook import options
 
 
 def write_annotations(path: Path, sets: dict[str, str], requests: dict[str, manifests.DataRequest]) -> None:
@@ -213,3 +214,17 @@ def test_a_set_removed_while_it_syncs_leaves_no_status_behind(tmp_path: Path, re
 
     assert asyncio.run(scenario()) is main.Outcome.DONE
     assert d.status.sets == {} and d.status.synced() == (True, []) and d.status.watchdog() == ("info", "ok")
+
+
+@pytest.mark.parametrize(("value", "admitted"), [("models/resnet", True), (" models ", True),
+                                                 ("Models/ResNet 50", False), ("../../etc", False), ("", False)])
+def test_the_datadeployer_refuses_exactly_the_declarations_the_webhook_denies(value: str, admitted: bool) -> None:
+    notes = {"data.autocrane.io/m": value}
+    try:
+        options.parse_pod(notes)
+        denied = False
+    except errors.AnnotationError:
+        denied = True
+    found, problems = requests.data_sets(notes)
+    usable = [s for s in found.values() if s.error is None]
+    assert denied is not admitted and bool(usable) is admitted and not problems
