@@ -19,19 +19,24 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from autocrane import clock, inpod, manifests, untrusted, watchdogs
-from controller import datarollouts, health, informer, loop, pods, probing, rollout, state
-from controller import status as status_table
+from controller import passes, pods
+from controller.apiserver import informer
+from controller.commands import status as status_table
+from controller.datarollouts import decision as datarollout
+from controller.datarollouts import loop as datarollouts
+from controller.datarollouts import resource
+from controller.watchdogs import health, probing
+from tests.controller.datarollouts.test_loop import FakeApi, FakeApplier, FakeRepo
 from tests.controller.podfactory import T0, raw
-from tests.controller.test_datarollouts import FakeApi, FakeApplier, FakeRepo
 from tests.hostile import controllerfakes as fakes
 from tests.hostile import values
 
 
-def _pass(ctl: loop.Controller) -> loop.Report:
+def _pass(ctl: passes.Controller) -> passes.Report:
     return asyncio.run(ctl.run_pass())
 
 
-def _assert_neighbours_handled(api: fakes.Api, report: loop.Report) -> None:
+def _assert_neighbours_handled(api: fakes.Api, report: passes.Report) -> None:
     assert "ns/victim" in report.evicted and set(api.evicted()) == {"victim"}
     assert set(fakes.requested_in(api, "reader")) == {"b"}, "the rollout of namespace data must take its first step"
 
@@ -77,14 +82,14 @@ def test_an_unexpected_error_in_one_pods_handling_is_logged_once_and_the_pass_go
 
 def test_an_unexpected_error_in_one_rollout_leaves_the_other_rollouts_stepping(
         monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
-    real_step = rollout.step
+    real_step = datarollout.step
 
-    def step(spec: rollout.Spec, *args: Any, **kwargs: Any) -> rollout.Step:
+    def step(spec: datarollout.Spec, *args: Any, **kwargs: Any) -> datarollout.Step:
         if spec.source == "broken":
             raise ZeroDivisionError("a bug in one rollout")
         return real_step(spec, *args, **kwargs)
 
-    monkeypatch.setattr(rollout, "step", step)
+    monkeypatch.setattr(datarollout, "step", step)
     repo = FakeRepo()
     real_manifest = repo.manifest
 
@@ -203,7 +208,7 @@ def _rollouts(sets: dict[str, Any], time: clock.ManualClock) -> tuple[datarollou
     api = FakeApi()
     applier = FakeApplier(api)
     rollouts = datarollouts.DataRollouts(api, FakeRepo(), _Prober(sets), applier,  # type: ignore[arg-type]
-                                         policy=rollout.Policy(stages=("100%",), bake_seconds=60),
+                                         policy=datarollout.Policy(stages=("100%",), bake_seconds=60),
                                          time=time)
     return rollouts, applier
 
@@ -251,7 +256,7 @@ def test_a_100_kb_version_or_error_is_no_acknowledgement_and_is_never_mirrored()
     body = {"sets": {"model": {"version": "v" * 100_000, "error": "e" * 100_000}}}
     (ack,) = inpod.parse_acks(body, now=T0).values()
     assert ack.version is None and len(ack.error or "") == inpod.MAX_ACK_ERROR
-    assert rollout.ack_annotations(_members()[0], {"model": ack}) == {}
+    assert datarollout.ack_annotations(_members()[0], {"model": ack}) == {}
 
 
 @pytest.mark.parametrize("seconds", [1e300, -1e300, float("nan"), float("inf"), 253402300800.0, -62135596801.0])
@@ -262,8 +267,9 @@ def test_an_api_timestamp_is_written_for_any_seconds_without_raising(seconds: fl
 
 def test_a_bake_time_past_year_9999_does_not_fail_the_step() -> None:
     members = _members(manifests.DataRequest("b", "2" * 64).to_annotation())
-    running = rollout.State(phase=rollout.PROGRESSING, last_known_good="a", target="b", started=T0, stage_started=T0)
-    one = rollout.step(rollout.Spec(source="models", bake_seconds=1e300, stages=("100%",)), running,
+    running = datarollout.State(phase=datarollout.PROGRESSING, last_known_good="a", target="b", started=T0,
+                                stage_started=T0)
+    one = datarollout.step(datarollout.Spec(source="models", bake_seconds=1e300, stages=("100%",)), running,
                        asyncio.run(FakeRepo().manifest())["models"], members,
                        {members[0].uid: {"model": inpod.Ack("b", T0)}}, T0 + 10)
     assert one.state.message == "stage 1/1: baking until 9999-12-31T23:59:59Z"
@@ -279,11 +285,11 @@ def test_autocrane_status_shows_a_deep_acknowledgement_as_invalid() -> None:
 
 def test_a_stage_with_a_trailing_newline_is_refused() -> None:
     with pytest.raises(ValueError, match="stage"):
-        rollout.check_stages(["1\n", "100%"])
+        datarollout.check_stages(["1\n", "100%"])
 
 
 def test_a_source_with_a_trailing_newline_gets_no_object_name_with_a_newline() -> None:
-    assert "\n" not in state.object_name("models\n") and state.object_name("models") == "models"
+    assert "\n" not in resource.object_name("models\n") and resource.object_name("models") == "models"
 
 
 def test_a_watchdog_name_with_a_trailing_newline_is_refused() -> None:
@@ -296,7 +302,7 @@ def test_a_request_over_4_kib_is_no_request_even_when_it_is_well_formed() -> Non
     padded = json.dumps({"version": "b", "padding": "x" * manifests.MAX_REQUEST_BYTES})
     with pytest.raises(manifests.ManifestError, match=r"request\.data\.autocrane\.io/model"):
         manifests.parse_request(padded, "request.data.autocrane.io/model")
-    assert rollout.requested(_members(padded)[0], "model") is None
+    assert datarollout.requested(_members(padded)[0], "model") is None
 
 
 def test_a_probe_target_is_matched_whole() -> None:

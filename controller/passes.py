@@ -1,9 +1,9 @@
 """One controller pass, and the loop that repeats it while this replica leads.
 
 A pass is level-triggered: it reads the informers' current pods, probes every probe annotation,
-writes the status patches :mod:`controller.health` asks for, evicts what
-:mod:`controller.eviction` plans, then takes the next step of every data rollout
-(:mod:`controller.datarollouts`, when a data repository is configured), all on that one snapshot
+writes the status patches :mod:`controller.watchdogs.health` asks for, evicts what
+:mod:`controller.evictions.decision` plans, then takes the next step of every data rollout
+(:mod:`controller.datarollouts.loop`, when a data repository is configured), all on that one snapshot
 (updated by the pass' own patches).
 A pod (or a rollout) whose handling raises is left out of the rest of that pass and logged once
 (:mod:`controller.isolation`); every other pod is still probed, written, evicted and rolled out.
@@ -21,19 +21,11 @@ import random
 from collections.abc import Sequence
 
 from autocrane import clock, keys
-from controller import (
-    apply,
-    datarollouts,
-    eviction,
-    fanout,
-    health,
-    informer,
-    isolation,
-    leader,
-    metrics,
-    pods,
-    probing,
-)
+from controller import isolation, metrics, pods
+from controller.apiserver import fanout, informer, leader, writer
+from controller.datarollouts import loop as datarollouts
+from controller.evictions import decision as eviction
+from controller.watchdogs import health, probing
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +50,7 @@ class Report:
 
 
 class Controller:
-    def __init__(self, informers: Sequence[informer.PodInformer], prober: probing.Prober, applier: apply.Applier,
+    def __init__(self, informers: Sequence[informer.PodInformer], prober: probing.Prober, applier: writer.Applier,
                  policy: eviction.Policy, *, elector: leader.LeaderElector | None = None,
                  interval: float = 10.0, rollouts: datarollouts.DataRollouts | None = None,
                  time: clock.Clock = clock.SYSTEM) -> None:

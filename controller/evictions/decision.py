@@ -1,12 +1,12 @@
 """A snapshot of pods -> which failing pods to evict now, which to hold and why (pure).
 
 A pod becomes a candidate when its health is ``error`` (worst watchdog status, see
-``controller.health``) for ``observations`` consecutive passes *and* for at least ``min_error_seconds``
+``controller.watchdogs.health``) for ``observations`` consecutive passes *and* for at least ``min_error_seconds``
 since the earliest error status' time. The time comes from the annotation, so it survives a
 controller restart or failover; the consecutive count lives in memory and starts again at 0
 after a restart, which can only delay an eviction, never hasten it.
 
-PodDisruptionBudgets stay the last word (the Eviction API enforces them, see ``controller.apply``),
+PodDisruptionBudgets stay the last word (the Eviction API enforces them, see ``controller.apiserver.writer``),
 but a PDB counts *Ready* pods, and a pod whose watchdog fails is often still Ready, so the plan
 adds its own limits, checked in this order:
 
@@ -27,7 +27,8 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping
 
 from autocrane import keys
-from controller import health, pods
+from controller import pods
+from controller.watchdogs import health
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

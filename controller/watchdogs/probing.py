@@ -26,7 +26,9 @@ from collections.abc import Awaitable, Callable, Iterable
 import aiohttp
 
 from autocrane import inpod, untrusted, watchdogs
-from controller import fanout, health, pods
+from controller import pods
+from controller.apiserver import fanout
+from controller.watchdogs import health
 
 Probe = Callable[[pods.Pod], Awaitable[dict[str, health.ProbeResult]]]
 PLACEHOLDER = "POD_IP"

@@ -10,8 +10,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from controller import probing
-from controller.health import ProbeResult
+from controller.watchdogs import probing
+from controller.watchdogs.health import ProbeResult
 from tests.controller.podfactory import pod
 
 

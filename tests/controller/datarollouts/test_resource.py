@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 
-from controller import rollout, state
+from controller.datarollouts import decision as datarollout
+from controller.datarollouts import resource
 from tests.controller.podfactory import T0
 
 
 def test_object_names_follow_the_source_or_fall_back_to_a_hash() -> None:
-    assert state.object_name("models/resnet_50") == "models.resnet-50"
-    assert state.object_name("a_/b").startswith("source-")
+    assert resource.object_name("models/resnet_50") == "models.resnet-50"
+    assert resource.object_name("a_/b").startswith("source-")
 
 
 def _object(status: dict | None = None, **spec: object) -> dict:
@@ -19,21 +20,22 @@ def _object(status: dict | None = None, **spec: object) -> dict:
 
 
 def test_the_status_round_trips_through_the_object() -> None:
-    old = state.from_json(_object())
-    running = rollout.State(phase=rollout.PROGRESSING, last_known_good="a", target="b", stage=1, started=T0 - 100,
+    old = resource.from_json(_object())
+    running = datarollout.State(phase=datarollout.PROGRESSING, last_known_good="a", target="b", stage=1,
+                                started=T0 - 100,
                             stage_started=T0 - 10, held=("x",), observed_promote="p1", message="stage 2/3: baking",
                             members=4, on_target=2, acknowledged=3)
-    status = state.status_json(running, 3, old, T0)
+    status = resource.status_json(running, 3, old, T0)
     assert status["stage"] == 2 and status["stageText"] == "2/3" and status["observedGeneration"] == 3
     conditions = {c["type"]: (c["status"], c["reason"]) for c in status["conditions"]}
     assert conditions == {"Progressing": ("True", "Stage2"), "Complete": ("False", "Progressing"),
                           "RolledBack": ("False", "Progressing")}
     again_raw = {k: v for k, v in status.items() if v is not None}
-    again = state.from_json(_object(again_raw))
+    again = resource.from_json(_object(again_raw))
     assert again.state == running
-    assert state.status_patch(again, again_raw, state.status_json(again.state, 3, again, T0 + 50)) is None
-    done = dataclasses.replace(running, phase=rollout.SUCCEEDED, target=None, started=None, stage_started=None)
-    patch = state.status_patch(again, again_raw, state.status_json(done, 3, again, T0 + 60))
+    assert resource.status_patch(again, again_raw, resource.status_json(again.state, 3, again, T0 + 50)) is None
+    done = dataclasses.replace(running, phase=datarollout.SUCCEEDED, target=None, started=None, stage_started=None)
+    patch = resource.status_patch(again, again_raw, resource.status_json(done, 3, again, T0 + 60))
     assert patch is not None and patch["metadata"] == {"resourceVersion": "7"}
     assert patch["status"]["target"] is None and patch["status"]["stage"] == 0
     complete = {c["type"]: c for c in patch["status"]["conditions"]}["Complete"]
@@ -41,13 +43,13 @@ def test_the_status_round_trips_through_the_object() -> None:
 
 
 def test_a_spec_is_read_with_its_manual_controls_and_bad_stages_are_reported() -> None:
-    one = state.from_json(_object(stages=["1", "50%", "100%"], bakeSeconds=5, pinVersion="v", promote="t",
+    one = resource.from_json(_object(stages=["1", "50%", "100%"], bakeSeconds=5, pinVersion="v", promote="t",
                                   abort="u", progressDeadlineSeconds=30))
-    assert one.spec == rollout.Spec("models", ("1", "50%", "100%"), 5.0, 30.0, "v", "t", "u")
-    bad = state.from_json(_object(stages=["1", "50%"]))
+    assert one.spec == datarollout.Spec("models", ("1", "50%", "100%"), 5.0, 30.0, "v", "t", "u")
+    bad = resource.from_json(_object(stages=["1", "50%"]))
     assert bad.spec.stages is None and "spec.stages ignored" in (bad.problem or "")
 
 
 def test_a_torn_status_starts_over_rather_than_guessing_a_stage() -> None:
-    one = state.from_json(_object({"phase": "Progressing", "target": "b", "stage": 2}))
-    assert one.state.target is None and one.state.phase == rollout.IDLE
+    one = resource.from_json(_object({"phase": "Progressing", "target": "b", "stage": 2}))
+    assert one.state.target is None and one.state.phase == datarollout.IDLE

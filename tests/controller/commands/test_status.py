@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from controller import status
+from controller.commands import status
 from tests.controller.podfactory import NOW, raw, stamp
 
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 
-from controller import eviction, pods
-from controller.eviction import Policy, Streak
+from controller import pods
+from controller.evictions import decision as eviction
+from controller.evictions.decision import Policy, Streak
 from tests.controller.podfactory import T0, failing, pod
 
 POLICY = Policy(observations=3, min_error_seconds=60, min_pod_age=300, max_per_pass=5, max_per_namespace=2,

@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from autocrane import errors, kube
-from controller import state
+from controller.datarollouts import loop as datarollouts
+from controller.datarollouts import resource
 
 
 def token(now: dt.datetime) -> str:
@@ -45,7 +46,7 @@ def find(rollouts: Iterable[Mapping[str, Any]], source: str) -> Mapping[str, Any
     """The DataRollout of ``source`` (by ``spec.source``, else by the name the controller gives it)."""
     listed = list(rollouts)
     return next((r for r in listed if (r.get("spec") or {}).get("source") == source), None) or next(
-        (r for r in listed if (r.get("metadata") or {}).get("name") == state.object_name(source)), None)
+        (r for r in listed if (r.get("metadata") or {}).get("name") == resource.object_name(source)), None)
 
 
 def listing(rollouts: Iterable[Mapping[str, Any]]) -> str:
@@ -63,7 +64,7 @@ def listing(rollouts: Iterable[Mapping[str, Any]]) -> str:
 async def _run(args: argparse.Namespace) -> int:
     api = await kube.Kube.connect(args.kubeconfig)
     try:
-        rollouts = await state.list_rollouts(api, args.namespace)
+        rollouts = await datarollouts.list_rollouts(api, args.namespace)
         if args.action == "list":
             print(listing(rollouts))
             return 0
@@ -75,7 +76,7 @@ async def _run(args: argparse.Namespace) -> int:
         name = found["metadata"]["name"]
         version = None if args.action != "pin" or args.clear else args.version
         patch = spec_patch(args.action, dt.datetime.now(dt.UTC), version)
-        await api.request("PATCH", state.path(args.namespace, name), body=patch, content_type=kube.MERGE_PATCH)
+        await api.request("PATCH", resource.path(args.namespace, name), body=patch, content_type=kube.MERGE_PATCH)
         done = {"promote": "promoted (the controller passes the current stage's gate at its next pass)",
                 "abort": "aborted (the controller rolls back to the last known good at its next pass)",
                 "pin": f"pinned to {version}" if version else "unpinned"}[args.action]

@@ -1,6 +1,6 @@
 """One data rollout's next step: versions + pods + acknowledgements + watchdogs + now -> actions (pure).
 
-A rollout is per namespace and repository source (a ``DataRollout`` object, :mod:`controller.state`).
+A rollout is per namespace and repository source (a ``DataRollout`` object, :mod:`controller.datarollouts.resource`).
 Its *members* are the namespace's pods that declare ``data.autocrane.io/<name>: <source>``; its
 *dependents* are pods that list the source in ``store.autocrane.io/deps`` (they consume it
 indirectly, through a member). Every pass, :func:`step` decides from scratch on what it is given:

@@ -15,7 +15,7 @@ versions, the last promote/abort tokens acted on, counts, and conditions for ``k
 
 Status updates are merge patches of ``/status`` carrying the object's ``resourceVersion``: two
 leaders (briefly, during a failover) cannot both move a stage; the loser gets 409 and decides
-again on the next pass. Everything here is pure except :func:`list_rollouts`.
+again on the next pass. Everything here is pure: the reading is :func:`controller.datarollouts.loop.list_rollouts`.
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from autocrane import kube, untrusted
-from controller import rollout
+from autocrane import untrusted
+from controller.datarollouts import decision as datarollout
 
 GROUP, VERSION, PLURAL, KIND = "autocrane.io", "v1alpha1", "datarollouts", "DataRollout"
 API_VERSION = f"{GROUP}/{VERSION}"
@@ -59,8 +59,8 @@ class Rollout:
     name: str
     resource_version: str
     generation: int
-    spec: rollout.Spec
-    state: rollout.State
+    spec: datarollout.Spec
+    state: datarollout.State
     conditions: tuple[dict[str, Any], ...] = ()
     problem: str | None = None
     """Why (part of) the spec was ignored."""
@@ -72,7 +72,7 @@ def from_json(obj: Mapping[str, Any]) -> Rollout:
     stages: tuple[str, ...] | None = None
     if spec.get("stages"):
         try:
-            stages = rollout.check_stages([str(s) for s in spec["stages"]])
+            stages = datarollout.check_stages([str(s) for s in spec["stages"]])
         except ValueError as exc:
             problem = f"spec.stages ignored: {exc}"
 
@@ -80,8 +80,8 @@ def from_json(obj: Mapping[str, Any]) -> Rollout:
         value = spec.get(key)
         return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
-    phase = status.get("phase") if status.get("phase") in rollout.PHASES else rollout.IDLE
-    state = rollout.State(
+    phase = status.get("phase") if status.get("phase") in datarollout.PHASES else datarollout.IDLE
+    state = datarollout.State(
         phase=phase, last_known_good=_text(status.get("lastKnownGood")), target=_text(status.get("target")),
         stage=max(0, int(status.get("stage") or 0) - 1), started=untrusted.timestamp(status.get("started")),
         stage_started=untrusted.timestamp(status.get("stageStarted")),
@@ -90,11 +90,11 @@ def from_json(obj: Mapping[str, Any]) -> Rollout:
         message=str(status.get("message") or ""), members=int(status.get("members") or 0),
         on_target=int(status.get("onTarget") or 0), acknowledged=int(status.get("acknowledged") or 0))
     if state.target and (state.started is None or state.stage_started is None):
-        state = dataclasses.replace(state, target=None, phase=rollout.IDLE)  # torn status: start over
+        state = dataclasses.replace(state, target=None, phase=datarollout.IDLE)  # torn status: start over
     return Rollout(
         namespace=str(meta.get("namespace", "")), name=str(meta.get("name", "")),
         resource_version=str(meta.get("resourceVersion", "")), generation=int(meta.get("generation") or 0),
-        spec=rollout.Spec(source=str(spec.get("source", "")), stages=stages, bake_seconds=seconds("bakeSeconds"),
+        spec=datarollout.Spec(source=str(spec.get("source", "")), stages=stages, bake_seconds=seconds("bakeSeconds"),
                           progress_deadline=seconds("progressDeadlineSeconds"),
                           pin_version=_text(spec.get("pinVersion")), promote=_text(spec.get("promote")),
                           abort=_text(spec.get("abort"))),
@@ -102,14 +102,14 @@ def from_json(obj: Mapping[str, Any]) -> Rollout:
         problem=problem)
 
 
-def conditions(state: rollout.State, old: Sequence[Mapping[str, Any]], generation: int,
+def conditions(state: datarollout.State, old: Sequence[Mapping[str, Any]], generation: int,
                now: float) -> list[dict[str, Any]]:
     """The three conditions for ``state``; a condition keeps its transition time while its status holds."""
-    progressing = state.phase == rollout.PROGRESSING
+    progressing = state.phase == datarollout.PROGRESSING
     wanted = [
         ("Progressing", progressing, f"Stage{state.stage + 1}" if progressing else state.phase),
-        ("Complete", state.phase in (rollout.IDLE, rollout.SUCCEEDED), state.phase),
-        ("RolledBack", state.phase == rollout.ROLLED_BACK, state.phase),
+        ("Complete", state.phase in (datarollout.IDLE, datarollout.SUCCEEDED), state.phase),
+        ("RolledBack", state.phase == datarollout.ROLLED_BACK, state.phase),
     ]
     before = {c.get("type"): c for c in old}
     out = []
@@ -122,7 +122,7 @@ def conditions(state: rollout.State, old: Sequence[Mapping[str, Any]], generatio
     return out
 
 
-def status_json(state: rollout.State, stages: int, old: Rollout, now: float) -> dict[str, Any]:
+def status_json(state: datarollout.State, stages: int, old: Rollout, now: float) -> dict[str, Any]:
     """The ``status`` for ``state`` (absent fields as None, so a merge patch deletes them)."""
     running = state.target is not None
     return {
@@ -159,11 +159,9 @@ def new_object(namespace: str, source: str) -> dict[str, Any]:
             "spec": {"source": source}}
 
 
-async def list_rollouts(api: kube.Api, namespace: str | None) -> list[dict[str, Any]]:
-    """Every ``DataRollout`` in ``namespace`` (all namespaces for None), as raw objects."""
-    where = f"/apis/{GROUP}/{VERSION}/{PLURAL}" if namespace is None else path(namespace)
-    items: list[dict[str, Any]] = (await api.request("GET", where)).get("items") or []
-    return items
+def list_path(namespace: str | None) -> str:
+    """Where the ``DataRollout`` objects of ``namespace`` (all namespaces for None) are listed."""
+    return f"/apis/{GROUP}/{VERSION}/{PLURAL}" if namespace is None else path(namespace)
 
 
 def _rfc3339_or_none(seconds: float | None) -> str | None:

@@ -1,14 +1,14 @@
 """The data-rollout part of a pass: observe (manifest, DataRollouts, acknowledgements), decide, act.
 
-Run by :class:`controller.loop.Controller` after statuses and evictions, on the same snapshot, and
+Run by :class:`controller.passes.Controller` after statuses and evictions, on the same snapshot, and
 only while leading. For every namespace and source its pods use:
 
 1. read the repository's manifest and the namespace's ``DataRollout`` objects (created when
    missing), and each data pod's datadeployer ``GET /status`` (the acknowledgement);
-2. :func:`controller.rollout.step` decides;
+2. :func:`controller.datarollouts.decision.step` decides;
 3. write the new status first (with its resourceVersion; on 409 nothing else is done this pass),
    then the pods' requests, the repository's last known good and the Events, all through
-   :class:`controller.apply.Applier`.
+   :class:`controller.apiserver.writer.Applier`.
 
 A pod patch is not repeated while the informer still shows the version of the pod it was made
 on (our own write not seen yet), so informer lag never doubles a request.
@@ -28,11 +28,22 @@ import dataclasses
 import logging
 from collections import defaultdict
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from autocrane import clock, datasets, inpod, keys, kube, manifests
-from controller import apply, fanout, isolation, metrics, pods, probing, repository, rollout, state
+from controller import isolation, metrics, pods
+from controller.apiserver import fanout, writer
+from controller.datarollouts import decision as datarollout
+from controller.datarollouts import repository, resource
+from controller.watchdogs import probing
 
 log = logging.getLogger(__name__)
+
+
+async def list_rollouts(api: kube.Api, namespace: str | None) -> list[dict[str, Any]]:
+    """Every ``DataRollout`` in ``namespace`` (all namespaces for None), as raw objects."""
+    items: list[dict[str, Any]] = (await api.request("GET", resource.list_path(namespace))).get("items") or []
+    return items
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -57,13 +68,13 @@ class _PodWrites:
 
 class DataRollouts:
     def __init__(self, api: kube.Api, repo: repository.Repository, prober: probing.Prober,
-                 applier: apply.Applier, *, namespaces: Sequence[str] | None = None,
-                 policy: rollout.Policy | None = None,
+                 applier: writer.Applier, *, namespaces: Sequence[str] | None = None,
+                 policy: datarollout.Policy | None = None,
                  datadeployer_port: int = inpod.DATADEPLOYER_STATUS_PORT,
                  time: clock.Clock = clock.SYSTEM) -> None:
         self.api, self.repo, self.prober, self.applier = api, repo, prober, applier
         self.namespaces = list(namespaces or [])
-        self.policy = policy or rollout.Policy()
+        self.policy = policy or datarollout.Policy()
         self.port = datadeployer_port
         self.clock = time
         self.faults = isolation.Faults()
@@ -76,7 +87,7 @@ class DataRollouts:
     async def _rollouts(self) -> list[dict[str, object]]:
         found = []
         for namespace in self.namespaces or [None]:
-            found += await state.list_rollouts(self.api, namespace)
+            found += await list_rollouts(self.api, namespace)
         return found
 
     async def _acks(self, data_pods: list[pods.Pod]) -> dict[str, dict[str, inpod.Ack]]:
@@ -91,12 +102,12 @@ class DataRollouts:
         return acks
 
     def _read_rollouts(self, raw_rollouts: list[dict[str, object]]
-                       ) -> tuple[dict[tuple[str, str], state.Rollout], dict[tuple[str, str], object]]:
+                       ) -> tuple[dict[tuple[str, str], resource.Rollout], dict[tuple[str, str], object]]:
         by_key, raw_status = {}, {}
         for obj in raw_rollouts:
             meta = obj.get("metadata")
             name = f"{meta.get('namespace')}/{meta.get('name')}" if isinstance(meta, dict) else "?"
-            one = self.faults.call(f"DataRollout {name}", "rollout-read", lambda obj=obj: state.from_json(obj), None,
+            one = self.faults.call(f"DataRollout {name}", "rollout-read", lambda obj=obj: resource.from_json(obj), None,
                                    rollout=name)
             if one is not None:
                 by_key[(one.namespace, one.spec.source)] = one
@@ -127,7 +138,7 @@ class DataRollouts:
 
     async def _run_pass(self, snapshot: Sequence[pods.Pod], leading: Callable[[], bool]) -> Report:
         self._skip_invalid(snapshot)
-        data_pods = [p for p in snapshot if rollout.sources(p) and not p.terminating]
+        data_pods = [p for p in snapshot if datarollout.sources(p) and not p.terminating]
         if not data_pods:
             return Report()
         try:
@@ -142,21 +153,21 @@ class DataRollouts:
         by_namespace: dict[str, list[pods.Pod]] = defaultdict(list)
         for pod in snapshot:
             by_namespace[pod.namespace].append(pod)
-        wanted = sorted({(p.namespace, s) for p in data_pods for s in rollout.sources(p)})
+        wanted = sorted({(p.namespace, s) for p in data_pods for s in datarollout.sources(p)})
         for namespace, source in wanted:
             if (namespace, source) in by_key or not leading():
                 continue
             created = await self.applier.create_rollout(namespace, source)
             if created is not None:
                 one = self.faults.call(f"DataRollout {namespace}/{source}", "rollout-read",
-                                       lambda created=created: state.from_json(created), None)
+                                       lambda created=created: resource.from_json(created), None)
                 if one is not None:
                     by_key[(namespace, source)] = one
                     raw_status[(namespace, source)] = created.get("status")
 
         writes = _PodWrites()
         for pod in data_pods:
-            mirrored = self.faults.call(pod.uid, "acks", lambda pod=pod: rollout.ack_annotations(
+            mirrored = self.faults.call(pod.uid, "acks", lambda pod=pod: datarollout.ack_annotations(
                 pod, acks.get(pod.uid, {})), {}, pod=pod.key)
             if mirrored:
                 writes.changes[pod.uid].update(mirrored)
@@ -185,16 +196,16 @@ class DataRollouts:
         self._sent = {uid: sent for uid, sent in self._sent.items() if uid in live}
         return report
 
-    async def _step(self, one: state.Rollout, raw_status: object, manifest: dict[str, manifests.SourceManifest],
+    async def _step(self, one: resource.Rollout, raw_status: object, manifest: dict[str, manifests.SourceManifest],
                     by_namespace: dict[str, list[pods.Pod]], acks: dict[str, dict[str, inpod.Ack]], report: Report,
                     writes: _PodWrites) -> Report:
         """One rollout's step: decide, write its status, then queue its pods' requests into ``writes``."""
         namespace, source = one.namespace, one.spec.source
-        step = rollout.step(one.spec, one.state, manifest.get(source), by_namespace.get(namespace, []), acks,
+        step = datarollout.step(one.spec, one.state, manifest.get(source), by_namespace.get(namespace, []), acks,
                             self.clock.time(), self.policy)
         stages = len(one.spec.stages or self.policy.stages)
-        new_status = state.status_json(step.state, stages, one, self.clock.time())
-        patch = state.status_patch(one, raw_status, new_status)  # type: ignore[arg-type]
+        new_status = resource.status_json(step.state, stages, one, self.clock.time())
+        patch = resource.status_patch(one, raw_status, new_status)  # type: ignore[arg-type]
         where = {"namespace": namespace, "source": source, "rollout": one.name}
         if patch is not None:
             result = await self.applier.write_rollout_status(one, patch)
@@ -218,9 +229,9 @@ class DataRollouts:
         return dataclasses.replace(report, rollouts=report.rollouts + 1, requests=report.requests + len(step.requests))
 
     @staticmethod
-    def _metrics(namespace: str, source: str, current: rollout.State) -> None:
+    def _metrics(namespace: str, source: str, current: datarollout.State) -> None:
         metrics.ROLLOUT_STAGE.labels(namespace, source).set(current.stage + 1 if current.target else 0)
-        for phase in rollout.PHASES:
+        for phase in datarollout.PHASES:
             metrics.ROLLOUT_PHASE.labels(namespace, source, phase).set(1 if current.phase == phase else 0)
         if current.last_known_good:
             metrics.ROLLOUT_VERSION.labels(namespace, source, "last_known_good", current.last_known_good).set(1)

@@ -10,7 +10,7 @@
   up to 5 min) and the pass goes on. 500 with "multiple PodDisruptionBudgets" is treated alike.
   In dry-run mode the same request is sent with ``dryRun=All``: the API server checks the PDB
   and answers as it would, but nothing is evicted.
-- Data rollouts (:mod:`controller.datarollouts`): request annotations
+- Data rollouts (:mod:`controller.datarollouts.loop`): request annotations
   (``request.data.autocrane.io/<name>``, with the mirrored acknowledgement
   ``status.data.autocrane.io/<name>``) as merge patches of those keys only, without a
   ``resourceVersion`` (only the leader writes them, and a merge patch of single keys loses nothing);
@@ -31,7 +31,10 @@ from collections.abc import Iterable
 from typing import Any
 
 from autocrane import backoff, clock, errors, kube, untrusted
-from controller import eviction, health, metrics, pods, repository, state
+from controller import metrics, pods
+from controller.datarollouts import repository, resource
+from controller.evictions import decision as eviction
+from controller.watchdogs import health
 
 log = logging.getLogger(__name__)
 COMPONENT = "autocrane-controller"
@@ -188,7 +191,8 @@ class Applier:
     async def create_rollout(self, namespace: str, source: str) -> dict[str, Any] | None:
         """Create the DataRollout of ``source``; the object, or None (already there: the next pass reads it)."""
         try:
-            created = await self.api.request("POST", state.path(namespace), body=state.new_object(namespace, source))
+            created = await self.api.request("POST", resource.path(namespace),
+                                             body=resource.new_object(namespace, source))
         except errors.KubeError as exc:
             result = "conflict" if isinstance(exc, errors.AlreadyExists | errors.Conflict) else "error"
             metrics.DATA_WRITES.labels("rollout_create", result).inc()
@@ -201,10 +205,10 @@ class Applier:
                                                "rollout": created.get("metadata", {}).get("name")})
         return created
 
-    async def write_rollout_status(self, rollout: state.Rollout, patch: dict[str, Any]) -> str:
+    async def write_rollout_status(self, rollout: resource.Rollout, patch: dict[str, Any]) -> str:
         """Merge-patch a DataRollout's status (carrying its resourceVersion); ok, conflict, gone or error."""
         try:
-            await self.api.request("PATCH", state.path(rollout.namespace, rollout.name) + "/status", body=patch,
+            await self.api.request("PATCH", resource.path(rollout.namespace, rollout.name) + "/status", body=patch,
                                    content_type=kube.MERGE_PATCH)
             result = "ok"
         except errors.KubeError as exc:

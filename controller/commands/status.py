@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from autocrane import errors, inpod, keys, kube, manifests, watchdogs
-from controller import state
+from controller.datarollouts import loop as datarollouts
 
 
 def _age(seconds: float) -> str:
@@ -98,7 +98,7 @@ async def _list(kubeconfig: Path | None, namespace: str | None,
         items: list[dict[str, Any]] = (await api.request("GET", path, query={"labelSelector": selector})).get(
             "items") or []
         try:
-            rollouts = await state.list_rollouts(api, namespace)
+            rollouts = await datarollouts.list_rollouts(api, namespace)
         except errors.KubeError:
             rollouts = []  # no CRD installed, or no permission to read DataRollouts: show pods only
         return items, rollouts

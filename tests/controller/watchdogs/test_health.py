@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from controller import health, pods
-from controller.health import ProbeResult
+from controller import pods
+from controller.watchdogs import health
+from controller.watchdogs.health import ProbeResult
 from tests.controller.podfactory import NOW, pod, stamp
 
 OK = ProbeResult("ok")

@@ -2,7 +2,7 @@
 
 ``GET /v1/manifest`` each pass that has pods with data sets (one small JSON document), and
 ``PUT /v1/sources/<source>/last-known-good`` when a rollout completes (called by
-:mod:`controller.apply`, the only writer). With a token file, requests carry
+:mod:`controller.apiserver.writer`, the only writer). With a token file, requests carry
 ``Authorization: Bearer <token>``, read from the file at each request so a rotated token is used.
 """
 

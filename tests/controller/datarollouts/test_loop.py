@@ -10,7 +10,9 @@ from typing import Any
 import pytest
 
 from autocrane import clock, manifests
-from controller import datarollouts, pods, repository, state
+from controller import pods
+from controller.datarollouts import loop as datarollouts
+from controller.datarollouts import repository, resource
 from tests.controller.podfactory import NOW, T0, raw
 
 
@@ -49,13 +51,13 @@ class FakeApplier:
         self.writes: list[tuple[str, Any]] = []
 
     async def create_rollout(self, namespace: str, source: str) -> dict[str, Any]:
-        created = state.new_object(namespace, source)
+        created = resource.new_object(namespace, source)
         created["metadata"] |= {"resourceVersion": "1", "generation": 1}
         self.api.rollouts.append(created)
         self.writes.append(("create", source))
         return created
 
-    async def write_rollout_status(self, rollout: state.Rollout, patch: dict[str, Any]) -> str:
+    async def write_rollout_status(self, rollout: resource.Rollout, patch: dict[str, Any]) -> str:
         self.writes.append(("status", patch["status"]["phase"]))
         self.api.rollouts[0]["status"] = patch["status"]
         return "ok"
