@@ -1,6 +1,7 @@
 """One data rollout's next step: versions + pods + acknowledgements + watchdogs + now -> actions (pure).
 
-A rollout is per namespace and repository source (a ``DataRollout`` object, :mod:`controller.datarollouts.resource`).
+A rollout is per namespace and repository source (a ``DataRollout`` object,
+:mod:`controller.datarollouts.resource`).
 Its *members* are the namespace's pods that declare ``data.autocrane.io/<name>: <source>``; its
 *dependents* are pods that list the source in ``store.autocrane.io/deps`` (they consume it
 indirectly, through a member). Every pass, :func:`step` decides from scratch on what it is given:
@@ -32,6 +33,12 @@ indirectly, through a member). Every pass, :func:`step` decides from scratch on 
   rolling out until it is removed. ``promote`` and ``abort`` are tokens: each new value acts
   once, and the status records the last one seen.
 
+The state cannot be torn: :class:`State` holds exactly one of :class:`Idle`, :class:`Progressing`
+(which always has its target, stage and both clocks) and :class:`Pinned`, and :func:`step` hands
+each to the function for that phase (:func:`_pinned`, :func:`_idle`, :func:`_progressing`, which
+judges one stage at a time with :func:`_stage`). Who takes part (members, dependents, their
+requests and errors) is read by :mod:`controller.datarollouts.participants`.
+
 Restart and failover safety: the stage, its start time, the held versions and the tokens seen
 live in the ``DataRollout`` status; which pods are in lives in their request annotations; bake
 time runs from the datadeployer's ``deployedAt``. A new leader therefore resumes the same stage
@@ -44,12 +51,13 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence, Set
+from typing import Any, ClassVar
 
-from autocrane import datasets, inpod, keys, manifests, untrusted, watchdogs
+from autocrane import inpod, keys, manifests, untrusted
 from controller import pods
+from controller.datarollouts import participants
 
-DEPS_ANNOTATION = keys.STORE_DEPS
 DEFAULT_STAGES = ("1", "25%", "100%")
 _STAGE = re.compile(r"(?P<n>[0-9]{1,6})(?P<pct>%?)")  # fullmatch: "$" would accept "1\n"
 MAX_HELD = 20
@@ -82,17 +90,45 @@ class Spec:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class Idle:
+    """Nothing rolls out; ``phase`` says how the last rollout ended."""
+
+    phase: str = IDLE
+    """``Idle`` (none ran, or it was abandoned), ``Succeeded`` or ``RolledBack``."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Progressing:
+    """A version rolls out. It always has its target, its stage and both clocks: it cannot be torn."""
+
+    target: str
+    stage: int
+    """Index into the stages."""
+    started: float
+    """When the rollout started (POSIX seconds): an error older than this holds it, a newer one fails it."""
+    stage_started: float
+    """When the current stage started: its progress deadline counts from here, and its bake time no earlier."""
+    phase: ClassVar[str] = PROGRESSING
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Pinned:
+    """Every member is on ``spec.pinVersion`` and nothing rolls out until the pin is removed."""
+
+    phase: ClassVar[str] = PINNED
+
+
+Progress = Idle | Progressing | Pinned
+"""What the rollout is doing: exactly one of the three."""
+_IDLE = Idle()
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class State:
     """What the controller remembers between passes (the ``DataRollout`` status)."""
 
-    phase: str = IDLE
+    progress: Progress = _IDLE
     last_known_good: str | None = None
-    target: str | None = None
-    stage: int = 0
-    """Index into the stages while a rollout runs."""
-    started: float | None = None
-    """When the running rollout started (POSIX seconds)."""
-    stage_started: float | None = None
     held: tuple[str, ...] = ()
     """Versions rolled back, never started again automatically."""
     observed_promote: str | None = None
@@ -102,6 +138,26 @@ class State:
     on_target: int = 0
     acknowledged: int = 0
     """Members whose datadeployer reports the version they were asked for."""
+
+    @property
+    def phase(self) -> str:
+        return self.progress.phase
+
+    @property
+    def target(self) -> str | None:
+        return self.progress.target if isinstance(self.progress, Progressing) else None
+
+    @property
+    def stage(self) -> int:
+        return self.progress.stage if isinstance(self.progress, Progressing) else 0
+
+    @property
+    def started(self) -> float | None:
+        return self.progress.started if isinstance(self.progress, Progressing) else None
+
+    @property
+    def stage_started(self) -> float | None:
+        return self.progress.stage_started if isinstance(self.progress, Progressing) else None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -139,43 +195,6 @@ class Step:
     """Why this step rolled back, if it did: ``watchdog``, ``deadline`` or ``abort`` (a metric label)."""
 
 
-# --- reading pods ---------------------------------------------------------------------------------
-
-def data_names(pod: pods.Pod, source: str) -> tuple[str, ...]:
-    """The pod's data-set names that come from ``source`` (valid declarations only, ``autocrane.datasets``)."""
-    found, _ = datasets.declared(pod.annotations)
-    return tuple(sorted(name for name, data_set in found.items() if data_set.source == source))
-
-
-def sources(pod: pods.Pod) -> set[str]:
-    """Every source the pod validly declares a data set from."""
-    found, _ = datasets.declared(pod.annotations)
-    return {data_set.source for data_set in found.values()}
-
-
-def depends_on(pod: pods.Pod, source: str) -> bool:
-    return source in {s.strip() for s in pod.annotations.get(DEPS_ANNOTATION, "").split(",")}
-
-
-def requested(pod: pods.Pod, name: str) -> manifests.DataRequest | None:
-    """The pod's current request for data set ``name`` (None when absent or unreadable)."""
-    value = pod.annotations.get(keys.REQUEST_DATA_PREFIX + name)
-    if value is None:
-        return None
-    try:
-        return manifests.parse_request(value)
-    except manifests.ManifestError:
-        return None
-
-
-def _errors(pod: pods.Pod) -> list[tuple[str, watchdogs.Status | None]]:
-    """The pod's error-level watchdogs: (name, status), status None when unreadable."""
-    found, problems = watchdogs.statuses(pod.annotations)
-    out: list[tuple[str, watchdogs.Status | None]] = [
-        (name, s) for name, s in sorted(found.items()) if s.level == watchdogs.Level.ERROR]
-    return out + [(name, None) for name in sorted(problems)]
-
-
 # --- stages ---------------------------------------------------------------------------------------
 
 def check_stages(stages: Sequence[str]) -> tuple[str, ...]:
@@ -197,7 +216,8 @@ def stage_counts(stages: Sequence[str], members: int) -> list[int]:
     counts: list[int] = []
     for text in stages:
         match = _STAGE.fullmatch(text)
-        assert match is not None
+        if match is None:
+            raise ValueError(f"stage {text!r}: expected a pod count like 1 or a percentage like 25% (check_stages)")
         n = int(match["n"])
         wanted = math.ceil(members * n / 100) if match["pct"] else n
         counts.append(min(members, max(wanted, counts[-1] if counts else 0)))
@@ -205,26 +225,6 @@ def stage_counts(stages: Sequence[str], members: int) -> list[int]:
 
 
 # --- the step ---------------------------------------------------------------------------------------
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class _Member:
-    pod: pods.Pod
-    names: tuple[str, ...]
-    version: str | None
-    """Requested now (the first data set's request)."""
-    ack: inpod.Ack | None
-
-
-def _members(pod_list: Iterable[pods.Pod], source: str, acks: Mapping[str, Mapping[str, inpod.Ack]]) -> list[_Member]:
-    out = []
-    for pod in pod_list:
-        names = data_names(pod, source)
-        if not names or pod.terminating:
-            continue
-        request = requested(pod, names[0])
-        out.append(_Member(pod, names, request.version if request else None, acks.get(pod.uid, {}).get(names[0])))
-    return sorted(out, key=lambda m: m.pod.name)
-
 
 def _candidate(manifest: manifests.SourceManifest, lkg: str | None, held: Sequence[str]) -> str | None:
     latest = manifest.latest
@@ -236,29 +236,98 @@ def _candidate(manifest: manifests.SourceManifest, lkg: str | None, held: Sequen
     return latest.version
 
 
-def _first_error(candidates: Iterable[pods.Pod], since: float) -> tuple[pods.Pod, str, str, bool] | None:
-    """The first (pod, watchdog, message, new) in error; ``new`` when it started at or after ``since``."""
-    old: tuple[pods.Pod, str, str, bool] | None = None
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Failure:
+    pod: pods.Pod
+    watchdog: str
+    message: str
+    new: bool
+    """It started at or after the rollout did (so it fails the rollout; an older one only holds it)."""
+
+
+def _first_error(candidates: Iterable[pods.Pod], since: float) -> _Failure | None:
+    """The first error watchdog among ``candidates``: a new one (or an unreadable status) first."""
+    old: _Failure | None = None
     for pod in candidates:
-        for name, status in _errors(pod):
+        for name, status in participants.errors_of(pod):
             if status is None:
-                return pod, name, "unreadable status", True
+                return _Failure(pod, name, "unreadable status", True)
             if status.time.timestamp() >= since:
-                return pod, name, status.message, True
-            old = old or (pod, name, status.message, False)
+                return _Failure(pod, name, status.message, True)
+            old = old or _Failure(pod, name, status.message, False)
     return old
 
 
-def _rolled_back(state: State, members: list[_Member], why: str, culprit: pods.Pod | None,
-                 reason: str) -> tuple[State, list[Event]]:
-    target = state.target or ""
-    held = (*tuple(v for v in state.held if v != target)[-(MAX_HELD - 1):], target)
-    message = f"{target} rolled back at stage {state.stage + 1}: {why}; held back until a newer version appears"
-    events = [Event(culprit, "Warning", reason, f"data version {target} rolled back to {state.last_known_good}: "
-                    f"{why}")] if culprit is not None else []
-    new = dataclasses.replace(state, phase=ROLLED_BACK, target=None, stage=0, started=None, stage_started=None,
-                              held=held, message=message)
-    return new, events
+@dataclasses.dataclass(slots=True)
+class _Work:
+    """One step being built: what it was given, the state so far and what it implies."""
+
+    spec: Spec
+    manifest: manifests.SourceManifest
+    members: list[participants.Member]
+    dependents: list[pods.Pod]
+    now: float
+    policy: Policy
+    state: State
+    promote: bool
+    """A new promote token that has not acted yet in this step."""
+    events: list[Event] = dataclasses.field(default_factory=list)
+    logs: list[tuple[str, dict[str, object]]] = dataclasses.field(default_factory=list)
+
+    @property
+    def stages(self) -> tuple[str, ...]:
+        return self.spec.stages or self.policy.stages
+
+    @property
+    def bake(self) -> float:
+        return self.policy.bake_seconds if self.spec.bake_seconds is None else self.spec.bake_seconds
+
+    @property
+    def deadline(self) -> float:
+        return self.policy.progress_deadline if self.spec.progress_deadline is None else self.spec.progress_deadline
+
+    def log(self, message: str, **fields: object) -> None:
+        self.logs.append((message, {"source": self.spec.source, **fields}))
+
+    def set(self, **changes: Any) -> None:
+        self.state = dataclasses.replace(self.state, **changes)
+
+    def roll_back(self, current: Progressing, why: str, culprit: pods.Pod | None, reason: str,
+                  rollback: str) -> Step:
+        """Every member back to the LKG, the target held back, an Event on the culprit."""
+        target = current.target
+        held = (*tuple(v for v in self.state.held if v != target)[-(MAX_HELD - 1):], target)
+        if culprit is not None:
+            self.events.append(Event(culprit, "Warning", reason, f"data version {target} rolled back to "
+                                     f"{self.state.last_known_good}: {why}"))
+        aborted = " (aborted by hand)" if rollback == "abort" else ""
+        self.set(progress=Idle(ROLLED_BACK), held=held, message=f"{target} rolled back at stage {current.stage + 1}: "
+                 f"{why}; held back{aborted} until a newer version appears")
+        return self.finish(rollback=rollback)
+
+    def finish(self, want_target: str | None = None, chosen: Set[str] | None = frozenset(),
+               rollback: str | None = None) -> Step:
+        """The requests that put each member where the state says, and the repository's LKG if it differs.
+
+        ``want_target`` with ``chosen`` (uids): those members get it; with ``chosen`` None (a pin)
+        every member gets it. Everyone else gets the LKG.
+        """
+        requests: list[Request] = []
+        lkg = self.state.last_known_good
+        on_target = acked = 0
+        for member in self.members:
+            version = want_target if want_target and (chosen is None or member.pod.uid in chosen) else lkg
+            if version is None:
+                continue
+            on_target += version == want_target
+            acked += member.ack is not None and member.ack.version == version
+            found = self.manifest.find(version)
+            wanted = manifests.DataRequest(version, found.sha256 if found else None)
+            requests += [Request(member.pod, name, wanted) for name in member.names
+                         if participants.requested(member.pod, name) != wanted]
+        self.set(members=len(self.members), on_target=on_target if self.state.target else 0, acknowledged=acked)
+        repository = lkg if lkg is not None and self.manifest.last_known_good != lkg else None
+        return Step(self.state, tuple(requests), tuple(self.events), repository, tuple(self.logs), rollback)
 
 
 def step(spec: Spec, state: State, manifest: manifests.SourceManifest | None, pod_list: Sequence[pods.Pod],
@@ -269,178 +338,145 @@ def step(spec: Spec, state: State, manifest: manifests.SourceManifest | None, po
     are absent: no acknowledgement). ``now``: POSIX seconds.
     """
     source = spec.source
-    members = _members(pod_list, source, acks)
-    dependents = [p for p in pod_list if not p.terminating and depends_on(p, source) and not data_names(p, source)]
-    logs: list[tuple[str, dict[str, object]]] = []
-    events: list[Event] = []
+    taking_part = participants.of(pod_list, source, acks)
     if manifest is None:
-        new = dataclasses.replace(state, message=f"source {source!r} is not in the data repository's manifest",
-                                  members=len(members))
-        return Step(new)
+        return Step(dataclasses.replace(state, message=f"source {source!r} is not in the data repository's manifest",
+                                        members=len(taking_part)))
+    dependents = participants.dependents(pod_list, source)
     lkg = state.last_known_good if manifest.find(state.last_known_good or "") else manifest.last_known_good
-    held = tuple(v for v in state.held if manifest.find(v))
-    new = dataclasses.replace(state, last_known_good=lkg, held=held)
-    stages = spec.stages or policy.stages
-    bake = policy.bake_seconds if spec.bake_seconds is None else spec.bake_seconds
-    deadline = policy.progress_deadline if spec.progress_deadline is None else spec.progress_deadline
-    fields: dict[str, object] = {"source": source}
+    observed = dataclasses.replace(
+        state, last_known_good=lkg, held=tuple(v for v in state.held if manifest.find(v)),
+        observed_promote=spec.promote or state.observed_promote, observed_abort=spec.abort or state.observed_abort)
+    work = _Work(spec, manifest, taking_part, dependents, now, policy, observed,
+                 promote=bool(spec.promote) and spec.promote != state.observed_promote)
+    if spec.pin_version:
+        return _pinned(work, spec.pin_version)
+    if isinstance(work.state.progress, Pinned):
+        work.set(progress=_IDLE, message="unpinned")
+    current = work.state.progress
+    if not isinstance(current, Progressing):
+        return _idle(work)
+    if bool(spec.abort) and spec.abort != state.observed_abort:
+        work.log("data rollout aborted", version=current.target, stage=current.stage)
+        return work.roll_back(current, "aborted by hand", None, "DataRolledBack", "abort")
+    return _progressing(work, current)
 
-    promote = bool(spec.promote) and spec.promote != state.observed_promote
-    abort = bool(spec.abort) and spec.abort != state.observed_abort
-    new = dataclasses.replace(new, observed_promote=spec.promote or state.observed_promote,
-                              observed_abort=spec.abort or state.observed_abort)
 
-    pin = spec.pin_version
-    if pin:
-        if manifest.find(pin) is None:
-            new = dataclasses.replace(new, message=f"pinned version {pin} is not in the repository; nothing changed")
-            return _finish(new, members, manifest, None, set(), events, logs)
-        if new.phase != PINNED:
-            logs.append(("data rollout pinned", {**fields, "version": pin, "abandoned": new.target}))
-        new = dataclasses.replace(new, phase=PINNED, target=None, stage=0, started=None, stage_started=None,
-                                  message=f"pinned to {pin} by hand; remove pinVersion to resume rollouts")
-        return _finish(new, members, manifest, pin, None, events, logs)
-    if new.phase == PINNED:
-        new = dataclasses.replace(new, phase=IDLE, message="unpinned")
+def _pinned(work: _Work, pin: str) -> Step:
+    """Every member on ``pin``; nothing rolls out (a pin the repository does not have changes nothing)."""
+    if work.manifest.find(pin) is None:
+        work.set(message=f"pinned version {pin} is not in the repository; nothing changed")
+        return work.finish()
+    if not isinstance(work.state.progress, Pinned):
+        work.log("data rollout pinned", version=pin, abandoned=work.state.target)
+    work.set(progress=Pinned(), message=f"pinned to {pin} by hand; remove pinVersion to resume rollouts")
+    return work.finish(pin, None)
 
-    if abort and new.target:
-        logs.append(("data rollout aborted", {**fields, "version": new.target, "stage": new.stage}))
-        new, more = _rolled_back(new, members, "aborted by hand", None, "DataRolledBack")
-        events += more
-        new = dataclasses.replace(new, message=new.message.replace("held back", "held back (aborted by hand)"))
-        return _finish(new, members, manifest, None, set(), events, logs, rollback="abort")
 
-    if promote and not new.target and manifest.latest and manifest.latest.version in new.held:
-        retried = manifest.latest.version
-        new = dataclasses.replace(new, held=tuple(v for v in new.held if v != retried))
-        logs.append(("held data version released by hand", {**fields, "version": retried}))
-        promote = False
+def _idle(work: _Work) -> Step:
+    """Start a rollout of the newest version when there is one to start (promote releases a held one)."""
+    latest = work.manifest.latest
+    if work.promote and latest and latest.version in work.state.held:
+        work.set(held=tuple(v for v in work.state.held if v != latest.version))
+        work.log("held data version released by hand", version=latest.version)
+        work.promote = False
+    lkg = work.state.last_known_good
+    candidate = _candidate(work.manifest, lkg, work.state.held)
+    if candidate is None or not work.members or lkg is None:
+        if not work.members:
+            work.set(message="no pod uses this source")
+        elif lkg is None:
+            work.set(message="the repository has no last known good version yet")
+        return work.finish()
+    current = Progressing(candidate, 0, work.now, work.now)
+    work.set(progress=current, message="")
+    work.log("data rollout started", version=candidate, **{"from": lkg})
+    work.log("data rollout stage started", version=candidate, stage=0)
+    return _progressing(work, current)
 
-    if not new.target:
-        candidate = _candidate(manifest, lkg, new.held)
-        if candidate is None or not members or lkg is None:
-            if candidate is None and new.phase == PROGRESSING:
-                new = dataclasses.replace(new, phase=IDLE)
-            if not members:
-                new = dataclasses.replace(new, message="no pod uses this source")
-            elif lkg is None:
-                new = dataclasses.replace(new, message="the repository has no last known good version yet")
-            return _finish(new, members, manifest, None, set(), events, logs)
-        new = dataclasses.replace(new, phase=PROGRESSING, target=candidate, stage=0, started=now,
-                                  stage_started=now, message="")
-        logs.append(("data rollout started", {**fields, "version": candidate, "from": lkg}))
-        logs.append(("data rollout stage started", {**fields, "version": candidate, "stage": 0}))
 
-    target = new.target
-    assert target is not None and new.started is not None and new.stage_started is not None
-    if manifest.find(target) is None:
-        logs.append(("data rollout abandoned", {**fields, "version": target, "why": "left the repository"}))
-        new = dataclasses.replace(new, phase=IDLE, target=None, stage=0, started=None, stage_started=None,
-                                  message=f"{target} is no longer in the repository; rollout abandoned")
-        return _finish(new, members, manifest, None, set(), events, logs)
-
+def _progressing(work: _Work, current: Progressing) -> Step:
+    """Judge the current stage; each stage that passes starts the next one in the same pass."""
+    if work.manifest.find(current.target) is None:
+        work.log("data rollout abandoned", version=current.target, why="left the repository")
+        work.set(progress=_IDLE, message=f"{current.target} is no longer in the repository; rollout abandoned")
+        return work.finish()
     while True:
-        counts = stage_counts(stages, len(members))
-        stage = min(new.stage, len(counts) - 1)
-        on = {m.pod.uid for m in members if m.version == target}
-        failure = _first_error([m.pod for m in members if m.pod.uid in on] + dependents, math.floor(new.started))
-        chosen = set(on)
-        if len(chosen) < counts[stage] and failure is None:
-            spare = [m for m in members if m.pod.uid not in chosen and m.pod.phase == "Running" and m.pod.pod_ip
-                     and not _errors(m.pod)]
-            chosen |= {m.pod.uid for m in spare[:counts[stage] - len(chosen)]}
-        in_stage = [m for m in members if m.pod.uid in chosen]
-        if failure is not None and failure[3]:
-            pod, watchdog, message, _ = failure
-            why = f"watchdog {watchdog!r} of pod {pod.name} is in error ({message})"
-            logs.append(("data rollout rolled back", {**fields, "version": target, "stage": stage,
-                                                      "pod": pod.name, "watchdog": watchdog}))
-            new, more = _rolled_back(new, members, why, pod, "DataRolledBack")
-            events += more
-            return _finish(new, members, manifest, None, set(), events, logs, rollback="watchdog")
+        judged = _stage(work, current)
+        if isinstance(judged, Step):
+            return judged
+        current = judged  # the next stage's pods are chosen now; its gate cannot pass before they acknowledge
 
-        waiting = [m for m in in_stage if m.ack is None or m.ack.version != target]
-        short = len(in_stage) < counts[stage]
-        since = max([new.stage_started] + [m.ack.deployed_at for m in in_stage
+
+def _stage(work: _Work, current: Progressing) -> Step | Progressing:
+    """One stage's gate: a Step when the pass ends here, else the next stage (this one passed)."""
+    counts = stage_counts(work.stages, len(work.members))
+    stage, target = min(current.stage, len(counts) - 1), current.target
+    on = {m.pod.uid for m in work.members if m.version == target}
+    failure = _first_error([m.pod for m in work.members if m.pod.uid in on] + work.dependents,
+                           math.floor(current.started))
+    if failure is not None and failure.new:
+        why = f"watchdog {failure.watchdog!r} of pod {failure.pod.name} is in error ({failure.message})"
+        work.log("data rollout rolled back", version=target, stage=stage, pod=failure.pod.name,
+                 watchdog=failure.watchdog)
+        return work.roll_back(current, why, failure.pod, "DataRolledBack", "watchdog")
+    chosen = on if failure is not None else _chosen(work.members, on, counts[stage])
+    in_stage = [m for m in work.members if m.pod.uid in chosen]
+    waiting = [m for m in in_stage if m.ack is None or m.ack.version != target]
+    short = len(in_stage) < counts[stage]
+    since = max([current.stage_started] + [m.ack.deployed_at for m in in_stage
                                            if m.ack is not None and m.ack.deployed_at is not None])
-        label = f"stage {stage + 1}/{len(counts)}"
-        if failure is not None:
-            message = (f"{label}: held while watchdog {failure[1]!r} of pod {failure[0].name} is in error "
-                       "(since before the rollout)")
-        elif (waiting or short) and not promote:
-            if now - new.stage_started > deadline:
-                culprit = waiting[0].pod if waiting else None
-                detail = waiting[0].ack.error if waiting and waiting[0].ack and waiting[0].ack.error else None
-                why = (f"pod {culprit.name} did not acknowledge it within {deadline:.0f}s"
-                       + (f" ({detail})" if detail else "") if culprit is not None else
-                       f"only {len(in_stage)} of {counts[stage]} pods could take it within {deadline:.0f}s")
-                logs.append(("data rollout rolled back", {**fields, "version": target, "stage": stage,
-                                                          "why": "progress deadline"}))
-                new, more = _rolled_back(new, members, why, culprit, "DataRolloutDeadline")
-                events += more
-                return _finish(new, members, manifest, None, set(), events, logs, rollback="deadline")
-            message = f"{label}: waiting for " + (
-                f"{len(waiting)} pod(s) to acknowledge {target}" if waiting else
-                f"pods to take {target} ({len(in_stage)} of {counts[stage]} can)")
-        elif not promote and now - since < bake:
-            message = f"{label}: baking until {untrusted.rfc3339(since + bake)}"
-        else:
-            message = ""
-        passed = promote or (failure is None and not waiting and not short and now - since >= bake)
-        new = dataclasses.replace(new, stage=stage, message=message)
-        if not passed:
-            return _finish(new, members, manifest, target, chosen, events, logs)
-        if promote:
-            logs.append(("data rollout stage promoted by hand", {**fields, "version": target, "stage": stage}))
-            promote = False
-        if stage + 1 >= len(counts):
-            logs.append(("data rollout succeeded", {**fields, "version": target, "previous": lkg}))
-            new = dataclasses.replace(new, phase=SUCCEEDED, last_known_good=target, target=None, stage=0,
-                                      started=None, stage_started=None,
-                                      message=f"{target} rolled out to every pod and baked; it is the last known good")
-            return _finish(new, members, manifest, None, set(), events, logs)
-        new = dataclasses.replace(new, stage=stage + 1, stage_started=now)
-        logs.append(("data rollout stage started", {**fields, "version": target, "stage": stage + 1}))
-        # the next stage's pods are chosen in the same pass; its gate cannot pass before they acknowledge
+    label = f"stage {stage + 1}/{len(counts)}"
+    if failure is not None:
+        message = (f"{label}: held while watchdog {failure.watchdog!r} of pod {failure.pod.name} is in error "
+                   "(since before the rollout)")
+    elif (waiting or short) and not work.promote:
+        if work.now - current.stage_started > work.deadline:
+            return _deadline(work, current, stage, waiting, f"only {len(in_stage)} of {counts[stage]} pods")
+        message = f"{label}: waiting for " + (
+            f"{len(waiting)} pod(s) to acknowledge {target}" if waiting else
+            f"pods to take {target} ({len(in_stage)} of {counts[stage]} can)")
+    elif not work.promote and work.now - since < work.bake:
+        message = f"{label}: baking until {untrusted.rfc3339(since + work.bake)}"
+    else:
+        message = ""
+    work.set(progress=dataclasses.replace(current, stage=stage), message=message)
+    if not (work.promote or (failure is None and not waiting and not short and work.now - since >= work.bake)):
+        return work.finish(target, chosen)
+    return _passed(work, current, stage, len(counts))
 
 
-def _finish(state: State, members: list[_Member], manifest: manifests.SourceManifest, want_target: str | None,
-            chosen: set[str] | None, events: list[Event], logs: list[tuple[str, dict[str, object]]],
-            rollback: str | None = None) -> Step:
-    """The requests that put each member where ``state`` says, and the repository's LKG if it differs.
-
-    ``want_target`` with ``chosen`` (uids): those members get it; with ``chosen`` None (a pin) every
-    member gets it. Everyone else gets the LKG.
-    """
-    requests: list[Request] = []
-    lkg = state.last_known_good
-    on_target = acked = 0
-    for member in members:
-        version = want_target if want_target and (chosen is None or member.pod.uid in chosen) else lkg
-        if version is None:
-            continue
-        on_target += version == want_target
-        acked += member.ack is not None and member.ack.version == version
-        found = manifest.find(version)
-        wanted = manifests.DataRequest(version, found.sha256 if found else None)
-        for name in member.names:
-            if requested(member.pod, name) != wanted:
-                requests.append(Request(member.pod, name, wanted))
-    state = dataclasses.replace(state, members=len(members), on_target=on_target if state.target else 0,
-                                acknowledged=acked)
-    repository = lkg if lkg is not None and manifest.last_known_good != lkg else None
-    return Step(state, tuple(requests), tuple(events), repository, tuple(logs), rollback)
+def _chosen(members: Sequence[participants.Member], on: Set[str], wanted: int) -> set[str]:
+    """The members on the target, and as many more as the stage wants: Running ones not in error, by name."""
+    chosen = set(on)
+    spare = [m for m in members if m.pod.uid not in chosen and m.pod.phase == "Running" and m.pod.pod_ip
+             and not participants.errors_of(m.pod)]
+    return chosen | {m.pod.uid for m in spare[:max(0, wanted - len(chosen))]}
 
 
-# --- acknowledgements ---------------------------------------------------------------------------
+def _deadline(work: _Work, current: Progressing, stage: int, waiting: Sequence[participants.Member],
+              how_many: str) -> Step:
+    """The stage's progress deadline passed before every pod took and acknowledged the target."""
+    culprit = waiting[0].pod if waiting else None
+    detail = waiting[0].ack.error if waiting and waiting[0].ack and waiting[0].ack.error else None
+    deadline = f"{work.deadline:.0f}s"
+    why = (f"pod {culprit.name} did not acknowledge it within {deadline}" + (f" ({detail})" if detail else "")
+           if culprit is not None else f"{how_many} could take it within {deadline}")
+    work.log("data rollout rolled back", version=current.target, stage=stage, why="progress deadline")
+    return work.roll_back(current, why, culprit, "DataRolloutDeadline", "deadline")
 
-def ack_annotations(pod: pods.Pod, pod_acks: Mapping[str, inpod.Ack]) -> dict[str, str]:
-    """``status.data.autocrane.io/<name>`` values that mirror what the datadeployer reports, where they differ."""
-    changes = {}
-    for name, ack in pod_acks.items():
-        if ack.version is None or not pod.annotations.get(keys.DATA_PREFIX + name):
-            continue
-        value, key = inpod.mirror_value(ack), keys.STATUS_DATA_PREFIX + name
-        if pod.annotations.get(key) != value:
-            changes[key] = value
-    return changes
+
+def _passed(work: _Work, current: Progressing, stage: int, stages: int) -> Step | Progressing:
+    """The stage's gate passed (or was promoted): the rollout succeeded, or the next stage starts now."""
+    if work.promote:
+        work.log("data rollout stage promoted by hand", version=current.target, stage=stage)
+        work.promote = False
+    if stage + 1 >= stages:
+        work.log("data rollout succeeded", version=current.target, previous=work.state.last_known_good)
+        work.set(progress=Idle(SUCCEEDED), last_known_good=current.target,
+                 message=f"{current.target} rolled out to every pod and baked; it is the last known good")
+        return work.finish()
+    following = Progressing(current.target, stage + 1, current.started, work.now)
+    work.set(progress=following)
+    work.log("data rollout stage started", version=current.target, stage=stage + 1)
+    return following

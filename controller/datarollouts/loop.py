@@ -34,7 +34,7 @@ from autocrane import clock, datasets, inpod, keys, kube, manifests
 from controller import isolation, metrics, pods
 from controller.apiserver import fanout, writer
 from controller.datarollouts import decision as datarollout
-from controller.datarollouts import repository, resource
+from controller.datarollouts import participants, repository, resource
 from controller.watchdogs import probing
 
 log = logging.getLogger(__name__)
@@ -138,7 +138,7 @@ class DataRollouts:
 
     async def _run_pass(self, snapshot: Sequence[pods.Pod], leading: Callable[[], bool]) -> Report:
         self._skip_invalid(snapshot)
-        data_pods = [p for p in snapshot if datarollout.sources(p) and not p.terminating]
+        data_pods = [p for p in snapshot if participants.sources(p) and not p.terminating]
         if not data_pods:
             return Report()
         try:
@@ -153,7 +153,7 @@ class DataRollouts:
         by_namespace: dict[str, list[pods.Pod]] = defaultdict(list)
         for pod in snapshot:
             by_namespace[pod.namespace].append(pod)
-        wanted = sorted({(p.namespace, s) for p in data_pods for s in datarollout.sources(p)})
+        wanted = sorted({(p.namespace, s) for p in data_pods for s in participants.sources(p)})
         for namespace, source in wanted:
             if (namespace, source) in by_key or not leading():
                 continue
@@ -167,7 +167,7 @@ class DataRollouts:
 
         writes = _PodWrites()
         for pod in data_pods:
-            mirrored = self.faults.call(pod.uid, "acks", lambda pod=pod: datarollout.ack_annotations(
+            mirrored = self.faults.call(pod.uid, "acks", lambda pod=pod: participants.ack_annotations(
                 pod, acks.get(pod.uid, {})), {}, pod=pod.key)
             if mirrored:
                 writes.changes[pod.uid].update(mirrored)

@@ -66,6 +66,19 @@ class Rollout:
     """Why (part of) the spec was ignored."""
 
 
+def _progress(status: Mapping[str, Any]) -> datarollout.Progress:
+    """What the status says rolls out. A target with both clocks is a rollout in progress; a status
+    torn or edited by hand (a target without its clocks, a phase without its target) starts over, idle."""
+    target, started = _text(status.get("target")), untrusted.timestamp(status.get("started"))
+    stage_started = untrusted.timestamp(status.get("stageStarted"))
+    if target and started is not None and stage_started is not None:
+        return datarollout.Progressing(target, max(0, int(status.get("stage") or 0) - 1), started, stage_started)
+    phase = status.get("phase")
+    if phase == datarollout.PINNED:
+        return datarollout.Pinned()
+    return datarollout.Idle(phase if phase in (datarollout.SUCCEEDED, datarollout.ROLLED_BACK) else datarollout.IDLE)
+
+
 def from_json(obj: Mapping[str, Any]) -> Rollout:
     meta, spec, status = obj.get("metadata") or {}, obj.get("spec") or {}, obj.get("status") or {}
     problem = None
@@ -80,17 +93,12 @@ def from_json(obj: Mapping[str, Any]) -> Rollout:
         value = spec.get(key)
         return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
-    phase = status.get("phase") if status.get("phase") in datarollout.PHASES else datarollout.IDLE
     state = datarollout.State(
-        phase=phase, last_known_good=_text(status.get("lastKnownGood")), target=_text(status.get("target")),
-        stage=max(0, int(status.get("stage") or 0) - 1), started=untrusted.timestamp(status.get("started")),
-        stage_started=untrusted.timestamp(status.get("stageStarted")),
+        progress=_progress(status), last_known_good=_text(status.get("lastKnownGood")),
         held=tuple(str(v) for v in status.get("held") or () if isinstance(v, str)),
         observed_promote=_text(status.get("observedPromote")), observed_abort=_text(status.get("observedAbort")),
         message=str(status.get("message") or ""), members=int(status.get("members") or 0),
         on_target=int(status.get("onTarget") or 0), acknowledged=int(status.get("acknowledged") or 0))
-    if state.target and (state.started is None or state.stage_started is None):
-        state = dataclasses.replace(state, target=None, phase=datarollout.IDLE)  # torn status: start over
     return Rollout(
         namespace=str(meta.get("namespace", "")), name=str(meta.get("name", "")),
         resource_version=str(meta.get("resourceVersion", "")), generation=int(meta.get("generation") or 0),

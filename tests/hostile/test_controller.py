@@ -24,7 +24,7 @@ from controller.apiserver import informer
 from controller.commands import status as status_table
 from controller.datarollouts import decision as datarollout
 from controller.datarollouts import loop as datarollouts
-from controller.datarollouts import resource
+from controller.datarollouts import participants, resource
 from controller.watchdogs import health, probing
 from tests.controller.datarollouts.test_loop import FakeApi, FakeApplier, FakeRepo
 from tests.controller.podfactory import T0, raw
@@ -256,7 +256,7 @@ def test_a_100_kb_version_or_error_is_no_acknowledgement_and_is_never_mirrored()
     body = {"sets": {"model": {"version": "v" * 100_000, "error": "e" * 100_000}}}
     (ack,) = inpod.parse_acks(body, now=T0).values()
     assert ack.version is None and len(ack.error or "") == inpod.MAX_ACK_ERROR
-    assert datarollout.ack_annotations(_members()[0], {"model": ack}) == {}
+    assert participants.ack_annotations(_members()[0], {"model": ack}) == {}
 
 
 @pytest.mark.parametrize("seconds", [1e300, -1e300, float("nan"), float("inf"), 253402300800.0, -62135596801.0])
@@ -267,8 +267,7 @@ def test_an_api_timestamp_is_written_for_any_seconds_without_raising(seconds: fl
 
 def test_a_bake_time_past_year_9999_does_not_fail_the_step() -> None:
     members = _members(manifests.DataRequest("b", "2" * 64).to_annotation())
-    running = datarollout.State(phase=datarollout.PROGRESSING, last_known_good="a", target="b", started=T0,
-                                stage_started=T0)
+    running = datarollout.State(progress=datarollout.Progressing("b", 0, T0, T0), last_known_good="a")
     one = datarollout.step(datarollout.Spec(source="models", bake_seconds=1e300, stages=("100%",)), running,
                        asyncio.run(FakeRepo().manifest())["models"], members,
                        {members[0].uid: {"model": inpod.Ack("b", T0)}}, T0 + 10)
@@ -302,7 +301,7 @@ def test_a_request_over_4_kib_is_no_request_even_when_it_is_well_formed() -> Non
     padded = json.dumps({"version": "b", "padding": "x" * manifests.MAX_REQUEST_BYTES})
     with pytest.raises(manifests.ManifestError, match=r"request\.data\.autocrane\.io/model"):
         manifests.parse_request(padded, "request.data.autocrane.io/model")
-    assert datarollout.requested(_members(padded)[0], "model") is None
+    assert participants.requested(_members(padded)[0], "model") is None
 
 
 def test_a_probe_target_is_matched_whole() -> None:

@@ -16,6 +16,7 @@ from autocrane import inpod, manifests
 from autocrane.inpod import Ack
 from controller import pods
 from controller.datarollouts import decision as datarollout
+from controller.datarollouts import participants
 from controller.datarollouts.decision import Spec, State
 from tests.controller.podfactory import NOW, T0, raw, stamp
 
@@ -67,8 +68,8 @@ def wanted(step: datarollout.Step) -> dict[str, str]:
 
 def running(state: State, stage: int = 0, started: float = T0 - 1000, stage_started: float | None = None,
             target: str = "b") -> State:
-    return dataclasses.replace(state, phase=datarollout.PROGRESSING, last_known_good="a", target=target, stage=stage,
-                               started=started, stage_started=stage_started or started)
+    return dataclasses.replace(state, last_known_good="a", progress=datarollout.Progressing(
+        target, stage, started, stage_started or started))
 
 
 # --- the original's acceptance cases -------------------------------------------------------------
@@ -268,7 +269,8 @@ def test_promote_passes_the_current_gate_once() -> None:
 
 
 def test_promote_retries_a_held_version() -> None:
-    state = dataclasses.replace(State(), phase=datarollout.ROLLED_BACK, last_known_good="a", held=("b",))
+    state = dataclasses.replace(State(), progress=datarollout.Idle(datarollout.ROLLED_BACK), last_known_good="a",
+                                held=("b",))
     step = datarollout.step(Spec(SRC, promote="t2"), state, manifest("a", "b"), [member("web-1", A)], {}, T0, POLICY)
     assert step.state.target == "b" and step.state.held == () and wanted(step) == {"web-1": "b"}
 
@@ -297,7 +299,7 @@ def test_a_pin_puts_every_pod_on_that_version_and_stops_rolling_out() -> None:
 
 
 def test_the_repository_is_told_the_last_known_good_until_it_agrees() -> None:
-    state = dataclasses.replace(State(), last_known_good="b", phase=datarollout.SUCCEEDED)
+    state = dataclasses.replace(State(), last_known_good="b", progress=datarollout.Idle(datarollout.SUCCEEDED))
     assert datarollout.step(SPEC, state, manifest("a", "b", lkg="a"), [], {}, T0, POLICY).repository_lkg == "b"
     assert datarollout.step(SPEC, state, manifest("a", "b", lkg="b"), [], {}, T0, POLICY).repository_lkg is None
 
@@ -309,7 +311,7 @@ def test_acknowledgements_are_read_from_the_datadeployer_status_and_mirrored_onc
     assert found["model"] == Ack("b", T0 - 60) and found["other"] == Ack(None)
     assert inpod.parse_acks("garbage", now=T0) == {} and inpod.parse_acks({"sets": []}, now=T0) == {}
     pod = member("web-1", B)
-    changes = datarollout.ack_annotations(pod, found)
+    changes = participants.ack_annotations(pod, found)
     assert changes == {"status.data.autocrane.io/model": '{"version":"b","deployedAt":"2026-03-01T11:59:00Z"}'}
     mirrored = pod.with_annotations(changes, pod.health_label)
-    assert datarollout.ack_annotations(mirrored, found) == {}
+    assert participants.ack_annotations(mirrored, found) == {}

@@ -21,10 +21,9 @@ def _object(status: dict | None = None, **spec: object) -> dict:
 
 def test_the_status_round_trips_through_the_object() -> None:
     old = resource.from_json(_object())
-    running = datarollout.State(phase=datarollout.PROGRESSING, last_known_good="a", target="b", stage=1,
-                                started=T0 - 100,
-                            stage_started=T0 - 10, held=("x",), observed_promote="p1", message="stage 2/3: baking",
-                            members=4, on_target=2, acknowledged=3)
+    running = datarollout.State(progress=datarollout.Progressing("b", 1, T0 - 100, T0 - 10), last_known_good="a",
+                                held=("x",), observed_promote="p1", message="stage 2/3: baking",
+                                members=4, on_target=2, acknowledged=3)
     status = resource.status_json(running, 3, old, T0)
     assert status["stage"] == 2 and status["stageText"] == "2/3" and status["observedGeneration"] == 3
     conditions = {c["type"]: (c["status"], c["reason"]) for c in status["conditions"]}
@@ -34,7 +33,7 @@ def test_the_status_round_trips_through_the_object() -> None:
     again = resource.from_json(_object(again_raw))
     assert again.state == running
     assert resource.status_patch(again, again_raw, resource.status_json(again.state, 3, again, T0 + 50)) is None
-    done = dataclasses.replace(running, phase=datarollout.SUCCEEDED, target=None, started=None, stage_started=None)
+    done = dataclasses.replace(running, progress=datarollout.Idle(datarollout.SUCCEEDED))
     patch = resource.status_patch(again, again_raw, resource.status_json(done, 3, again, T0 + 60))
     assert patch is not None and patch["metadata"] == {"resourceVersion": "7"}
     assert patch["status"]["target"] is None and patch["status"]["stage"] == 0
