@@ -107,7 +107,7 @@ async def serve(pods: int, port: int, victim: str) -> None:
         await server.serve_forever()
 
 
-class CountingApplier(writer.Applier):
+class CountingWriter(writer.Writer):
     """Counts what would be written; records when each pod's error status would be written."""
 
     def __init__(self) -> None:
@@ -144,7 +144,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
     results["decode_seconds"] = round(time.perf_counter() - started, 2)
     results["rss_with_store_mib"] = round(rss_mib(), 1)
 
-    applier = CountingApplier()
+    applier = CountingWriter()
     async with probing.Prober(concurrency=args.concurrency, timeout=5) as prober:
         controller = passes.Controller([store], prober, applier, eviction.Policy(), interval=args.interval)
         timed = []

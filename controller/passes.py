@@ -1,10 +1,14 @@
 """One controller pass, and the loop that repeats it while this replica leads.
 
-A pass is level-triggered: it reads the informers' current pods, probes every probe annotation,
-writes the status patches :mod:`controller.watchdogs.health` asks for, evicts what
-:mod:`controller.evictions.decision` plans, then takes the next step of every data rollout
-(:mod:`controller.datarollouts.loop`, when a data repository is configured), all on that one snapshot
-(updated by the pass' own patches).
+A pass is level-triggered and has four steps, each observe -> decide -> plan -> write: it reads
+the informers' current pods and probes every probe annotation; :mod:`controller.watchdogs.health`
+decides the status patches, and the writer writes that plan; :mod:`controller.evictions.decision`
+plans evictions on the pods as those patches left them, and the writer carries them out; then
+every data rollout takes its step (:mod:`controller.datarollouts.loop`, when a data repository is
+configured), all on that one snapshot. The plans are :mod:`controller.plan`'s records; the only
+writer is ``controller.apiserver.writer.Writer``. Everything that reads time reads the clock the
+pass was given, so a whole pass runs on a manual clock in tests.
+
 A pod (or a rollout) whose handling raises is left out of the rest of that pass and logged once
 (:mod:`controller.isolation`); every other pod is still probed, written, evicted and rolled out.
 Nothing in a pass depends on the previous one except the eviction streak counts, which only
@@ -18,20 +22,17 @@ import dataclasses
 import datetime as dt
 import logging
 import random
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from typing import Protocol
 
 from autocrane import clock, keys
-from controller import isolation, metrics, pods
-from controller.apiserver import fanout, informer, leader, writer
+from controller import isolation, metrics, plan, pods
+from controller.apiserver import informer, leader
 from controller.datarollouts import loop as datarollouts
 from controller.evictions import decision as eviction
 from controller.watchdogs import health, probing
 
 log = logging.getLogger(__name__)
-
-WRITERS = 64
-"""Pods whose statuses are being decided and written at once (the write rate is ``--qps``'s)."""
-
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Report:
@@ -49,14 +50,25 @@ class Report:
     """Pods and rollouts left out of this pass because handling them raised (each logged once)."""
 
 
+class Prober(Protocol):
+    """What a pass needs of the prober (``controller.watchdogs.probing.Prober``)."""
+
+    async def probe_all(self, snapshot: Iterable[pods.Pod], probe: probing.Probe | None = None
+                        ) -> dict[str, dict[str, health.ProbeResult]]: ...
+
+    async def probe_pod(self, pod: pods.Pod) -> dict[str, health.ProbeResult]: ...
+
+    def take_durations(self) -> list[float]: ...
+
+
 class Controller:
-    def __init__(self, informers: Sequence[informer.PodInformer], prober: probing.Prober, applier: writer.Applier,
+    def __init__(self, informers: Sequence[informer.PodInformer], prober: Prober, writer: plan.Writer,
                  policy: eviction.Policy, *, elector: leader.LeaderElector | None = None,
                  interval: float = 10.0, rollouts: datarollouts.DataRollouts | None = None,
                  time: clock.Clock = clock.SYSTEM) -> None:
         self.informers = list(informers)
         self.prober = prober
-        self.applier = applier
+        self.writer = writer
         self.policy = policy
         self.elector = elector
         self.interval = interval
@@ -78,22 +90,30 @@ class Controller:
     def snapshot(self) -> list[pods.Pod]:
         return [pod for i in self.informers for pod in i.snapshot()]
 
-    async def _refresh(self, pod: pods.Pod, results: dict[str, health.ProbeResult], now: dt.datetime) -> pods.Pod:
+    def _watchdogs(self, pod: pods.Pod, results: dict[str, health.ProbeResult], now: dt.datetime
+                   ) -> tuple[health.Change | None, tuple[plan.Event, ...]]:
+        """One pod's status patch (if any), and a Warning Event for each probe annotation refused."""
+        refused = []
         for name, result in results.items():
             metrics.PROBES.labels(result.outcome).inc()
             if result.outcome == "refused":
-                await self.applier.event(pod, "Warning", "ProbeRefused",
-                                         f"{keys.PROBE_PREFIX}{name} not probed: {result.message}")
-        change = health.change(pod, results, now)
-        if change is None or not self.leading:
-            return pod
-        return change.applied() if await self.applier.write_status(change) == "ok" else pod
+                refused.append(plan.Event(pod, "Warning", "ProbeRefused",
+                                          f"{keys.PROBE_PREFIX}{name} not probed: {result.message}"))
+        return health.change(pod, results, now), tuple(refused)
+
+    def _watchdog_plan(self, snapshot: Sequence[pods.Pod], results: dict[str, dict[str, health.ProbeResult]],
+                       now: dt.datetime) -> plan.Plan:
+        changes: list[health.Change] = []
+        events: list[plan.Event] = []
+        for pod in snapshot:
+            change, refused = self.faults.call(pod.uid, "status", lambda pod=pod: self._watchdogs(
+                pod, results.get(pod.uid, {}), now), (None, ()), pod=pod.key)
+            changes += [change] if change is not None else []
+            events += refused
+        return plan.Plan(status_changes=tuple(changes), events=tuple(events))
 
     async def _probe(self, pod: pods.Pod) -> dict[str, health.ProbeResult]:
         return await self.faults.acall(pod.uid, "probe", lambda: self.prober.probe_pod(pod), {}, pod=pod.key)
-
-    async def _status(self, pod: pods.Pod, results: dict[str, health.ProbeResult], now: dt.datetime) -> pods.Pod:
-        return await self.faults.acall(pod.uid, "status", lambda: self._refresh(pod, results, now), pod, pod=pod.key)
 
     def _judged(self, pod: pods.Pod) -> bool:
         """Whether the eviction plan can read the pod's health (it parses the statuses again, the same way)."""
@@ -104,24 +124,16 @@ class Controller:
 
         return self.faults.call(pod.uid, "eviction", readable, False, pod=pod.key)
 
-    async def _evict(self, snapshot: list[pods.Pod]) -> tuple[list[str], eviction.Plan]:
+    def _eviction_plan(self, snapshot: list[pods.Pod]) -> eviction.Plan:
         now = self.clock.time()
         self.streaks = eviction.observe(self.streaks, snapshot, now)
-        plan = eviction.plan(snapshot, self.streaks, self.policy, now, self.applier.backoff_until)
-        metrics.BREAKERS_OPEN.set(len(plan.breakers))
-        for breaker in plan.breakers:
+        decided = eviction.plan(snapshot, self.streaks, self.policy, now, self.writer.backoff_until)
+        metrics.BREAKERS_OPEN.set(len(decided.breakers))
+        for breaker in decided.breakers:
             log.warning("circuit breaker holds evictions", extra={
                 "namespace": breaker.namespace, "owner": f"{breaker.owner.kind}/{breaker.owner.name}",
                 "failing": breaker.failing, "total": breaker.total})
-        for decision in plan.skipped:
-            await self.applier.skip(decision)
-        evicted = []
-        for decision in plan.evict:
-            if not self.leading:
-                break
-            if await self.applier.evict(decision) in ("evicted", "dry_run"):
-                evicted.append(decision.pod.key)
-        return evicted, plan
+        return decided
 
     async def run_pass(self) -> Report:
         self.faults.begin()
@@ -129,28 +141,30 @@ class Controller:
         results = await self.prober.probe_all(snapshot, self._probe)
         for seconds in self.prober.take_durations():
             metrics.PROBE_DURATION.observe(seconds)
-        now = clock.utcnow(self.clock)
-        updated = await fanout.bounded_map(lambda pod: self._status(pod, results.get(pod.uid, {}), now), snapshot,
-                                           WRITERS)
-        writes = sum(a is not b for a, b in zip(updated, snapshot, strict=True))
+        statuses = self._watchdog_plan(snapshot, results, clock.utcnow(self.clock))
+        written = await self.writer.execute(statuses, lambda: self.leading)
+        applied = {c.pod.uid: c.applied() for c in statuses.status_changes if c.pod.uid in written.status_changes}
+        updated = [applied.get(pod.uid, pod) for pod in snapshot]
         by_health = collections.Counter(p.health_label or "none" for p in updated)
         for value in ("unknown", "info", "warning", "error", "none"):
             metrics.PODS.labels(value).set(by_health.get(value, 0))
 
         usable = [pod for pod in updated if pod.uid not in self.faults.failed and self._judged(pod)]
-        evicted, plan = await self.faults.acall("(every pod)", "eviction-plan", lambda: self._evict(usable),
-                                                ([], eviction.Plan()))
+        decided = self.faults.call("(every pod)", "eviction-plan", lambda: self._eviction_plan(usable),
+                                   eviction.Plan())
+        evictions = await self.writer.execute(plan.Plan(skips=decided.skipped, evictions=decided.evict),
+                                              lambda: self.leading)
         data = datarollouts.Report()
         rollouts = self.rollouts
         if rollouts is not None and self.leading:
             data = await self.faults.acall("(every rollout)", "data-rollouts",
                                            lambda: rollouts.run_pass(usable, lambda: self.leading),
                                            datarollouts.Report())
-        self.applier.forget(p.uid for p in snapshot)
+        self.writer.forget(p.uid for p in snapshot)
         faults = len(self.faults.failed) + data.faults
         self.faults.settle()
-        return Report(pods=len(snapshot), probed=len(results), status_writes=writes, evicted=tuple(evicted),
-                      skipped=tuple((d.pod.key, d.reason) for d in plan.skipped), breakers=len(plan.breakers),
+        return Report(pods=len(snapshot), probed=len(results), status_writes=len(applied), evicted=evictions.evicted,
+                      skipped=tuple((d.pod.key, d.reason) for d in decided.skipped), breakers=len(decided.breakers),
                       data_requests=data.requests, rollout_writes=data.status_writes, faults=faults)
 
     async def run(self) -> None:

@@ -52,22 +52,21 @@ async def run(s: settings.Settings, time: clock.Clock = clock.SYSTEM) -> int:
                  for ns in (s.namespaces or (None,))]
     elector = leader.LeaderElector(api, namespace=s.lease_namespace, name=s.lease_name, identity=s.identity,
                                    time=time) if s.leader_elect else None
-    applier = writer.Applier(api, identity=s.identity, dry_run=s.dry_run, grace_period=s.eviction_grace_period,
-                             time=time)
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         asyncio.get_running_loop().add_signal_handler(signum, stop.set)
     async with contextlib.AsyncExitStack() as stack:
         prober = await stack.enter_async_context(
             probing.Prober(concurrency=s.probe_concurrency, timeout=s.probe_timeout))
-        rollouts = None
-        if s.data_repository:
-            repo = await stack.enter_async_context(
-                repository.Repository(s.data_repository, token_file=s.data_repository_token_file))
-            rollouts = datarollouts.DataRollouts(api, repo, prober, applier, namespaces=s.namespaces,
-                                                 policy=s.rollout, datadeployer_port=s.datadeployer_port, time=time)
-        controller = passes.Controller(informers, prober, applier, s.eviction, elector=elector, interval=s.interval,
-                                       rollouts=rollouts, time=time)
+        repo = None if not s.data_repository else await stack.enter_async_context(
+            repository.Repository(s.data_repository, token_file=s.data_repository_token_file))
+        api_writer = writer.Writer(api, identity=s.identity, dry_run=s.dry_run, grace_period=s.eviction_grace_period,
+                                   repository=repo, time=time)
+        rollouts = None if repo is None else datarollouts.DataRollouts(
+            api, repo, prober, api_writer, namespaces=s.namespaces, policy=s.rollout,
+            datadeployer_port=s.datadeployer_port, time=time)
+        controller = passes.Controller(informers, prober, api_writer, s.eviction, elector=elector,
+                                       interval=s.interval, rollouts=rollouts, time=time)
         tasks = [asyncio.create_task(i.run(), name=f"informer-{i.namespace or 'all'}") for i in informers]
         tasks.append(asyncio.create_task(controller.run(), name="passes"))
         if elector is not None:

@@ -1,4 +1,9 @@
-"""The controller's only writer: status patches, policy/v1 evictions and Events on pods.
+"""The controller's only writer: it executes the plans passes make (:mod:`controller.plan`).
+
+:meth:`Writer.execute` writes a plan's parts in order: DataRollout statuses (before the pod
+requests they imply), watchdog status patches (64 at a time), skips and evictions, data patches,
+the repository's last known good, Events; each part only while this replica leads (``leading``),
+except the reports of what was held (skips and Events). Each write is one of the methods below.
 
 - Status patches are JSON merge patches of the ``status.autocrane.io/*`` keys and the health label
   only, carrying the ``resourceVersion`` the decision was made on: if the pod changed meanwhile
@@ -27,17 +32,21 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, Protocol, TypeVar
 
 from autocrane import backoff, clock, errors, kube, untrusted
-from controller import metrics, pods
+from controller import metrics, plan, pods
+from controller.apiserver import fanout
 from controller.datarollouts import repository, resource
 from controller.evictions import decision as eviction
 from controller.watchdogs import health
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 COMPONENT = "autocrane-controller"
+WRITERS = 64
+"""Status patches in flight at once (the write rate is the rate limiter's, ``--qps``)."""
 EVICTION_BACKOFF = backoff.Backoff(first=15.0, cap=300.0)
 """Seconds before a blocked eviction (429, or several budgets) of the same pod is tried again, unless
 the API server asked for longer (Retry-After)."""
@@ -63,11 +72,20 @@ class _Blocked:
     """Consecutive blocks."""
 
 
-class Applier:
+class Repository(Protocol):
+    """The data repository's one write (``controller.datarollouts.repository.Repository`` has it)."""
+
+    async def set_last_known_good(self, source: str, version: str) -> None: ...
+
+
+class Writer:
+    """Executes plans (a ``controller.plan.Writer``); every write of the controller goes through here."""
+
     def __init__(self, api: kube.Api, *, identity: str, dry_run: bool = False,
                  grace_period: int | None = None, event_window: float = 600.0,
-                 time: clock.Clock = clock.SYSTEM) -> None:
+                 repository: Repository | None = None, time: clock.Clock = clock.SYSTEM) -> None:
         self.api = api
+        self.repository = repository
         self.identity = identity
         self.dry_run = dry_run
         self.grace_period = grace_period
@@ -79,6 +97,51 @@ class Applier:
     @property
     def backoff_until(self) -> dict[str, float]:
         return {uid: b.until for uid, b in self._backoffs.items()}
+
+    async def execute(self, todo: plan.Plan, leading: Callable[[], bool]) -> plan.Written:
+        """Write ``todo`` in its order (see the module docstring); what went through."""
+        rollouts = set()
+        for status in todo.rollout_statuses:
+            if leading() and await self._safely("rollout-status", self.write_rollout_status(status)) == "ok":
+                rollouts.add((status.namespace, status.name))
+
+        async def write_status(change: health.Change) -> bool:
+            return leading() and await self._safely("status", self.write_status(change)) == "ok"
+
+        written = await fanout.bounded_map(write_status, todo.status_changes, WRITERS)
+        statuses = frozenset(c.pod.uid for c, ok in zip(todo.status_changes, written, strict=True) if ok)
+        for decision in todo.skips:
+            await self._safely("skip", self.skip(decision))
+        evicted = []
+        for decision in todo.evictions:
+            if not leading():
+                break
+            if await self._safely("eviction", self.evict(decision)) in ("evicted", "dry_run"):
+                evicted.append(decision.pod.key)
+        data = set()
+        for patch in todo.data:
+            if leading() and await self._safely("data", self.write_data(patch.pod, dict(patch.annotations))) == "ok":
+                data.add(patch.pod.uid)
+                for fields in patch.asked:
+                    log.info("data version requested", extra=dict(fields))
+        for lkg in todo.repository:
+            if leading():
+                await self._safely("repository", self.set_last_known_good(lkg))
+        for event in todo.events:
+            await self._safely("event", self.event(event.pod, event.kind, event.reason, event.message))
+        return plan.Written(frozenset(rollouts), statuses, tuple(evicted), frozenset(data))
+
+    @staticmethod
+    async def _safely(what: str, write: Awaitable[T]) -> T | str:
+        """``await write``; a bug in one write (an API error is not one: each write handles those) is logged
+        and counted, and the others go on."""
+        try:
+            return await write
+        except Exception as error:
+            metrics.FAULTS.labels(f"write-{what}").inc()
+            log.exception("a write failed unexpectedly; the others go on", extra={"write": what,
+                                                                                  "error": str(error)[:200]})
+            return "error"
 
     def forget(self, live_uids: Iterable[str]) -> None:
         """Drop memory of pods that no longer exist."""
@@ -205,23 +268,26 @@ class Applier:
                                                "rollout": created.get("metadata", {}).get("name")})
         return created
 
-    async def write_rollout_status(self, rollout: resource.Rollout, patch: dict[str, Any]) -> str:
+    async def write_rollout_status(self, status: plan.RolloutStatus) -> str:
         """Merge-patch a DataRollout's status (carrying its resourceVersion); ok, conflict, gone or error."""
         try:
-            await self.api.request("PATCH", resource.path(rollout.namespace, rollout.name) + "/status", body=patch,
-                                   content_type=kube.MERGE_PATCH)
+            await self.api.request("PATCH", resource.path(status.namespace, status.name) + "/status",
+                                   body=dict(status.patch), content_type=kube.MERGE_PATCH)
             result = "ok"
         except errors.KubeError as exc:
             result = _result(exc)
             if result == "error":
                 log.warning("DataRollout status not written", extra={
-                    "rollout": f"{rollout.namespace}/{rollout.name}", "error": str(exc)})
+                    "rollout": f"{status.namespace}/{status.name}", "error": str(exc)})
         metrics.DATA_WRITES.labels("rollout_status", result).inc()
         return result
 
-    async def set_last_known_good(self, repo: repository.Repository, source: str, version: str) -> bool:
+    async def set_last_known_good(self, lkg: plan.LastKnownGood) -> bool:
+        source, version = lkg.source, lkg.version
+        if self.repository is None:
+            raise RuntimeError("this writer has no data repository to tell the last known good")
         try:
-            await repo.set_last_known_good(source, version)
+            await self.repository.set_last_known_good(source, version)
         except repository.RepositoryError as exc:
             metrics.DATA_WRITES.labels("repository_lkg", "error").inc()
             log.warning("last known good not set in the repository", extra={

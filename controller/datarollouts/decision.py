@@ -55,7 +55,7 @@ from collections.abc import Iterable, Mapping, Sequence, Set
 from typing import Any, ClassVar
 
 from autocrane import inpod, keys, manifests, untrusted
-from controller import pods
+from controller import plan, pods
 from controller.datarollouts import participants
 
 DEFAULT_STAGES = ("1", "25%", "100%")
@@ -174,19 +174,10 @@ class Request:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
-class Event:
-    pod: pods.Pod
-    kind: str
-    """Normal or Warning."""
-    reason: str
-    message: str
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
 class Step:
     state: State
     requests: tuple[Request, ...] = ()
-    events: tuple[Event, ...] = ()
+    events: tuple[plan.Event, ...] = ()
     repository_lkg: str | None = None
     """Tell the repository this is the last known good (it says otherwise)."""
     log: tuple[tuple[str, dict[str, object]], ...] = ()
@@ -271,7 +262,7 @@ class _Work:
     state: State
     promote: bool
     """A new promote token that has not acted yet in this step."""
-    events: list[Event] = dataclasses.field(default_factory=list)
+    events: list[plan.Event] = dataclasses.field(default_factory=list)
     logs: list[tuple[str, dict[str, object]]] = dataclasses.field(default_factory=list)
 
     @property
@@ -298,7 +289,7 @@ class _Work:
         target = current.target
         held = (*tuple(v for v in self.state.held if v != target)[-(MAX_HELD - 1):], target)
         if culprit is not None:
-            self.events.append(Event(culprit, "Warning", reason, f"data version {target} rolled back to "
+            self.events.append(plan.Event(culprit, "Warning", reason, f"data version {target} rolled back to "
                                      f"{self.state.last_known_good}: {why}"))
         aborted = " (aborted by hand)" if rollback == "abort" else ""
         self.set(progress=Idle(ROLLED_BACK), held=held, message=f"{target} rolled back at stage {current.stage + 1}: "

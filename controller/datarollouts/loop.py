@@ -1,14 +1,16 @@
-"""The data-rollout part of a pass: observe (manifest, DataRollouts, acknowledgements), decide, act.
+"""The data-rollout part of a pass: observe (manifest, DataRollouts, acknowledgements), decide, plan, write.
 
 Run by :class:`controller.passes.Controller` after statuses and evictions, on the same snapshot, and
 only while leading. For every namespace and source its pods use:
 
 1. read the repository's manifest and the namespace's ``DataRollout`` objects (created when
    missing), and each data pod's datadeployer ``GET /status`` (the acknowledgement);
-2. :func:`controller.datarollouts.decision.step` decides;
-3. write the new status first (with its resourceVersion; on 409 nothing else is done this pass),
-   then the pods' requests, the repository's last known good and the Events, all through
-   :class:`controller.apiserver.writer.Applier`.
+2. :func:`controller.datarollouts.decision.step` decides, for each rollout on its own;
+3. a first plan writes the new statuses (with their resourceVersion; a rollout whose status is
+   refused, say 409, does nothing else this pass and decides again on fresh state); a second
+   plan writes, for the rollouts whose status went through, the pods' requests (merged with the
+   acknowledgement mirror into one patch per pod), the repository's last known good and the
+   Events. The writer executes both (:mod:`controller.plan`).
 
 A pod patch is not repeated while the informer still shows the version of the pod it was made
 on (our own write not seen yet), so informer lag never doubles a request.
@@ -28,14 +30,13 @@ import dataclasses
 import logging
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from autocrane import clock, datasets, inpod, keys, kube, manifests
-from controller import isolation, metrics, pods
-from controller.apiserver import fanout, writer
+from controller import isolation, metrics, plan, pods
+from controller.apiserver import fanout
 from controller.datarollouts import decision as datarollout
 from controller.datarollouts import participants, repository, resource
-from controller.watchdogs import probing
 
 log = logging.getLogger(__name__)
 
@@ -55,24 +56,36 @@ class Report:
     """Pods and rollouts left out of this pass because handling them raised."""
 
 
-@dataclasses.dataclass
-class _PodWrites:
-    """The pod patches a pass collects, written after every rollout has stepped."""
+class StatusReader(Protocol):
+    """Reads the datadeployers' ``GET /status`` (``controller.watchdogs.probing.Prober`` does)."""
 
-    changes: dict[str, dict[str, str | None]] = dataclasses.field(default_factory=lambda: defaultdict(dict))
-    """Pod uid -> annotations to set."""
-    owners: dict[str, pods.Pod] = dataclasses.field(default_factory=dict)
-    asked: dict[str, list[dict[str, object]]] = dataclasses.field(default_factory=lambda: defaultdict(list))
-    """Pod uid -> log fields of each request in its patch."""
+    concurrency: int
+
+    async def datadeployer_status(self, pod: pods.Pod, port: int) -> object | None: ...
+
+
+class Manifests(Protocol):
+    """Reads the data repository's manifest (``controller.datarollouts.repository.Repository`` does)."""
+
+    async def manifest(self) -> dict[str, manifests.SourceManifest]: ...
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Decided:
+    """One rollout's step, and the status patch that records it (None: the status is unchanged)."""
+
+    rollout: resource.Rollout
+    step: datarollout.Step
+    status: plan.RolloutStatus | None
 
 
 class DataRollouts:
-    def __init__(self, api: kube.Api, repo: repository.Repository, prober: probing.Prober,
-                 applier: writer.Applier, *, namespaces: Sequence[str] | None = None,
+    def __init__(self, api: kube.Api, repo: Manifests, prober: StatusReader, writer: plan.Writer, *,
+                 namespaces: Sequence[str] | None = None,
                  policy: datarollout.Policy | None = None,
                  datadeployer_port: int = inpod.DATADEPLOYER_STATUS_PORT,
                  time: clock.Clock = clock.SYSTEM) -> None:
-        self.api, self.repo, self.prober, self.applier = api, repo, prober, applier
+        self.api, self.repo, self.prober, self.writer = api, repo, prober, writer
         self.namespaces = list(namespaces or [])
         self.policy = policy or datarollout.Policy()
         self.port = datadeployer_port
@@ -150,14 +163,37 @@ class DataRollouts:
             return Report()
         raw_rollouts, acks = await asyncio.gather(self._rollouts(), self._acks(data_pods))
         by_key, raw_status = self._read_rollouts(raw_rollouts)
+        await self._create_missing(data_pods, by_key, raw_status, leading)
         by_namespace: dict[str, list[pods.Pod]] = defaultdict(list)
         for pod in snapshot:
             by_namespace[pod.namespace].append(pod)
-        wanted = sorted({(p.namespace, s) for p in data_pods for s in participants.sources(p)})
-        for namespace, source in wanted:
+        decided = []
+        metrics.ROLLOUT_VERSION.clear()
+        for (namespace, source), one in sorted(by_key.items()):
+            if not leading():
+                break
+            decided += self.faults.call(f"{namespace}/{source}", "rollout", lambda one=one: [self._decide(
+                one, raw_status.get((one.namespace, one.spec.source)), manifest, by_namespace, acks)], [],
+                namespace=namespace, source=source)
+        statuses = tuple(d.status for d in decided if d.status is not None)
+        written = await self.writer.execute(plan.Plan(rollout_statuses=statuses), leading)
+        stepped = [d for d in decided if d.status is None or (d.status.namespace, d.status.name)
+                   in written.rollout_statuses]  # the others decide again on fresh state next pass
+        for one in stepped:
+            self._record(one)
+        await self._write_rest(data_pods, acks, stepped, leading)
+        live = {p.uid for p in snapshot}
+        self._sent = {uid: sent for uid, sent in self._sent.items() if uid in live}
+        return Report(rollouts=len(stepped), requests=sum(len(d.step.requests) for d in stepped),
+                      status_writes=len(written.rollout_statuses))
+
+    async def _create_missing(self, data_pods: Sequence[pods.Pod], by_key: dict[tuple[str, str], resource.Rollout],
+                              raw_status: dict[tuple[str, str], object], leading: Callable[[], bool]) -> None:
+        """Create the DataRollout of every (namespace, source) the pods use that has none."""
+        for namespace, source in sorted({(p.namespace, s) for p in data_pods for s in participants.sources(p)}):
             if (namespace, source) in by_key or not leading():
                 continue
-            created = await self.applier.create_rollout(namespace, source)
+            created = await self.writer.create_rollout(namespace, source)
             if created is not None:
                 one = self.faults.call(f"DataRollout {namespace}/{source}", "rollout-read",
                                        lambda created=created: resource.from_json(created), None)
@@ -165,68 +201,48 @@ class DataRollouts:
                     by_key[(namespace, source)] = one
                     raw_status[(namespace, source)] = created.get("status")
 
-        writes = _PodWrites()
-        for pod in data_pods:
-            mirrored = self.faults.call(pod.uid, "acks", lambda pod=pod: participants.ack_annotations(
-                pod, acks.get(pod.uid, {})), {}, pod=pod.key)
-            if mirrored:
-                writes.changes[pod.uid].update(mirrored)
-                writes.owners[pod.uid] = pod
-        report = Report()
-        metrics.ROLLOUT_VERSION.clear()
-        for (namespace, source), one in sorted(by_key.items()):
-            if not leading():
-                break
-            report = await self.faults.acall(
-                f"{namespace}/{source}", "rollout", lambda one=one, so_far=report: self._step(
-                    one, raw_status.get((one.namespace, one.spec.source)), manifest, by_namespace, acks, so_far,
-                    writes), report, namespace=namespace, source=source)
-        for uid, patch_ in writes.changes.items():
-            if not leading():
-                break
-            pod = writes.owners[uid]
-            sent = self._sent.get(uid)
-            if sent is not None and sent[0] == pod.resource_version and patch_.items() <= sent[1].items():
-                continue  # written on this very version of the pod: the informer has not caught up yet
-            if await self.applier.write_data(pod, patch_) == "ok":
-                self._sent[uid] = (pod.resource_version, patch_)
-                for fields in writes.asked.get(uid, ()):
-                    log.info("data version requested", extra=fields)
-        live = {p.uid for p in snapshot}
-        self._sent = {uid: sent for uid, sent in self._sent.items() if uid in live}
-        return report
-
-    async def _step(self, one: resource.Rollout, raw_status: object, manifest: dict[str, manifests.SourceManifest],
-                    by_namespace: dict[str, list[pods.Pod]], acks: dict[str, dict[str, inpod.Ack]], report: Report,
-                    writes: _PodWrites) -> Report:
-        """One rollout's step: decide, write its status, then queue its pods' requests into ``writes``."""
-        namespace, source = one.namespace, one.spec.source
-        step = datarollout.step(one.spec, one.state, manifest.get(source), by_namespace.get(namespace, []), acks,
-                            self.clock.time(), self.policy)
+    def _decide(self, one: resource.Rollout, raw_status: object, manifest: dict[str, manifests.SourceManifest],
+                by_namespace: dict[str, list[pods.Pod]], acks: dict[str, dict[str, inpod.Ack]]) -> _Decided:
+        """One rollout's step, and the status patch that records it."""
+        step = datarollout.step(one.spec, one.state, manifest.get(one.spec.source), by_namespace.get(one.namespace, []),
+                                acks, self.clock.time(), self.policy)
         stages = len(one.spec.stages or self.policy.stages)
         new_status = resource.status_json(step.state, stages, one, self.clock.time())
-        patch = resource.status_patch(one, raw_status, new_status)  # type: ignore[arg-type]
-        where = {"namespace": namespace, "source": source, "rollout": one.name}
-        if patch is not None:
-            result = await self.applier.write_rollout_status(one, patch)
-            report = dataclasses.replace(report, status_writes=report.status_writes + (result == "ok"))
-            if result != "ok":
-                return report  # decide again on fresh state next pass
-        for message, fields in step.log:
+        patch = resource.status_patch(one, raw_status if isinstance(raw_status, dict) else None, new_status)
+        return _Decided(one, step, None if patch is None else plan.RolloutStatus(one.namespace, one.name, patch))
+
+    def _record(self, one: _Decided) -> None:
+        """Say what a rollout whose status is written did: its transitions' log lines and its metrics."""
+        where = {"namespace": one.rollout.namespace, "source": one.rollout.spec.source, "rollout": one.rollout.name}
+        for message, fields in one.step.log:
             log.info(message, extra={**where, **fields})
-        if step.rollback is not None:
-            metrics.ROLLBACKS.labels(step.rollback).inc()
-        for request in step.requests:
-            writes.changes[request.pod.uid][request.key] = request.request.to_annotation()
-            writes.owners[request.pod.uid] = request.pod
-            writes.asked[request.pod.uid].append({**where, "pod": request.pod.name, "data_set": request.name,
-                                           "version": request.request.version})
-        if step.repository_lkg is not None:
-            await self.applier.set_last_known_good(self.repo, source, step.repository_lkg)
-        for event in step.events:
-            await self.applier.event(event.pod, event.kind, event.reason, event.message)
-        self._metrics(namespace, source, step.state)
-        return dataclasses.replace(report, rollouts=report.rollouts + 1, requests=report.requests + len(step.requests))
+        if one.step.rollback is not None:
+            metrics.ROLLBACKS.labels(one.step.rollback).inc()
+        self._metrics(one.rollout.namespace, one.rollout.spec.source, one.step.state)
+
+    async def _write_rest(self, data_pods: Sequence[pods.Pod], acks: dict[str, dict[str, inpod.Ack]],
+                          stepped: Sequence[_Decided], leading: Callable[[], bool]) -> None:
+        """The pods' patches (requests and acknowledgement mirrors), the repository's LKG and the Events."""
+        mirrored = [(pod, self.faults.call(pod.uid, "acks", lambda pod=pod: participants.ack_annotations(
+            pod, acks.get(pod.uid, {})), {}, pod=pod.key)) for pod in data_pods]
+        requests = [(r.pod, r.key, r.request.to_annotation(),
+                     {"namespace": d.rollout.namespace, "source": d.rollout.spec.source, "rollout": d.rollout.name,
+                      "pod": r.pod.name, "data_set": r.name, "version": r.request.version})
+                    for d in stepped for r in d.step.requests]
+        data = tuple(patch for patch in plan.data_patches(mirrored, requests) if not self._seen(patch))
+        rest = plan.Plan(data=data, events=tuple(e for d in stepped for e in d.step.events), repository=tuple(
+            plan.LastKnownGood(d.rollout.spec.source, d.step.repository_lkg) for d in stepped
+            if d.step.repository_lkg is not None))
+        written = await self.writer.execute(rest, leading)
+        for patch in data:
+            if patch.pod.uid in written.data:
+                self._sent[patch.pod.uid] = (patch.pod.resource_version, dict(patch.annotations))
+
+    def _seen(self, patch: plan.DataPatch) -> bool:
+        """Written on this very version of the pod already: the informer has not caught up with our write."""
+        sent = self._sent.get(patch.pod.uid)
+        return (sent is not None and sent[0] == patch.pod.resource_version
+                and patch.annotations.items() <= sent[1].items())
 
     @staticmethod
     def _metrics(namespace: str, source: str, current: datarollout.State) -> None:

@@ -1,4 +1,4 @@
-"""A whole controller pass without a cluster: the real loop, Applier, DataRollouts, decoders and
+"""A whole controller pass without a cluster: the real loop, Writer, DataRollouts, decoders and
 eviction plan, over an API server, prober and data repository that answer from memory.
 
 - :class:`Api` stands in for ``autocrane.kube.Kube``: it records every write (pod
@@ -19,6 +19,7 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
+from autocrane import clock, kube
 from controller import passes
 from controller.apiserver import informer, writer
 from controller.datarollouts import decision as datarollout
@@ -88,12 +89,13 @@ def informer_of(raw_pods: Iterable[dict[str, Any]]) -> informer.PodInformer:
     return store
 
 
-def controller(raw_pods: Iterable[dict[str, Any]], prober: Prober, api: Api, *,
-               repo: FakeRepo | None = None) -> passes.Controller:
-    applier = writer.Applier(api, identity="test")  # type: ignore[arg-type]
-    rollouts = datarollouts.DataRollouts(api, repo or FakeRepo(), prober, applier,  # type: ignore[arg-type]
-                                         policy=datarollout.Policy(bake_seconds=60))
-    return passes.Controller([informer_of(raw_pods)], prober, applier, POLICY, rollouts=rollouts)
+def controller(raw_pods: Iterable[dict[str, Any]], prober: Prober, api: kube.Api, *,
+               repo: FakeRepo | None = None, time: clock.Clock = clock.SYSTEM) -> passes.Controller:
+    repo = repo or FakeRepo()
+    api_writer = writer.Writer(api, identity="test", repository=repo, time=time)
+    rollouts = datarollouts.DataRollouts(api, repo, prober, api_writer, policy=datarollout.Policy(bake_seconds=60),
+                                         time=time)
+    return passes.Controller([informer_of(raw_pods)], prober, api_writer, POLICY, rollouts=rollouts, time=time)
 
 
 def neighbours() -> list[dict[str, Any]]:

@@ -26,7 +26,7 @@ from controller.datarollouts import decision as datarollout
 from controller.datarollouts import loop as datarollouts
 from controller.datarollouts import participants, resource
 from controller.watchdogs import health, probing
-from tests.controller.datarollouts.test_loop import FakeApi, FakeApplier, FakeRepo
+from tests.controller.datarollouts.test_loop import FakeApi, FakeRepo, FakeWriter
 from tests.controller.podfactory import T0, raw
 from tests.hostile import controllerfakes as fakes
 from tests.hostile import values
@@ -204,13 +204,13 @@ class _Prober:
         return {"sets": self.sets}
 
 
-def _rollouts(sets: dict[str, Any], time: clock.ManualClock) -> tuple[datarollouts.DataRollouts, FakeApplier]:
+def _rollouts(sets: dict[str, Any], time: clock.ManualClock) -> tuple[datarollouts.DataRollouts, FakeWriter]:
     api = FakeApi()
-    applier = FakeApplier(api)
-    rollouts = datarollouts.DataRollouts(api, FakeRepo(), _Prober(sets), applier,  # type: ignore[arg-type]
+    fake_writer = FakeWriter(api)
+    rollouts = datarollouts.DataRollouts(api, FakeRepo(), _Prober(sets), fake_writer,  # type: ignore[arg-type]
                                          policy=datarollout.Policy(stages=("100%",), bake_seconds=60),
                                          time=time)
-    return rollouts, applier
+    return rollouts, fake_writer
 
 
 def _members(request: str | None = None) -> list[pods.Pod]:
@@ -221,15 +221,15 @@ def _members(request: str | None = None) -> list[pods.Pod]:
 
 
 def test_a_deployed_at_out_of_range_in_utc_is_no_time_and_the_rollout_pass_completes() -> None:
-    rollouts, applier = _rollouts({"model": {"version": "a", "deployedAt": values.LATE}}, clock.ManualClock(T0))
+    rollouts, fake_writer = _rollouts({"model": {"version": "a", "deployedAt": values.LATE}}, clock.ManualClock(T0))
     patches: list[dict[str, str | None]] = []
-    real_write = applier.write_data
+    real_write = fake_writer.write_data
 
     async def write_data(pod: pods.Pod, changes: dict[str, str | None]) -> str:
         patches.append(changes)
         return await real_write(pod, changes)
 
-    applier.write_data = write_data  # type: ignore[method-assign]
+    fake_writer.write_data = write_data  # type: ignore[method-assign]
     report = asyncio.run(rollouts.run_pass(_members(), lambda: True))
     assert report.faults == 0 and report.requests == 1
     assert json.loads(patches[0]["status.data.autocrane.io/model"] or "") == {"version": "a", "deployedAt": None}
@@ -238,12 +238,12 @@ def test_a_deployed_at_out_of_range_in_utc_is_no_time_and_the_rollout_pass_compl
 def test_a_deployed_at_in_the_future_does_not_keep_the_stage_baking() -> None:
     time = clock.ManualClock(T0)
     future = (dt.datetime.fromtimestamp(T0, dt.UTC) + dt.timedelta(days=3650)).isoformat()
-    rollouts, applier = _rollouts({"model": {"version": "b", "deployedAt": future}}, time)
+    rollouts, fake_writer = _rollouts({"model": {"version": "b", "deployedAt": future}}, time)
     asyncio.run(rollouts.run_pass(_members(), lambda: True))  # starts b: the stage's clock starts at T0
-    assert applier.writes[1] == ("status", "Progressing")
+    assert fake_writer.writes[1] == ("status", "Progressing")
     time.advance(120)  # past the bake time; the pod took b and says it went live ten years from now
     asyncio.run(rollouts.run_pass(_members(manifests.DataRequest("b", "2" * 64).to_annotation()), lambda: True))
-    assert applier.api.rollouts[0]["status"]["phase"] == "Succeeded"
+    assert fake_writer.api.rollouts[0]["status"]["phase"] == "Succeeded"
 
 
 def test_a_deployed_at_within_the_clock_skew_still_counts() -> None:

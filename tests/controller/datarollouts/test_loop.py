@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 
 from autocrane import clock, manifests
-from controller import pods
+from controller import plan, pods
+from controller.apiserver import writer
 from controller.datarollouts import loop as datarollouts
 from controller.datarollouts import repository, resource
 from tests.controller.podfactory import NOW, T0, raw
@@ -45,9 +46,12 @@ class FakeProber:
         return {"sets": {"model": {"version": "a", "deployedAt": "2026-03-01T10:00:00Z"}}}
 
 
-class FakeApplier:
+class FakeWriter(writer.Writer):
+    """The real writer (its plan execution and order), with each write recorded instead of sent."""
+
     def __init__(self, api: FakeApi) -> None:
-        self.api = api
+        super().__init__(api, identity="test")
+        self.api: FakeApi = api
         self.writes: list[tuple[str, Any]] = []
 
     async def create_rollout(self, namespace: str, source: str) -> dict[str, Any]:
@@ -57,9 +61,9 @@ class FakeApplier:
         self.writes.append(("create", source))
         return created
 
-    async def write_rollout_status(self, rollout: resource.Rollout, patch: dict[str, Any]) -> str:
-        self.writes.append(("status", patch["status"]["phase"]))
-        self.api.rollouts[0]["status"] = patch["status"]
+    async def write_rollout_status(self, status: plan.RolloutStatus) -> str:
+        self.writes.append(("status", status.patch["status"]["phase"]))
+        self.api.rollouts[0]["status"] = status.patch["status"]
         return "ok"
 
     async def write_data(self, pod: pods.Pod, changes: dict[str, str | None]) -> str:
@@ -80,39 +84,39 @@ def _pods() -> list[pods.Pod]:
 
 def test_status_first_then_requests_once_and_nothing_while_the_repository_is_down() -> None:
     api, repo = FakeApi(), FakeRepo()
-    applier = FakeApplier(api)
-    rollouts = datarollouts.DataRollouts(api, repo, FakeProber(), applier, time=clock.ManualClock(T0))  # type: ignore[arg-type]
+    fake_writer = FakeWriter(api)
+    rollouts = datarollouts.DataRollouts(api, repo, FakeProber(), fake_writer, time=clock.ManualClock(T0))  # type: ignore[arg-type]
     snapshot = _pods()
 
     report = asyncio.run(rollouts.run_pass(snapshot, lambda: True))
-    assert applier.writes == [("create", "models"), ("status", "Progressing"), ("pod", "web-1"), ("pod", "web-2")]
+    assert fake_writer.writes == [("create", "models"), ("status", "Progressing"), ("pod", "web-1"), ("pod", "web-2")]
     assert report.requests == 2 and report.status_writes == 1
 
-    applier.writes.clear()
+    fake_writer.writes.clear()
     asyncio.run(rollouts.run_pass(snapshot, lambda: True))  # the informer has not seen our writes yet
-    assert applier.writes == []
+    assert fake_writer.writes == []
 
     repo.down = True
     assert asyncio.run(rollouts.run_pass(snapshot, lambda: True)) == datarollouts.Report()
-    assert applier.writes == []
+    assert fake_writer.writes == []
 
 
 def test_a_standby_writes_nothing() -> None:
     api = FakeApi()
-    applier = FakeApplier(api)
-    rollouts = datarollouts.DataRollouts(api, FakeRepo(), FakeProber(), applier)  # type: ignore[arg-type]
+    fake_writer = FakeWriter(api)
+    rollouts = datarollouts.DataRollouts(api, FakeRepo(), FakeProber(), fake_writer)  # type: ignore[arg-type]
     asyncio.run(rollouts.run_pass(_pods(), lambda: False))
-    assert applier.writes == []
+    assert fake_writer.writes == []
 
 
 def test_a_declaration_the_datadeployer_refuses_is_left_out_and_said_once(caplog: pytest.LogCaptureFixture) -> None:
     api = FakeApi()
-    applier = FakeApplier(api)
-    rollouts = datarollouts.DataRollouts(api, FakeRepo(), FakeProber(), applier)  # type: ignore[arg-type]
+    fake_writer = FakeWriter(api)
+    rollouts = datarollouts.DataRollouts(api, FakeRepo(), FakeProber(), fake_writer)  # type: ignore[arg-type]
     bad = pods.from_json(raw("bad", annotations={"data.autocrane.io/m": "../../etc", "data.autocrane.io/x": "models"}))
     with caplog.at_level(logging.WARNING, logger="controller.datarollouts"):
         for _ in range(3):
             asyncio.run(rollouts.run_pass([bad], lambda: True))
     said = [r for r in caplog.records if "left out of data rollouts" in r.getMessage()]
     assert len(said) == 1 and said[0].key == "data.autocrane.io/m"
-    assert [w for w in applier.writes if w[0] == "create"] == [("create", "models")]  # the valid one still rolls
+    assert [w for w in fake_writer.writes if w[0] == "create"] == [("create", "models")]  # the valid one still rolls
