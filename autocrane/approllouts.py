@@ -171,7 +171,7 @@ def _hash(value: Any) -> str | None:
 def _record(raw: Any) -> Record | None:
     if not isinstance(raw, Mapping):
         return None
-    lkg = raw.get("lastKnownGood") if isinstance(raw.get("lastKnownGood"), Mapping) else {}
+    lkg = untrusted.mapping(raw.get("lastKnownGood"))
     template = lkg.get("template")
     stage = raw.get("stage")
     return Record(stage=stage if isinstance(stage, int) and not isinstance(stage, bool) and stage >= 0 else 0,
@@ -184,14 +184,14 @@ def _record(raw: Any) -> Record | None:
 def status_from_json(status: Mapping[str, Any] | None) -> Status:
     """Decode a status; anything malformed (a torn or hand-edited status) reads as absent."""
     status = status if isinstance(status, Mapping) else {}
-    raw_records = status.get("deployments") if isinstance(status.get("deployments"), Mapping) else {}
+    raw_records = untrusted.mapping(status.get("deployments"))
     records = {str(name): record for name, raw in raw_records.items() if (record := _record(raw)) is not None}
     stage = status.get("stage")
     released_at = untrusted.timestamp(status.get("releasedAt"))
     if not isinstance(stage, int) or isinstance(stage, bool) or released_at is None:
         stage, released_at = None, None  # no stage without its clock: start the stage over
     return Status(
-        phase=status.get("phase") if status.get("phase") in PHASES else HEALTHY,
+        phase=phase if isinstance(phase := status.get("phase"), str) and phase in PHASES else HEALTHY,
         stage=stage, released_at=released_at,
         rolled_out_at=untrusted.timestamp(status.get("rolledOutAt")) if stage is not None else None,
         reason=_text(status.get("reason"), 64) or "", message=_text(status.get("message"), 1024) or "",

@@ -167,19 +167,20 @@ class Kube:
         configuration = aio_client.Configuration()
         try:
             if kubeconfig is not None:
-                await aio_config.load_kube_config(config_file=str(kubeconfig), client_configuration=configuration)
+                await aio_config.load_kube_config(  # type: ignore[no-untyped-call]  # kubernetes.aio: unannotated
+                    config_file=str(kubeconfig), client_configuration=configuration)
             else:
                 try:
-                    aio_config.load_incluster_config(client_configuration=configuration)
+                    aio_config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]  # kubernetes.aio's own code has no annotations
                 except aio_config.ConfigException:
-                    await aio_config.load_kube_config(client_configuration=configuration)
+                    await aio_config.load_kube_config(client_configuration=configuration)  # type: ignore[no-untyped-call]  # kubernetes.aio's own code has no annotations
         except (aio_config.ConfigException, OSError) as exc:
             where = kubeconfig or "the in-cluster service account, $KUBECONFIG or ~/.kube/config"
             raise errors.ConfigError(f"no usable Kubernetes credentials from {where}: {exc}") from None
         return cls(aio_client.ApiClient(configuration), limiter=limiter, observer=observer)
 
     async def close(self) -> None:
-        await self.api_client.close()
+        await self.api_client.close()  # type: ignore[no-untyped-call]  # kubernetes.aio's own code has no annotations
 
     def _answered(self, verb: str, path: str, code: int) -> None:
         if self.observer is not None:
@@ -210,7 +211,7 @@ class Kube:
         """Send one request and return the decoded JSON answer; a non-2xx answer raises its typed error."""
         response = await self._send(method, path, query, body, content_type, aiohttp.ClientTimeout(total=timeout))
         try:
-            data = await response.read()
+            data: bytes = await response.read()  # type: ignore[no-untyped-call]  # kubernetes.aio's own code has no annotations
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             self._answered(method.lower(), path, 0)
             raise errors.NoAnswer(f"{method} {path}: answer cut off: {type(exc).__name__}: {exc}") from None

@@ -52,7 +52,7 @@ class ManifestError(errors.AutocraneError, ValueError):
     """A manifest, request, name or version is malformed; the message says where."""
 
 
-def check_source(source: str, what: str = "source") -> str:
+def check_source(source: object, what: str = "source") -> str:
     """A repository source name: one or more names joined by '/', e.g. ``models/resnet``, at most 253."""
     if not isinstance(source, str) or len(source) > 253 or not _SOURCE.fullmatch(source):
         raise ManifestError(
@@ -60,7 +60,7 @@ def check_source(source: str, what: str = "source") -> str:
     return source
 
 
-def check_version(version: str, what: str = "version") -> str:
+def check_version(version: object, what: str = "version") -> str:
     """A version id: safe as a path component (no '/', no leading '.', at most 128 characters)."""
     if not isinstance(version, str) or len(version) > 128 or not _VERSION.fullmatch(version):
         raise ManifestError(
@@ -68,7 +68,7 @@ def check_version(version: str, what: str = "version") -> str:
     return version
 
 
-def check_sha256(value: str, what: str = "sha256") -> str:
+def check_sha256(value: object, what: str = "sha256") -> str:
     if not isinstance(value, str) or not _SHA256.fullmatch(value):
         raise ManifestError(f"{what} {untrusted.shown(value)}: expected 64 lower-case hex digits")
     return value
@@ -119,8 +119,8 @@ class Version:
         origin = data.get("origin") or {}
         if not isinstance(origin, Mapping):
             raise ManifestError(f"{where}.origin: expected an object")
-        return cls(check_version(data.get("version"), f"{where}.version"),  # type: ignore[arg-type]
-                   check_sha256(data.get("sha256"), f"{where}.sha256"),  # type: ignore[arg-type]
+        return cls(check_version(data.get("version"), f"{where}.version"),
+                   check_sha256(data.get("sha256"), f"{where}.sha256"),
                    size, _time(data.get("created"), f"{where}.created"),
                    {str(k): str(v) for k, v in origin.items()})
 
@@ -156,7 +156,7 @@ class SourceManifest:
         lkg = data.get("lastKnownGood")
         if lkg is not None:
             check_version(lkg, f"{where}.lastKnownGood")
-        return cls(check_source(data.get("source"), f"{where}.source"),  # type: ignore[arg-type]
+        return cls(check_source(data.get("source"), f"{where}.source"),
                    tuple(Version.from_json(v, f"{where}.versions[{i}]") for i, v in enumerate(versions)), lkg)
 
 
@@ -198,5 +198,5 @@ def parse_request(value: str, key: str = "request") -> DataRequest:
     if not isinstance(data, dict):
         raise ManifestError(f'{key}: {untrusted.shown(value)} is not {{"version": "<id>", "sha256": "<hex>"}}')
     sha = data.get("sha256")
-    return DataRequest(check_version(data.get("version"), f"{key}: version"),  # type: ignore[arg-type]
+    return DataRequest(check_version(data.get("version"), f"{key}: version"),
                        None if sha is None else check_sha256(sha, f"{key}: sha256"))

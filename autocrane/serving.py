@@ -42,6 +42,7 @@ import signal
 import socket
 import ssl
 import time
+import typing
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -155,7 +156,9 @@ class _Protocol(H11Protocol):
         return type(f"_Protocol_{site.name}", (cls,), {"site": site.name, "limits": site.limits,
                                                        "slow": _Throttled(site.limits.header_timeout)})
 
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # asyncio hands a TCP protocol a Transport; uvicorn's signature says so, narrower than asyncio's.
+        transport = typing.cast(asyncio.Transport, transport)
         if len(self.connections) >= self.limits.max_connections:
             self.transport = transport
             self.slow.warning("refused a connection: too many open", site=self.site,
@@ -235,7 +238,7 @@ class _Protocol(H11Protocol):
         if self.transport.is_closing():
             return
         if self.cycle is not None:
-            self.cycle.scope[_TIMED_OUT] = True  # type: ignore[literal-required]
+            typing.cast(dict[str, Any], self.cycle.scope)[_TIMED_OUT] = True  # our own key in the ASGI scope
         self.slow.warning(f"closed a connection: request body not complete within {self.limits.body_timeout:g}s",
                           site=self.site, client=self._client(),
                           path=self.scope.get("path") if self.scope else None)
@@ -359,7 +362,8 @@ class Serving:
             self._tasks.append(asyncio.create_task(server.serve(sockets=[sock]), name=f"serve-{site.name}"))
         listening = asyncio.gather(*(server.listening.wait() for server in self._servers.values()))
         ended = asyncio.create_task(asyncio.wait(self._tasks, return_when=asyncio.FIRST_COMPLETED))
-        await asyncio.wait([listening, ended], return_when=asyncio.FIRST_COMPLETED)
+        either: list[asyncio.Future[Any]] = [listening, ended]
+        await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
         if not listening.done():  # a server ended before it listened: stop the others, surface its error
             listening.cancel()
             await self._abort()

@@ -29,6 +29,8 @@ import datetime as dt
 import json
 import math
 import reprlib
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
 
 import orjson
@@ -114,6 +116,15 @@ def json_value(data: str | bytes, *, what: str, max_bytes: int, max_depth: int =
     if depth(value, max_depth) > max_depth:
         raise UntrustedValueError(f"{what}: JSON nested deeper than {max_depth} levels")
     return value
+
+
+def mapping(value: object) -> Mapping[str, Any]:
+    """``value`` when it is a JSON object (a mapping), else an empty one: for reading nested fields of
+    an outside object without a check at every level."""
+    return value if isinstance(value, Mapping) else _EMPTY
+
+
+_EMPTY: Mapping[str, Any] = MappingProxyType({})
 
 
 def parse_time(text: object, *, what: str) -> dt.datetime:

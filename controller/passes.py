@@ -20,6 +20,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import datetime as dt
+import functools
 import logging
 import random
 from collections.abc import Iterable, Sequence
@@ -106,8 +107,9 @@ class Controller:
         changes: list[health.Change] = []
         events: list[plan.Event] = []
         for pod in snapshot:
-            change, refused = self.faults.call(pod.uid, "status", lambda pod=pod: self._watchdogs(
-                pod, results.get(pod.uid, {}), now), (None, ()), pod=pod.key)
+            nothing: tuple[health.Change | None, tuple[plan.Event, ...]] = (None, ())
+            change, refused = self.faults.call(pod.uid, "status", functools.partial(
+                self._watchdogs, pod, results.get(pod.uid, {}), now), nothing, pod=pod.key)
             changes += [change] if change is not None else []
             events += refused
         return plan.Plan(status_changes=tuple(changes), events=tuple(events))

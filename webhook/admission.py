@@ -106,7 +106,7 @@ def _cache_key(pod: Mapping[str, Any], settings: injector_settings.InjectorSetti
         return None
     # Presence as well as value: a missing key and a null one give different patch operations.
     has_annotations = metadata is not None and "annotations" in metadata
-    annotations = metadata["annotations"] if has_annotations else None
+    annotations = metadata["annotations"] if metadata is not None and has_annotations else None
     try:
         key = orjson.dumps([pod.get("apiVersion"), pod.get("kind"), metadata is not None,
                             has_annotations, annotations, "spec" in pod, pod.get("spec")])

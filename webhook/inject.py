@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from importlib import metadata
 from typing import Any
 
-from autocrane import errors, keys, untrusted
+from autocrane import bodies, errors, keys, untrusted
 from webhook import containers, options, policy
 from webhook import settings as injector_settings
 
@@ -159,10 +159,10 @@ def strip(pod: dict[str, Any], status: options.InjectionStatus) -> None:
 
 
 def _containers(s: injector_settings.InjectorSettings,
-                plan: containers.Plan) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+                plan: containers.Plan) -> tuple[list[bodies.Container], list[bodies.Container]]:
     """(init containers, classic sidecars) to inject, in order."""
-    init: list[dict[str, Any]] = []
-    sidecars: list[dict[str, Any]] = []
+    init: list[bodies.Container] = []
+    sidecars: list[bodies.Container] = []
     if plan.data:
         if plan.native:
             init.append(containers.datadeployer_sidecar(s, plan))
@@ -210,8 +210,8 @@ def _check_conflicts(pod: dict[str, Any], request: options.PodOptions, plan: con
                                              f"a path clear of the pod's own mounts ({where})")
 
 
-def _add(pod: dict[str, Any], position: str, plan: containers.Plan, init: list[dict[str, Any]],
-         sidecars: list[dict[str, Any]], volumes: list[dict[str, Any]]) -> None:
+def _add(pod: dict[str, Any], position: str, plan: containers.Plan, init: list[bodies.Container],
+         sidecars: list[bodies.Container], volumes: list[bodies.Volume]) -> None:
     spec = _mapping(pod, "spec", "spec")
     if plan.data:
         for container in _app_containers(spec, position):

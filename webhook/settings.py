@@ -23,6 +23,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -135,11 +136,11 @@ def load(path: Path | None = None, overrides: Mapping[str, object] | None = None
         raw.update(_checked_keys(loaded or {}, str(path)))
     raw.update(_checked_keys(dict(overrides or {}), "overrides"))
     defaults = InjectorSettings()
-    values = {name: _convert(name, value, getattr(defaults, name)) for name, value in raw.items()}
+    values: dict[str, Any] = {name: _convert(name, value, getattr(defaults, name)) for name, value in raw.items()}
     return _validated(dataclasses.replace(defaults, **values))
 
 
-def _checked_keys(values: Mapping[object, object], where: str) -> dict[str, object]:
+def _checked_keys(values: Mapping[Any, object], where: str) -> dict[str, object]:
     for key in values:
         if key not in _FIELDS:
             raise errors.ConfigError(f"{where}: unknown setting {key!r}; known settings: {', '.join(_FIELDS)}")

@@ -21,7 +21,7 @@ import datetime as dt
 import logging
 from typing import Any
 
-from autocrane import clock, errors, kube
+from autocrane import bodies, clock, errors, kube
 from controller import metrics
 
 log = logging.getLogger(__name__)
@@ -69,14 +69,15 @@ class LeaderElector:
         (self.leading.set if leading else self.leading.clear)()
         metrics.LEADER.set(1 if leading else 0)
 
-    def _spec(self, old: dict[str, Any]) -> dict[str, Any]:
+    def _spec(self, old: bodies.LeaseSpec) -> bodies.LeaseSpec:
         now = _micro_time(self.clock.time())
-        spec = {"holderIdentity": self.identity, "leaseDurationSeconds": int(self.timing.lease_duration),
-                "renewTime": now, "acquireTime": old.get("acquireTime") or now,
-                "leaseTransitions": int(old.get("leaseTransitions") or 0)}
+        transitions = int(old.get("leaseTransitions") or 0)
+        spec: bodies.LeaseSpec = {
+            "holderIdentity": self.identity, "leaseDurationSeconds": int(self.timing.lease_duration),
+            "renewTime": now, "acquireTime": old.get("acquireTime") or now, "leaseTransitions": transitions}
         if old.get("holderIdentity") != self.identity:
             spec["acquireTime"] = now
-            spec["leaseTransitions"] += 1 if old.get("holderIdentity") else 0
+            spec["leaseTransitions"] = transitions + (1 if old.get("holderIdentity") else 0)
         return spec
 
     async def try_acquire_or_renew(self) -> bool:
@@ -84,11 +85,11 @@ class LeaderElector:
         try:
             lease = await self.api.request("GET", self.path)
         except errors.NotFound:
-            body = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
-                    "metadata": {"name": self.name, "namespace": self.namespace}, "spec": self._spec({})}
+            body: bodies.Lease = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                                  "metadata": {"name": self.name, "namespace": self.namespace}, "spec": self._spec({})}
             self._lease = await self.api.request("POST", self.collection, body=body)
             return True
-        spec = lease.get("spec") or {}
+        spec: bodies.LeaseSpec = lease.get("spec") or {}  # the API server's Lease
         record = (spec.get("holderIdentity"), spec.get("renewTime"), spec.get("leaseTransitions"),
                   spec.get("leaseDurationSeconds"))
         now = self.clock.monotonic()

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 from autocrane import approllouts, untrusted, watchdogs
 from controller import pods
@@ -82,12 +83,12 @@ class _Work:
     rollback: str | None = None
     baked: tuple[int, float] | None = None
 
-    def set(self, **changes: object) -> None:
-        self.status = dataclasses.replace(self.status, **changes)  # type: ignore[arg-type]
+    def set(self, **changes: Any) -> None:
+        self.status = dataclasses.replace(self.status, **changes)
 
-    def record(self, name: str, **changes: object) -> None:
+    def record(self, name: str, **changes: Any) -> None:
         records = dict(self.status.deployments)
-        records[name] = dataclasses.replace(records.get(name, A.Record()), **changes)  # type: ignore[arg-type]
+        records[name] = dataclasses.replace(records.get(name, A.Record()), **changes)
         self.set(deployments=records)
 
     def done(self) -> Step:
@@ -287,9 +288,10 @@ def _roll_back(work: _Work, current: Sequence[objects.Deployment], everyone: Seq
                                  f"stage {stage}: template {d.template_hash} rolled back to "
                                  f"{record.last_known_good}: {why}"))
     for d in everyone:
-        record = work.status.deployments.get(d.name)
-        if record is None or d in current or d.release_identity not in identities:
+        found = work.status.deployments.get(d.name)
+        if found is None or d in current or d.release_identity not in identities:
             continue
+        record = found
         if d.template_hash not in (record.last_known_good, *record.rejected) and d.stage > (stage or 0):
             work.record(d.name, released=None, rejected=(*record.rejected, d.template_hash)[-A.MAX_REJECTED:])
             work.events.append(Event(d, "Warning", "RevisionRejected",

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import logging
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -97,9 +98,9 @@ class DataRollouts:
         self._skipped: dict[tuple[str, str], str] = {}
         """(pod uid, key) -> why its data-set declaration is left out (logged once)."""
 
-    async def _rollouts(self) -> list[dict[str, object]]:
-        found = []
-        for namespace in self.namespaces or [None]:
+    async def _rollouts(self) -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = []
+        for namespace in self.namespaces or (None,):
             found += await list_rollouts(self.api, namespace)
         return found
 
@@ -107,21 +108,22 @@ class DataRollouts:
         answers = await fanout.bounded_map(lambda p: self.prober.datadeployer_status(p, self.port), data_pods,
                                            self.prober.concurrency)
         now = self.clock.time()
-        acks = {}
+        acks: dict[str, dict[str, inpod.Ack]] = {}
         for pod, body in zip(data_pods, answers, strict=True):
             if body is not None:
-                acks[pod.uid] = self.faults.call(pod.uid, "acks", lambda body=body: inpod.parse_acks(body, now=now),
+                acks[pod.uid] = self.faults.call(pod.uid, "acks", functools.partial(inpod.parse_acks, body, now=now),
                                                  {}, pod=pod.key)
         return acks
 
-    def _read_rollouts(self, raw_rollouts: list[dict[str, object]]
+    def _read_rollouts(self, raw_rollouts: list[dict[str, Any]]
                        ) -> tuple[dict[tuple[str, str], resource.Rollout], dict[tuple[str, str], object]]:
-        by_key, raw_status = {}, {}
+        by_key: dict[tuple[str, str], resource.Rollout] = {}
+        raw_status: dict[tuple[str, str], object] = {}
         for obj in raw_rollouts:
             meta = obj.get("metadata")
             name = f"{meta.get('namespace')}/{meta.get('name')}" if isinstance(meta, dict) else "?"
-            one = self.faults.call(f"DataRollout {name}", "rollout-read", lambda obj=obj: resource.from_json(obj), None,
-                                   rollout=name)
+            one = self.faults.call(f"DataRollout {name}", "rollout-read", functools.partial(resource.from_json, obj),
+                                   None, rollout=name)
             if one is not None:
                 by_key[(one.namespace, one.spec.source)] = one
                 raw_status[(one.namespace, one.spec.source)] = obj.get("status")
@@ -167,20 +169,21 @@ class DataRollouts:
         by_namespace: dict[str, list[pods.Pod]] = defaultdict(list)
         for pod in snapshot:
             by_namespace[pod.namespace].append(pod)
-        decided = []
+        decided: list[_Decided] = []
         metrics.ROLLOUT_VERSION.clear()
         for (namespace, source), one in sorted(by_key.items()):
             if not leading():
                 break
-            decided += self.faults.call(f"{namespace}/{source}", "rollout", lambda one=one: [self._decide(
-                one, raw_status.get((one.namespace, one.spec.source)), manifest, by_namespace, acks)], [],
+            one_step = self.faults.call(f"{namespace}/{source}", "rollout", functools.partial(
+                self._decide, one, raw_status.get((namespace, source)), manifest, by_namespace, acks), None,
                 namespace=namespace, source=source)
+            decided += [one_step] if one_step is not None else []
         statuses = tuple(d.status for d in decided if d.status is not None)
         written = await self.writer.execute(plan.Plan(rollout_statuses=statuses), leading)
         stepped = [d for d in decided if d.status is None or (d.status.namespace, d.status.name)
                    in written.rollout_statuses]  # the others decide again on fresh state next pass
-        for one in stepped:
-            self._record(one)
+        for done in stepped:
+            self._record(done)
         await self._write_rest(data_pods, acks, stepped, leading)
         live = {p.uid for p in snapshot}
         self._sent = {uid: sent for uid, sent in self._sent.items() if uid in live}
@@ -196,7 +199,7 @@ class DataRollouts:
             created = await self.writer.create_rollout(namespace, source)
             if created is not None:
                 one = self.faults.call(f"DataRollout {namespace}/{source}", "rollout-read",
-                                       lambda created=created: resource.from_json(created), None)
+                                       functools.partial(resource.from_json, created), None)
                 if one is not None:
                     by_key[(namespace, source)] = one
                     raw_status[(namespace, source)] = created.get("status")
@@ -223,8 +226,9 @@ class DataRollouts:
     async def _write_rest(self, data_pods: Sequence[pods.Pod], acks: dict[str, dict[str, inpod.Ack]],
                           stepped: Sequence[_Decided], leading: Callable[[], bool]) -> None:
         """The pods' patches (requests and acknowledgement mirrors), the repository's LKG and the Events."""
-        mirrored = [(pod, self.faults.call(pod.uid, "acks", lambda pod=pod: participants.ack_annotations(
-            pod, acks.get(pod.uid, {})), {}, pod=pod.key)) for pod in data_pods]
+        unchanged: dict[str, str] = {}
+        mirrored = [(pod, self.faults.call(pod.uid, "acks", functools.partial(
+            participants.ack_annotations, pod, acks.get(pod.uid, {})), unchanged, pod=pod.key)) for pod in data_pods]
         requests = [(r.pod, r.key, r.request.to_annotation(),
                      {"namespace": d.rollout.namespace, "source": d.rollout.spec.source, "rollout": d.rollout.name,
                       "pod": r.pod.name, "data_set": r.name, "version": r.request.version})

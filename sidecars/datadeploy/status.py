@@ -78,7 +78,8 @@ class Status:
         """(level, message) for the watchdog endpoint."""
         now = clock.utcnow(self.clock)
         failing = [s for s in self.sets.values() if s.failing_since is not None]
-        late = [s for s in failing if (now - s.failing_since).total_seconds() >= self.failure_threshold]  # type: ignore[operator]
+        late = [s for s in failing if s.failing_since is not None
+                and (now - s.failing_since).total_seconds() >= self.failure_threshold]
         if late:
             return "error", "; ".join(f"{s.name} failing since {manifests.format_time(s.failing_since)}: {s.error}"
                                       for s in late if s.failing_since)
