@@ -12,9 +12,8 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from typing import Any
 
-from autocrane import keys, untrusted
+from autocrane import bodies, keys, untrusted
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -81,22 +80,22 @@ def _keep_annotation(key: str) -> bool:
     return key == keys.MIRROR_POD or keys.is_autocrane_key(key)
 
 
-def _ready(status: Mapping[str, Any]) -> bool:
+def _ready(status: bodies.PodStatus) -> bool:
     return any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or ())
 
 
-def _owner(metadata: Mapping[str, Any]) -> Owner | None:
+def _owner(metadata: bodies.ObjectMeta) -> Owner | None:
     for ref in metadata.get("ownerReferences") or ():
         if ref.get("controller"):
             return Owner(kind=str(ref.get("kind", "")), name=str(ref.get("name", "")), uid=str(ref.get("uid", "")))
     return None
 
 
-def from_json(raw: Mapping[str, Any]) -> Pod:
+def from_json(raw: bodies.Pod) -> Pod:
     """Decode one pod (a dict from the API, or a hand-written one in a test)."""
-    metadata = raw.get("metadata") or {}
-    status = raw.get("status") or {}
-    spec = raw.get("spec") or {}
+    metadata: bodies.ObjectMeta = raw.get("metadata") or {}
+    status: bodies.PodStatus = raw.get("status") or {}
+    spec: bodies.PodSpec = raw.get("spec") or {}
     kept = {k: str(v) for k, v in (metadata.get("annotations") or {}).items() if _keep_annotation(k)}
     labels = metadata.get("labels") or {}
     return Pod(

@@ -45,7 +45,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from autocrane import errors, kube, logs, malloc, serving
+from autocrane import bodies, errors, kube, logs, malloc, serving
 from autocrane import metrics as core_metrics
 from webhook import admission, metrics, registration, selfsigned, settings, tls
 
@@ -55,14 +55,14 @@ MAX_BODY_BYTES = 3 * 1024 * 1024
 """The API server's own limit on an object; a review around one pod is far smaller."""
 
 
-def _failure_review(uid: str) -> dict[str, Any]:
+def _failure_review(uid: str) -> bodies.AdmissionReview:
     return admission.answer(uid, {"allowed": False, "status": {
         "code": 500, "reason": "InternalError",
         "message": f"autocrane webhook: internal error while injecting (request uid {uid}; see the webhook's "
                    "logs); the pod was not admitted"}})
 
 
-def outcome(review_out: dict[str, Any]) -> tuple[str, str]:
+def outcome(review_out: bodies.AdmissionReview) -> tuple[str, str]:
     """(result, reason) of an AdmissionReview response, for metrics and the log line."""
     response = review_out.get("response") or {}
     decision = admission.outcome(review_out)
@@ -124,7 +124,8 @@ class Mutate:
         self._results["rejected"].inc()
         return status, {"error": message}
 
-    async def _handle(self, scope: Scope, receive: Receive, started: float) -> tuple[int, dict[str, Any]]:
+    async def _handle(self, scope: Scope, receive: Receive, started: float
+                      ) -> tuple[int, bodies.AdmissionReview | dict[str, Any]]:
         content_type, declared = b"", None
         for name, value in scope["headers"]:
             if name == b"content-type":

@@ -19,10 +19,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import typing
 from collections.abc import Callable
 from typing import Any
 
-from autocrane import backoff, clock, errors, kube
+from autocrane import backoff, bodies, clock, errors, kube
 from controller import metrics, pods
 
 log = logging.getLogger(__name__)
@@ -38,7 +39,7 @@ def _key(obj: dict[str, Any]) -> str:
 class PodInformer:
     def __init__(self, api: kube.Streaming, *, namespace: str | None = None, label_selector: str | None = None,
                  page_size: int = 500, watch_timeout: float = 300.0, max_backoff: float = 30.0,
-                 decode: Callable[[dict[str, Any]], pods.Pod] = pods.from_json, time: clock.Clock = clock.SYSTEM
+                 decode: Callable[[bodies.Pod], pods.Pod] = pods.from_json, time: clock.Clock = clock.SYSTEM
                  ) -> None:
         self.api = api
         self.namespace = namespace
@@ -108,7 +109,7 @@ class PodInformer:
         """The slim record, or None (logged) for an object it cannot be made from: one odd pod never
         stops the informer, which would stop every pass."""
         try:
-            return self.decode(obj)
+            return self.decode(typing.cast(bodies.Pod, obj))  # what the API server lists and watches
         except Exception as error:
             log.error("pod left out of the store: it cannot be decoded", exc_info=error,
                       extra={"pod": _key(obj), "error": f"{type(error).__name__}: {error}"[:300]})

@@ -35,7 +35,7 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Protocol, TypeVar
 
-from autocrane import backoff, clock, errors, kube, untrusted
+from autocrane import backoff, bodies, clock, errors, kube, untrusted
 from controller import metrics, plan, pods
 from controller.apiserver import fanout
 from controller.datarollouts import repository, resource
@@ -219,7 +219,7 @@ class Writer:
             return False
         self._events[(pod.uid, reason)] = now
         stamp = untrusted.rfc3339(now)
-        body = {
+        body: bodies.Event = {
             "apiVersion": "v1", "kind": "Event",
             "metadata": {"generateName": f"{pod.name}.", "namespace": pod.namespace},
             "involvedObject": {"apiVersion": "v1", "kind": "Pod", "namespace": pod.namespace, "name": pod.name,
