@@ -19,6 +19,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from autocrane import clock, errors, manifests, podinfo
+from devcluster import downwardapi
 from sidecars.datadeploy import hooks, main, requests, status, swap
 from tests import waiting
 from tests.sidecars.servers import FakeRepository, serve_asgi
@@ -29,7 +30,7 @@ from webhook import options
 def write_annotations(path: Path, sets: dict[str, str], requests: dict[str, manifests.DataRequest]) -> None:
     values = {f"data.autocrane.io/{name}": source for name, source in sets.items()}
     values |= {f"request.data.autocrane.io/{name}": r.to_annotation() for name, r in requests.items()}
-    path.write_text(podinfo.format_annotations(values | {"kubernetes.io/config.seen": "x"}))
+    path.write_text(downwardapi.format_annotations(values | {"kubernetes.io/config.seen": "x"}))
 
 
 def deployer(tmp_path: Path, url: str, timeout: float = 60.0, time: clock.Clock = clock.SYSTEM,
