@@ -417,12 +417,23 @@ class Serving:
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
     async def wait(self) -> None:
-        """Until every server has stopped; raises the first server's error, if any."""
+        """Until every server has stopped; raises the first server's error, if any.
+
+        Cancelled, it stops the servers at once (in-flight requests are cut) and waits for them: a
+        server cancelled in its own loop never closes its listening socket.
+        """
         try:
-            await asyncio.gather(*self._tasks)
+            if self._tasks:
+                await asyncio.wait(self._tasks)  # unlike gather, cancelling this wait leaves them to stop
+        except asyncio.CancelledError:
+            self.force()
+            await asyncio.wait(self._tasks)
+            raise
         finally:
             if self._stopper is not None:
                 await self._stopper
+        for task in self._tasks:
+            task.result()  # the first server's error, if one had one
 
     async def __aenter__(self) -> Serving:
         await self.start()

@@ -64,6 +64,7 @@ class Repository:
             with self._open(f"/v1/sources/{urllib.parse.quote(name)}") as response:
                 body = response.read()
         except urllib.error.HTTPError as error:
+            error.close()  # it holds the answer's connection
             raise FetchError(f"repository {self.url}: source {name!r}: HTTP {error.code}") from None
         except (OSError, http.client.HTTPException) as error:
             raise FetchError(f"repository {self.url} unreachable: {error}") from error
@@ -150,6 +151,7 @@ def download(repo: Repository, version: manifests.Version, part: Path, retry: Re
                 break
             raise http.client.IncompleteRead(b"", version.size - hashed)
         except urllib.error.HTTPError as error:
+            error.close()  # it holds the answer's connection
             if error.code == 416:
                 part.unlink(missing_ok=True)
                 raise IntegrityError(f"{label}: archive shorter than the manifest's {version.size} bytes") from None

@@ -187,6 +187,7 @@ def poll_http(spec: config.Http, work: Path, previous: dict[str, str], timeout: 
             origin = {"url": spec.url, "etag": response.headers.get("ETag") or "",
                       "lastModified": response.headers.get("Last-Modified") or "", "contentSha256": digest.hexdigest()}
     except urllib.error.HTTPError as error:
+        error.close()  # it holds the answer's connection
         if error.code == 304:
             return None
         raise SourceError(f"GET {spec.url}: HTTP {error.code}") from None

@@ -32,6 +32,8 @@ def processes() -> Iterator[list[subprocess.Popen[str]]]:
         if proc.poll() is None:
             proc.kill()
             proc.wait(10)
+        if proc.stdout is not None:
+            proc.stdout.close()
 
 
 def autocrane(started: list[subprocess.Popen[str]], *args: str) -> subprocess.Popen[str]:

@@ -61,8 +61,8 @@ def test_the_endpoint_follows_the_file_and_the_annotation(tmp_path: Path) -> Non
     path.write_text(downwardapi.format_annotations(OK | {"watchdoghealthz.autocrane.io/min-ready-seconds": "30"}))
     manual = clock.ManualClock()
     monitor = watchdoghealthz.Monitor(podinfo.Watcher(path), None, time=manual)
-    with serve_asgi(watchdoghealthz.app(monitor)) as base:
-        _check_healthz(httpx.Client(base_url=base), path, manual)
+    with serve_asgi(watchdoghealthz.app(monitor)) as base, httpx.Client(base_url=base) as client:
+        _check_healthz(client, path, manual)
 
 
 def _check_healthz(client: httpx.Client, path: Path, manual: clock.ManualClock) -> None:
@@ -109,8 +109,9 @@ def test_the_test_workload_fails_recovers_and_reports_its_data_version(tmp_path:
     (tmp_path / ".versions/models").mkdir(parents=True)
     (tmp_path / ".versions/models/20260102T030405Z-abc-1a2b3c4d").mkdir()
     (tmp_path / "models").symlink_to(".versions/models/20260102T030405Z-abc-1a2b3c4d")
-    with serve_asgi(testworkload.app([tmp_path / "models", tmp_path / "missing"])) as base:
-        _check_workload(httpx.Client(base_url=base), tmp_path)
+    with serve_asgi(testworkload.app([tmp_path / "models", tmp_path / "missing"])) as base, \
+            httpx.Client(base_url=base) as client:
+        _check_workload(client, tmp_path)
 
 
 def _check_workload(client: httpx.Client, tmp_path: Path) -> None:
