@@ -115,7 +115,8 @@ def extract(fileobj: IO[bytes], dest: Path, limits: Limits | None = None, mode: 
                     if total + member.size > limits.max_total_bytes:
                         raise ArchiveError(f"archive expands past the {limits.max_total_bytes} byte limit", name)
                     source = tar.extractfile(member)
-                    assert source is not None  # a regular file always has data
+                    if source is None:  # tarfile gives a regular file's data, always
+                        raise ArchiveError("a regular file without data", name)
                     total += _write_file(source, path, member, name)
                     kinds[name] = "file"
                 elif member.issym():

@@ -44,7 +44,8 @@ class Repository:
         return {"Authorization": f"Bearer {self.token_file.read_text().strip()}"}
 
     async def _call(self, method: str, path: str, body: object = None) -> bytes:
-        assert self._session is not None, "use Repository as an async context manager"
+        if self._session is None:
+            raise RuntimeError("use Repository as an async context manager")
         try:
             async with self._session.request(method, self.url + path, json=body, headers=self._headers()) as answer:
                 data = await answer.read()

@@ -114,17 +114,22 @@ class Prober:
         if self._session is not None:
             await self._session.close()
 
+    def _open(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            raise RuntimeError("use Prober as an async context manager")
+        return self._session
+
     def take_durations(self) -> list[float]:
         taken, self.durations = self.durations, []
         return taken
 
     async def get(self, url: str) -> health.ProbeResult:
         """GET ``url`` once and classify the answer."""
-        assert self._session is not None, "use Prober as an async context manager"
+        session = self._open()
         async with self._slots:
             started = time.monotonic()
             try:
-                async with self._session.get(url, allow_redirects=False) as response:
+                async with session.get(url, allow_redirects=False) as response:
                     if 200 <= response.status < 300:
                         return health.ProbeResult("ok")
                     body = (await response.content.read(_MAX_BODY)).decode("utf-8", "replace")
@@ -143,10 +148,10 @@ class Prober:
         The answer comes from whatever runs in the pod: it is read up to ``limit`` bytes and decoded
         by :func:`decode_json` (nesting bounded), so no answer can raise out of here.
         """
-        assert self._session is not None, "use Prober as an async context manager"
+        session = self._open()
         async with self._slots:
             try:
-                async with self._session.get(url, allow_redirects=False) as response:
+                async with session.get(url, allow_redirects=False) as response:
                     if response.status != 200:
                         return None
                     data = await _read(response.content, limit)
