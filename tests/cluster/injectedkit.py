@@ -274,10 +274,12 @@ import json, os, sys, time
 link, files, repeat, until, after, seconds = sys.argv[1:7]
 files, repeat, after, seconds = int(files), int(repeat), int(after), float(seconds)
 expected = [f"part-{i:02d}" for i in range(files)]
-sequence, problems, seen = [], [], 0
+sequence, problems, seen, observations = [], [], 0, 0
 print("reading", flush=True)
-deadline = time.monotonic() + seconds
+started = time.monotonic()
+deadline = started + seconds
 while time.monotonic() < deadline and seen < after:
+    observations += 1
     try:
         tree = os.path.realpath(link)  # resolved once: one tree per observation, as a careful app reads
         names = sorted(os.listdir(tree))
@@ -293,7 +295,8 @@ while time.monotonic() < deadline and seen < after:
         sequence.append([label, 0])
     sequence[-1][1] += 1
     seen += label == until
-print(json.dumps({"sequence": sequence, "problems": problems[:20], "problemCount": len(problems)}), flush=True)
+print(json.dumps({"sequence": sequence, "problems": problems[:20], "problemCount": len(problems),
+                  "perSecond": round(observations / (time.monotonic() - started))}), flush=True)
 """
 
 
