@@ -219,13 +219,16 @@ def _wait_endpoint(cluster: harness.Cluster, namespace: str, pod: str, ready: bo
     return wait_until(f"{pod}'s endpoint ready={ready}", reached, timeout=timeout, interval=0.2)
 
 
+@pytest.mark.parametrize("native", [False, True], ids=["classic", "native"])
 def test_watchdoghealthz_keeps_the_pod_out_of_its_endpointslice_for_min_ready_seconds_and_while_in_error(
-        cluster: harness.Cluster, namespace: str, injector: webhookkit.Injector) -> None:
+        cluster: harness.Cluster, namespace: str, injector: webhookkit.Injector, native: bool) -> None:
+    """Native: watchdoghealthz is an init container with ``restartPolicy: Always``, whose readiness the
+    kubelet counts in the pod's (a sidecar's readiness probe is not only for its own restarts)."""
     min_ready = 6  # more than the injected readinessProbe's period (5 s), so one probe cannot hide it
     injectedkit.label_restricted(cluster, namespace)
     cluster.core.create_namespaced_service(namespace, injectedkit.service("web"))
-    cluster.apps.create_namespaced_deployment(namespace, injectedkit.deployment(
-        "web", 2, {annotations.MIN_READY_SECONDS: str(min_ready)}, data=False))
+    cluster.apps.create_namespaced_deployment(namespace, injectedkit.deployment("web", 2, {
+        annotations.MIN_READY_SECONDS: str(min_ready), annotations.NATIVE_SIDECAR: str(native).lower()}, data=False))
 
     def started() -> dict[str, float]:
         pods = cluster.core.list_namespaced_pod(namespace, label_selector="app=web").items
@@ -234,6 +237,9 @@ def test_watchdoghealthz_keeps_the_pod_out_of_its_endpointslice_for_min_ready_se
         return times if len(times) == 2 else {}
 
     starts = wait_until("watchdoghealthz running in both pods", started, timeout=90)
+    for pod in cluster.core.list_namespaced_pod(namespace, label_selector="app=web").items:
+        init = [(c.name, c.restart_policy) for c in pod.spec.init_containers or []]
+        assert init == ([(containers.WATCHDOGHEALTHZ, "Always")] if native else []), init
     # Listed, but not ready, until min-ready-seconds have passed without an error watchdog.
     not_ready_seen = set()
 
