@@ -33,9 +33,11 @@ def cluster() -> Iterator[harness.Cluster]:
             print(f"\ncontrol-plane logs of the failed run kept in {kept}")
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def real_node(cluster: harness.Cluster) -> str:
     """The real node's name; skips (with the reason) where the session's cluster has none.
+
+    Session-scoped, so that module fixtures (a data repository pod, an injector) can use it too.
 
     In CI (``AUTOCRANE_REQUIRE_REAL_NODE=1``) the session cluster fails to start without it
     instead, so no real-node test is ever skipped there.
