@@ -54,14 +54,19 @@ class Settings:
     leader_elect: bool
     """Act only while holding the Lease; False: one replica only."""
     lease_namespace: str
+    """Namespace of the Lease: the controller's own (``$POD_NAMESPACE``), where its RBAC allows Leases."""
     lease_name: str
+    """Name of the Lease every replica competes for."""
     identity: str
     """The Lease holder's identity: the pod name (or hostname) and a random suffix, unique per process."""
     health_host: str
+    """Address of the health site (all interfaces: the kubelet and Prometheus reach it on the pod IP)."""
     health_port: int
     """Port of ``/healthz``, ``/readyz`` and ``/metrics`` (0: any free port)."""
     log_format: str
+    """``json`` lines (default) or ``text`` for a terminal (``autocrane.logs``)."""
     log_level: str
+    """Lowest level logged."""
 
 
 def parser() -> argparse.ArgumentParser:
