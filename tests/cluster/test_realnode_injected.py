@@ -22,7 +22,7 @@ import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from autocrane import keys, watchdogs
+from autocrane import inpod, keys, watchdogs
 from tests.cluster import harness, injectedkit, nodekit, webhookkit
 from tests.cluster.controllerkit import controller, pod_events
 from tests.cluster.harness import wait_until
@@ -216,7 +216,27 @@ def _wait_endpoint(cluster: harness.Cluster, namespace: str, pod: str, ready: bo
             assert found.get(other) is expected, f"{other}'s endpoint: {found.get(other)}, expected {expected}"
         return time.time() if found.get(pod) is ready else None
 
-    return wait_until(f"{pod}'s endpoint ready={ready}", reached, timeout=timeout, interval=0.2)
+    try:
+        return wait_until(f"{pod}'s endpoint ready={ready}", reached, timeout=timeout, interval=0.2)
+    except AssertionError as timed_out:
+        raise AssertionError(f"{timed_out}; {_readiness_chain(cluster, namespace, pod)}") from None
+
+
+def _readiness_chain(cluster: harness.Cluster, namespace: str, pod: str) -> str:
+    """Where a readiness change stalled: the downward-API file, watchdoghealthz's answer, the kubelet's
+    view of the container, the pod's Ready condition (each is one link between a status and the slice)."""
+    found = cluster.core.read_namespaced_pod(pod, namespace)
+    status = injectedkit.container_statuses(found).get(containers.WATCHDOGHEALTHZ)
+    url = f"http://127.0.0.1:{inpod.WATCHDOGHEALTHZ_PORT}{inpod.HEALTHZ_PATH}"
+    probe = ("import urllib.request, urllib.error\n"
+             f"try: r = urllib.request.urlopen({url!r}, timeout=2); print(r.status, r.read()[:200])\n"
+             "except urllib.error.HTTPError as e: print(e.code, e.read()[:200])")
+    answer = injectedkit.exec_in(cluster, namespace, pod, containers.WATCHDOGHEALTHZ, "python3", "-c", probe,
+                                 check=False)
+    written = injectedkit.downward_api_written_at(cluster, namespace, pod, containers.WATCHDOGHEALTHZ)
+    return (f"downward-API file written {time.time() - written:.1f}s ago; /healthz answers "
+            f"{(answer.stdout or answer.stderr).strip()!r}; kubelet: container ready={status and status.ready}, "
+            f"pod Ready={_ready(found)}")
 
 
 @pytest.mark.parametrize("native", [False, True], ids=["classic", "native"])
@@ -258,7 +278,7 @@ def test_watchdoghealthz_keeps_the_pod_out_of_its_endpointslice_for_min_ready_se
     failing, healthy = sorted(starts)
     posted = time.time()
     injectedkit.post_status(cluster, namespace, failing, watchdogs.Level.ERROR, "disk on fire")
-    out = _wait_endpoint(cluster, namespace, failing, False, 30, others={healthy: True})
+    out = _wait_endpoint(cluster, namespace, failing, False, 90, others={healthy: True})
     print(f"error status to out of the EndpointSlice: {out - posted:.1f}s")
     pod = cluster.core.read_namespaced_pod(failing, namespace)
     assert not injectedkit.container_statuses(pod)[containers.WATCHDOGHEALTHZ].ready
@@ -266,7 +286,7 @@ def test_watchdoghealthz_keeps_the_pod_out_of_its_endpointslice_for_min_ready_se
     # Cleared: back in only after min-ready-seconds more.
     cleared = time.time()
     injectedkit.post_status(cluster, namespace, failing, watchdogs.Level.INFO, "recovered")
-    back = _wait_endpoint(cluster, namespace, failing, True, 30, others={healthy: True})
+    back = _wait_endpoint(cluster, namespace, failing, True, 90, others={healthy: True})
     print(f"cleared to back in the EndpointSlice: {back - cleared:.1f}s")
     assert back - cleared >= min_ready
     assert all(s.restart_count == 0 for p in cluster.core.list_namespaced_pod(namespace).items
