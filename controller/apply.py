@@ -205,14 +205,15 @@ class Applier:
         metrics.DATA_WRITES.labels("rollout_status", result).inc()
         return result
 
-    async def set_last_known_good(self, repo: repository.Repository, source: str, version: str) -> bool:
+    async def set_last_known_good(self, repo: repository.Repository, source: str, version: str,
+                                  namespace: str | None = None) -> bool:
+        where = {"source": source, "version": version, "namespace": namespace}
         try:
-            await repo.set_last_known_good(source, version)
+            await repo.set_last_known_good(source, version, namespace)
         except repository.RepositoryError as exc:
             metrics.DATA_WRITES.labels("repository_lkg", "error").inc()
-            log.warning("last known good not set in the repository", extra={
-                "source": source, "version": version, "error": str(exc)})
+            log.warning("last known good not set in the repository", extra={**where, "error": str(exc)})
             return False
         metrics.DATA_WRITES.labels("repository_lkg", "ok").inc()
-        log.info("last known good set in the repository", extra={"source": source, "version": version})
+        log.info("last known good set in the repository", extra=where)
         return True

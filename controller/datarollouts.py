@@ -7,7 +7,8 @@ only while leading. For every namespace and source its pods use:
    missing), and each data pod's datadeployer ``GET /status`` (the acknowledgement);
 2. :func:`controller.rollout.step` decides;
 3. write the new status first (with its resourceVersion; on 409 nothing else is done this pass),
-   then the pods' requests, the repository's last known good and the Events, all through
+   then the pods' requests, the repository's last known good (the namespace's: the manifest is
+   read through :meth:`~autocrane.manifests.SourceManifest.for_namespace`) and the Events, all through
    :class:`controller.apply.Applier`.
 
 A pod patch is not repeated while the informer still shows the version of the pod it was made
@@ -178,8 +179,9 @@ class DataRollouts:
                     writes: _PodWrites) -> Report:
         """One rollout's step: decide, write its status, then queue its pods' requests into ``writes``."""
         namespace, source = one.namespace, one.spec.source
-        step = rollout.step(one.spec, one.state, manifest.get(source), by_namespace.get(namespace, []), acks,
-                            self.clock(), self.policy)
+        found = manifest.get(source)
+        step = rollout.step(one.spec, one.state, None if found is None else found.for_namespace(namespace),
+                            by_namespace.get(namespace, []), acks, self.clock(), self.policy)
         stages = len(one.spec.stages or self.policy.stages)
         new_status = state.status_json(step.state, stages, one, self.clock())
         patch = state.status_patch(one, raw_status, new_status)  # type: ignore[arg-type]
@@ -199,7 +201,7 @@ class DataRollouts:
             writes.asked[request.pod.uid].append({**where, "pod": request.pod.name, "data_set": request.name,
                                            "version": request.request.version})
         if step.repository_lkg is not None:
-            await self.applier.set_last_known_good(self.repo, source, step.repository_lkg)
+            await self.applier.set_last_known_good(self.repo, source, step.repository_lkg, namespace)
         for event in step.events:
             await self.applier.event(event.pod, event.kind, event.reason, event.message)
         self._metrics(namespace, source, step.state)

@@ -3,7 +3,8 @@
 ======================================================  ==================================================
 ``GET /v1/manifest``                                    every source: ``{"sources": {name: manifest}}``
 ``GET /v1/sources/<source>``                            one source's manifest (versions oldest first)
-``PUT /v1/sources/<source>/last-known-good``            body ``{"version": "<id>"}`` (at most 4 KiB); the controller
+``PUT /v1/sources/<source>/last-known-good``            body ``{"version": "<id>", "namespace": "<ns>"}`` (at most
+                                                        4 KiB; ``namespace`` optional: the source's own); the controller
 ``GET /v1/archives/<sha256>.tar.gz``                    the archive; ``Range`` supported (resume)
 ``GET /livez``, ``/readyz``, ``/metrics``               health (``/readyz`` also lists each source's polls)
 ======================================================  ==================================================
@@ -81,12 +82,13 @@ def app(repo: store.Store, poller: polling.Poller, token: str | None = None,
             body = untrusted.json_value(await serving.read_body(request, MAX_LKG_BODY), what="body",
                                         max_bytes=MAX_LKG_BODY)
             version = manifests.check_version(body["version"])  # its error quotes the value cut short
+            namespace = None if body.get("namespace") is None else manifests.check_namespace(body["namespace"])
         except serving.BodyTooLarge as error:
             return error.response()
         except (ValueError, KeyError, TypeError) as error:
-            return PlainTextResponse(f'expected {{"version": "<id>"}}: {error}', 400)  # the messages cut values
+            return PlainTextResponse(f'expected {{"version": "<id>", "namespace": "<ns>"}}: {error}', 400)  # cut
         try:
-            updated = repo.set_last_known_good(request.path_params["source"], version)
+            updated = repo.set_last_known_good(request.path_params["source"], version, namespace)
         except KeyError as error:
             return PlainTextResponse(str(error.args[0]), 404)
         return JSONResponse(updated.to_json())

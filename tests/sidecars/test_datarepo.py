@@ -378,6 +378,39 @@ def test_the_controller_sets_the_last_known_good(api: tuple[str, polling.Poller]
                      json={"version": "nope"}).status_code == 404
 
 
+def test_each_namespace_keeps_its_own_last_known_good_and_the_source_moves_only_forward(tmp_path: Path) -> None:
+    data = tmp_path / "d"
+    data.mkdir()
+    poller = make(tmp_path, config.Source("d", config.Directory(data), keep=3))
+    ids = []
+    for i in range(3):
+        (data / "f").write_text(str(i))
+        poller.poll("d")
+        ids.append(poller.store.manifest("d").latest.version)  # type: ignore[union-attr]
+    v1, v2, v3 = ids
+    with serve_asgi(server.app(poller.store, poller)) as base:
+        put = f"{base}/v1/sources/d/last-known-good"
+        assert httpx.put(put, json={"version": v3, "namespace": "team-b"}).status_code == 200
+        answer = httpx.put(put, json={"version": v1, "namespace": "team-a"})  # team-a rolled back
+        assert answer.status_code == 200
+        assert answer.json()["lastKnownGoodByNamespace"] == {"team-a": v1, "team-b": v3}
+        assert answer.json()["lastKnownGood"] == v3, "the source's is the newest a rollout completed"
+        for body in ({"version": v1, "namespace": "Team_A"}, {"version": v1, "namespace": "a" * 64},
+                     {"version": v1, "namespace": 3}):
+            refused = httpx.put(put, json=body)
+            assert refused.status_code == 400 and "namespace" in refused.text
+        assert httpx.put(put, json={"version": v2}).json()["lastKnownGood"] == v2  # unscoped: the source's, as before
+        manifest = manifests.parse_manifest(httpx.get(f"{base}/v1/manifest").content)["d"]
+    assert manifest.for_namespace("team-a").last_known_good == v1
+    assert manifest.for_namespace("team-c").last_known_good == v2
+    (data / "f").write_text("newest")
+    again = make(tmp_path, config.Source("d", config.Directory(data), keep=1))  # restarted, keeping fewer
+    assert again.store.manifest("d").namespaces == {"team-a": v1, "team-b": v3}  # type: ignore[union-attr]
+    again.poll("d")
+    kept = [v.version for v in again.store.manifest("d").versions]  # type: ignore[union-attr]
+    assert kept[:3] == [v1, v2, v3] and len(kept) == 4, "retention keeps every last known good, and the newest"
+
+
 @pytest.mark.parametrize("document, message", [
     ({}, "'sources' list"),
     ({"sources": [{"name": "Bad"}]}, "sources\\[0\\].name"),
