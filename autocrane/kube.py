@@ -75,6 +75,7 @@ class Kube:
         self.api_client = api_client
         self._core = kubernetes.client.CoreV1Api(api_client)
         self._admission = kubernetes.client.AdmissionregistrationV1Api(api_client)
+        self._apps = kubernetes.client.AppsV1Api(api_client)
 
     @classmethod
     def connect(cls, kubeconfig: Path | None = None) -> Kube:
@@ -127,6 +128,10 @@ class Kube:
         name = body["metadata"]["name"]
         return await self._call(f"replace Secret {namespace}/{name}", self._core.replace_namespaced_secret,
                                 name, namespace, body)
+
+    async def get_deployment(self, namespace: str, name: str) -> Body:
+        return await self._call(f"read Deployment {namespace}/{name}", self._apps.read_namespaced_deployment,
+                                name, namespace)
 
     async def get_mutating_webhook_configuration(self, name: str) -> Body:
         return await self._call(f"read MutatingWebhookConfiguration {name}",
