@@ -38,7 +38,8 @@ from autocrane import podinfo
 from tests.cluster import harness, podkit
 from tests.cluster.harness import wait_until
 
-CRD = Path(__file__).resolve().parents[2] / "charts" / "autocrane" / "crds" / "datarollouts.autocrane.io.yaml"
+CRD = Path(__file__).resolve().parents[2] / "charts" / "autocrane" / "files" / "crds" / "datarollouts.autocrane.io.yaml"
+"""The CRD as the chart renders it into templates (crds.install), without its labels and annotations."""
 AUTOCRANE = str(Path(sys.executable).parent / "autocrane")
 
 

@@ -13,7 +13,7 @@ from tests.cluster.harness import wait_until
 
 
 def _render(*values: str) -> list[dict]:
-    result = helmkit.helm("template", "ac", str(helmkit.CHART), "-n", "sys", "--include-crds",
+    result = helmkit.helm("template", "ac", str(helmkit.CHART), "-n", "sys",
                    *[a for v in values for a in ("--set", v)])
     assert result.returncode == 0, result.stderr
     return [d for d in yaml.safe_load_all(result.stdout) if d]
@@ -24,7 +24,7 @@ def _kinds(docs: list[dict], kind: str) -> list[dict]:
 
 
 def test_the_controller_renders_restricted_with_least_privilege() -> None:
-    docs = _render("controller.dataRepository=http://repo")
+    docs = _render("dataRepository.enabled=false", "dataRepository.externalURL=http://repo")
     (deployment,) = _kinds(docs, "Deployment")
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
     security = container["securityContext"]
@@ -89,6 +89,7 @@ def test_installed_the_controller_runs_under_psa_restricted_and_may_do_exactly_i
             assert can(verb, resource), f"the controller needs {verb} {resource}"
         for verb, resource in (("delete", "pods"), ("get", "secrets"), ("patch", "datarollouts.autocrane.io"),
                                ("update", "leases.coordination.k8s.io/someone-else"), ("create", "pods"),
+                               ("create", "leases.coordination.k8s.io"),
                                ("patch", "pods:status")):
             assert not can(verb, resource), f"the controller must not {verb} {resource}"
         assert not can("update", f"leases.coordination.k8s.io/{release}-controller", "default")
