@@ -50,9 +50,9 @@ def image_values(built: dict[str, images.Image]) -> dict[str, Any]:
     return {"image": one("autocrane"), "sidecarImage": one("sidecar"), "dataRepositoryImage": one("datarepository")}
 
 
-def values(built: dict[str, images.Image]) -> dict[str, Any]:
+def values(built: dict[str, images.Image], source_claim: str = SOURCE_VOLUME) -> dict[str, Any]:
     """What this cluster needs beyond the chart's defaults (written to DIR/autocrane/values.yaml)."""
-    on_node = {k: v for k, v in node.placement().items()}
+    on_node = node.placement()
     return {
         **image_values(built),
         "webhook": {**on_node},
@@ -62,11 +62,25 @@ def values(built: dict[str, images.Image]) -> dict[str, Any]:
             **on_node,
             "persistence": {"size": "1Gi", "keepOnUninstall": False},
             "sources": [{"name": SOURCE, "every": POLL_SECONDS, "directory": {"path": f"/sources/{SOURCE}"}}],
-            "extraVolumes": [{"name": SOURCE_VOLUME, "persistentVolumeClaim": {"claimName": SOURCE_VOLUME,
+            "extraVolumes": [{"name": SOURCE_VOLUME, "persistentVolumeClaim": {"claimName": source_claim,
                                                                                  "readOnly": True}}],
             "extraVolumeMounts": [{"name": SOURCE_VOLUME, "mountPath": "/sources", "readOnly": True}],
         },
     }
+
+
+def source_volume(namespace: str, path: Path, name: str = SOURCE_VOLUME) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A PersistentVolume of ``path`` on the real node, read-only, and its claim ``name`` in ``namespace``."""
+    affinity = {"required": {"nodeSelectorTerms": [{"matchExpressions": [
+        {"key": "kubernetes.io/hostname", "operator": "In", "values": [node.NODE_NAME]}]}]}}
+    volume = {"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": name},
+              "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadOnlyMany"], "storageClassName": "",
+                       "persistentVolumeReclaimPolicy": "Retain", "local": {"path": str(path)},
+                       "claimRef": {"namespace": namespace, "name": name}, "nodeAffinity": affinity}}
+    claim = {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": name, "namespace": namespace},
+             "spec": {"accessModes": ["ReadOnlyMany"], "storageClassName": "", "volumeName": name,
+                      "resources": {"requests": {"storage": "1Gi"}}}}
+    return volume, claim
 
 
 def helm(*args: str, kubeconfig: Path, timeout: float = 600) -> subprocess.CompletedProcess[str]:
@@ -123,17 +137,9 @@ class HelmStack:
     def _source_volume(self) -> None:
         """DIR/data as a read-only PersistentVolume on the real node, claimed in the release namespace."""
         self.plane.create("/api/v1/namespaces", {"metadata": {"name": NAMESPACE}})
-        affinity = {"required": {"nodeSelectorTerms": [{"matchExpressions": [
-            {"key": "kubernetes.io/hostname", "operator": "In", "values": [node.NODE_NAME]}]}]}}
-        self.plane.create("/api/v1/persistentvolumes", {
-            "metadata": {"name": SOURCE_VOLUME},
-            "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadOnlyMany"], "storageClassName": "",
-                     "persistentVolumeReclaimPolicy": "Retain", "local": {"path": str(self.data)},
-                     "claimRef": {"namespace": NAMESPACE, "name": SOURCE_VOLUME}, "nodeAffinity": affinity}})
-        self.plane.create(f"/api/v1/namespaces/{NAMESPACE}/persistentvolumeclaims", {
-            "metadata": {"name": SOURCE_VOLUME},
-            "spec": {"accessModes": ["ReadOnlyMany"], "storageClassName": "", "volumeName": SOURCE_VOLUME,
-                     "resources": {"requests": {"storage": "1Gi"}}}})
+        volume, claim = source_volume(NAMESPACE, self.data)
+        self.plane.create("/api/v1/persistentvolumes", volume)
+        self.plane.create(f"/api/v1/namespaces/{NAMESPACE}/persistentvolumeclaims", claim)
 
     def sample_pods(self) -> list[dict[str, Any]]:
         listing = self.plane.get(f"/api/v1/namespaces/{stack.DEMO_NAMESPACE}/pods?labelSelector=app%3Dsample") or {}
