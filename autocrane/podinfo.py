@@ -7,8 +7,8 @@ valid UTF-8, ``\\uNNNN``/``\\UNNNNNNNN`` for unprintable runes, printable UTF-8 
 qualified names, so the first ``=`` ends the key. The kubelet replaces the file atomically
 (``..data`` symlink swap), so a reader sees the whole old or new content.
 
-Reading the file costs no API call and no RBAC; the price is latency, since the kubelet
-refreshes it on its sync loop (about a minute by default).
+Reading the file costs no API call and no RBAC; the price is latency: the kubelet rewrites it
+when it syncs the pod after a change, within a second on the real node (docs/data-plane.md).
 """
 
 from __future__ import annotations

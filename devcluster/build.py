@@ -11,6 +11,9 @@ from source through a tiny *wrapper* Go module of our own:
 - KWOK, helm: plain ``go install``-style builds through a wrapper as well, so every build is alike.
 - The real node: kubelet and kube-proxy from ``k8s.io/kubernetes`` (their own recipe, ``node``), and
   CoreDNS through a main of ours (``gosrc/coredns``) that links only the plugins the node uses.
+- cert-manager: its commands are nested modules the proxy cannot serve (their module paths are not
+  their directories), so a main of ours (``gosrc/cert-manager``) runs the controller or cainjector
+  from the published ``github.com/cert-manager/cert-manager`` (one binary, two roles).
 
 A binary is rebuilt only when its stamp (the recipe, hashed) changes: a warm cache costs nothing.
 ``GOTOOLCHAIN=local`` keeps Go from downloading a toolchain; ``CGO_ENABLED=0`` gives static binaries.
@@ -38,6 +41,9 @@ KWOK_VERSION = "v0.7.0"
 HELM_VERSION = "v3.19.5"
 COREDNS_VERSION = "v1.13.2"
 """The newest CoreDNS built against client-go v0.34, the minor of the cluster it serves."""
+CERT_MANAGER_VERSION = "v1.19.5"
+"""The newest cert-manager on client-go v0.34 whose module the proxy serves (v1.19.x supports
+Kubernetes 1.31-1.34); its go.mod asks for Go 1.25."""
 
 # A fixed build date keeps the Go build cache warm across rebuilds.
 _BUILD_DATE = "2026-01-01T00:00:00Z"
@@ -165,6 +171,16 @@ def recipes() -> list[Recipe]:
             binaries=("coredns",),
             main_source="coredns",
         ),
+        # Only the cert-manager tests use it (tests/cluster/test_chart_certmanager.py); a cluster
+        # start never builds it.
+        Recipe(
+            name="cert-manager",
+            module="github.com/cert-manager/cert-manager",
+            version=CERT_MANAGER_VERSION,
+            packages=("local/autocrane-cert-manager",),
+            binaries=("cert-manager",),
+            main_source="cert-manager",
+        ),
     ]
 
 
@@ -244,6 +260,19 @@ def _write_wrapper(recipe: Recipe, work: Path) -> None:
         _run(["go", "get", f"{recipe.module}@{recipe.version}"], work)
 
 
+def module_dir(recipe: Recipe) -> Path:
+    """The directory of ``recipe.module`` at its version in the module cache (downloaded if missing)."""
+    work = cache_dir() / "build" / recipe.name
+    work.mkdir(parents=True, exist_ok=True)
+    info = json.loads(_run(["go", "mod", "download", "-json", f"{recipe.module}@{recipe.version}"], work))
+    return Path(info["Dir"])
+
+
+def recipe_named(name: str) -> Recipe:
+    (found,) = [r for r in recipes() if r.name == name]
+    return found
+
+
 def build(recipe: Recipe, *, force: bool = False) -> list[Path]:
     """Build one recipe's binaries into :func:`bin_dir` unless the cache already has them."""
     out = bin_dir()
@@ -311,8 +340,8 @@ def ensure_binaries(*, only: list[str] | None = None, force: bool = False) -> di
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m devcluster build",
-        description="Build etcd, Kubernetes, KWOK, helm, the real node's kubelet and kube-proxy, and CoreDNS "
-        "from Go modules into the cache "
+        description="Build etcd, Kubernetes, KWOK, helm, the real node's kubelet and kube-proxy, CoreDNS and "
+        "cert-manager from Go modules into the cache "
         f"({bin_dir()}); cached binaries are never rebuilt.",
     )
     parser.add_argument("--only", action="append", choices=[r.name for r in recipes()], help="build only these")

@@ -85,6 +85,17 @@ class Options:
         return flags + ([] if self.kube_api_burst is None else [f"--kube-api-burst={self.kube_api_burst}"])
 
 
+def _terminate(proc: Process, grace: float = 10.0) -> None:
+    """SIGTERM, then SIGKILL after ``grace`` seconds; returns once the process is gone."""
+    if proc.popen.poll() is None:
+        proc.popen.send_signal(signal.SIGTERM)
+    try:
+        proc.popen.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        proc.popen.kill()
+        proc.popen.wait()
+
+
 def _die_with_parent() -> None:
     """Runs in the child before exec: ask Linux to SIGKILL it when its parent dies.
 
@@ -253,14 +264,13 @@ class ControlPlane:
         if self.volumes is not None:
             self.volumes.stop()
         for proc in reversed(self.processes):
-            if proc.popen.poll() is None:
-                proc.popen.send_signal(signal.SIGTERM)
-            try:
-                proc.popen.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.popen.kill()
-                proc.popen.wait()
+            _terminate(proc)
         self.processes.clear()
+
+    def stop_program(self, proc: Process) -> None:
+        """Stop one program started with :meth:`spawn_program` while the cluster keeps running."""
+        _terminate(proc)
+        self.processes.remove(proc)
 
     def check_alive(self) -> None:
         for proc in self.processes:
@@ -349,6 +359,10 @@ class ControlPlane:
             f"--kubelet-client-key={pki.kubelet_client_key}",
             f"--kubelet-certificate-authority={pki.ca_cert}",
             "--kubelet-preferred-address-types=InternalIP",
+            # Webhooks behind a Service (the chart's injector) are called at a ready endpoint's pod
+            # IP, not the ClusterIP: the host routes the pod subnet to the real node, but ClusterIPs
+            # exist only in the node's kube-proxy rules (from the host one would take the default route).
+            "--enable-aggregator-routing=true",
             *endpoints,
         ])
 

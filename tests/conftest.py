@@ -33,18 +33,16 @@ def cluster() -> Iterator[harness.Cluster]:
             print(f"\ncontrol-plane logs of the failed run kept in {kept}")
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def real_node(cluster: harness.Cluster) -> str:
     """The real node's name; skips (with the reason) where the session's cluster has none.
+
+    Session-scoped, so that module fixtures (a data repository pod, an injector) can use it too.
 
     In CI (``AUTOCRANE_REQUIRE_REAL_NODE=1``) the session cluster fails to start without it
     instead, so no real-node test is ever skipped there.
     """
-    if cluster.real_node is None:
-        if os.environ.get(harness.REQUIRE_REAL_NODE) == "1":
-            pytest.fail(f"{harness.REQUIRE_REAL_NODE}=1 but {cluster.real_node_status}")
-        pytest.skip(cluster.real_node_status)
-    return cluster.real_node
+    return harness.require_real_node(cluster)
 
 
 @pytest.fixture

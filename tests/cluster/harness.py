@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
+import pytest
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
@@ -70,6 +71,18 @@ class Cluster:
     def delete_namespace(self, name: str) -> None:
         with contextlib.suppress(ApiException):
             self.core.delete_namespace(name)
+
+
+def require_real_node(cluster: Cluster) -> str:
+    """The real node's name; skips (fails with ``AUTOCRANE_REQUIRE_REAL_NODE=1``) where there is none.
+
+    For fixtures wider than a test, which cannot use the ``real_node`` fixture itself.
+    """
+    if cluster.real_node is None:
+        if os.environ.get(REQUIRE_REAL_NODE) == "1":
+            pytest.fail(f"{REQUIRE_REAL_NODE}=1 but {cluster.real_node_status}")
+        pytest.skip(cluster.real_node_status)
+    return cluster.real_node
 
 
 def _exists(read: Callable[[], object]) -> bool:

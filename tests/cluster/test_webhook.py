@@ -1,18 +1,14 @@
 """The injector webhook against a real API server: registration, injection, denial, PSA, dry-run, rotation.
 
-The webhook runs as a real ``autocrane webhook`` process on 127.0.0.1 with TLS, registered with
-``clientConfig.url`` (a loopback address cannot be a Service endpoint), exactly as the chart's
-MutatingWebhookConfiguration would register it, apart from the client config.
+The webhook runs as a real ``autocrane webhook`` process on 127.0.0.1, registered by URL
+(:mod:`tests.cluster.webhookkit`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import subprocess
-import sys
 import threading
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,104 +18,18 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from autocrane import annotations
-from devcluster import build, controlplane
-from tests.cluster import harness
+from devcluster import build
+from tests.cluster import harness, webhookkit
 from tests.cluster.harness import wait_until
+from tests.cluster.webhookkit import DATA, OPT_IN, RESTRICTED, Injector, bare_pod, is_injected
 from tests.webhook import tlstools
-from webhook import registration
 
 pytestmark = pytest.mark.cluster
 
-OPT_IN = {"autocrane-inject": "enabled"}
-RESTRICTED = {"pod-security.kubernetes.io/enforce": "restricted"}
-DATA = {"data.autocrane.io/model": "models"}
-
-
-class Injector:
-    """A running ``autocrane webhook`` process, its certificate mount and its registration."""
-
-    def __init__(self, directory: Path) -> None:
-        self.ca = tlstools.new_ca("autocrane-test-webhook-ca")
-        self.mount = tlstools.SecretMount(directory / "tls")
-        self.mount.publish(tlstools.new_leaf(self.ca))
-        self.port, self.health_port = controlplane.free_port(), controlplane.free_port()
-        self.log = directory / "webhook.log"
-        with self.log.open("wb") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-c", "from autocrane import cli; cli.main()", "webhook",
-                 "--host", "127.0.0.1", "--port", str(self.port), "--health-port", str(self.health_port),
-                 "--tls-cert-file", str(self.mount.cert_file), "--tls-key-file", str(self.mount.key_file),
-                 "--cert-reload-interval", "0.2", "--drain-delay", "0", "--log-format", "text"],
-                stdout=log, stderr=subprocess.STDOUT,
-            )
-        wait_until("the webhook's /readyz", self._ready, timeout=30)
-
-    def _ready(self) -> bool:
-        if self.process.poll() is not None:
-            raise AssertionError(f"webhook exited: {self.log.read_text()[-2000:]}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.health_port}/readyz", timeout=1) as r:
-                return bool(r.status == 200)
-        except OSError:
-            return False
-
-    def admissions(self) -> float:
-        """``autocrane_webhook_admissions_total`` summed over results, from /metrics."""
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.health_port}/metrics", timeout=5) as r:
-            lines = r.read().decode().splitlines()
-        return sum(float(line.rsplit(" ", 1)[1]) for line in lines
-                   if line.startswith("autocrane_webhook_admissions_total{"))
-
-    def configuration(self) -> dict[str, object]:
-        return registration.mutating_webhook_configuration(
-            namespace="autocrane-system", ca_bundle=self.ca.cert_pem,
-            url=f"https://127.0.0.1:{self.port}{registration.PATH}", failure_policy="Fail",
-        )
-
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-
-
-def _pod(name: str, pod_annotations: dict[str, str], *, restricted: bool = False) -> dict[str, object]:
-    container: dict[str, object] = {"name": "app", "image": "registry.invalid/app:1"}
-    spec: dict[str, object] = {"containers": [container]}
-    if restricted:
-        container["securityContext"] = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
-        spec["securityContext"] = {"runAsNonRoot": True, "runAsUser": 1000,
-                                   "seccompProfile": {"type": "RuntimeDefault"}}
-    return {"apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": name, "annotations": pod_annotations}, "spec": spec}
-
-
-def _injected(pod: object) -> bool:
-    meta_annotations = pod.metadata.annotations or {}
-    return annotations.INJECTOR_STATUS in meta_annotations
-
-
 @pytest.fixture(scope="module")
 def injector(cluster: harness.Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Injector]:
-    running = Injector(tmp_path_factory.mktemp("webhook"))
-    admission = client.AdmissionregistrationV1Api(cluster.api)
-    config = running.configuration()
-    admission.create_mutating_webhook_configuration(config)
-    try:
-        # The API server picks up a new configuration asynchronously: wait until a dry-run pod in
-        # an opted-in namespace comes back injected.
-        probe_ns = "webhook-registration-probe"
-        cluster.create_namespace(probe_ns, labels=OPT_IN)
-        wait_until("the API server to call the webhook", lambda: _injected(cluster.core.create_namespaced_pod(
-            probe_ns, _pod("probe", DATA), dry_run="All")), timeout=30)
-        cluster.delete_namespace(probe_ns)
+    with webhookkit.registered(cluster, tmp_path_factory.mktemp("webhook")) as running:
         yield running
-    finally:
-        with contextlib.suppress(ApiException):
-            admission.delete_mutating_webhook_configuration(config["metadata"]["name"])
-        running.stop()
 
 
 def _label(cluster: harness.Cluster, namespace: str, labels: dict[str, str]) -> None:
@@ -144,7 +54,7 @@ def test_deployment_pods_in_an_opted_in_namespace_come_out_injected_and_run(
         return pods if len(pods) == 2 and all(p.status.phase == "Running" for p in pods) else []
 
     for pod in wait_until("2 injected pods Running", running_pods):
-        assert _injected(pod)
+        assert is_injected(pod)
         init_names = [c.name for c in pod.spec.init_containers or []]
         assert any("datadeployer" in n for n in init_names), init_names
         app = next(c for c in pod.spec.containers if c.name == "app")
@@ -156,8 +66,8 @@ def test_deployment_pods_in_an_opted_in_namespace_come_out_injected_and_run(
 def test_pods_in_an_unlabelled_namespace_are_untouched(
     cluster: harness.Cluster, injector: Injector, namespace: str
 ) -> None:
-    pod = cluster.core.create_namespaced_pod(namespace, _pod("plain", DATA))
-    assert not _injected(pod)
+    pod = cluster.core.create_namespaced_pod(namespace, bare_pod("plain", DATA))
+    assert not is_injected(pod)
     assert [c.name for c in pod.spec.containers] == ["app"]
     assert not pod.spec.init_containers
 
@@ -166,8 +76,8 @@ def test_pods_without_autocrane_annotations_are_never_sent(
     cluster: harness.Cluster, injector: Injector, namespace: str
 ) -> None:
     _label(cluster, namespace, OPT_IN)
-    pod = cluster.core.create_namespaced_pod(namespace, _pod("plain", {"unrelated": "x"}))
-    assert not _injected(pod)
+    pod = cluster.core.create_namespaced_pod(namespace, bare_pod("plain", {"unrelated": "x"}))
+    assert not is_injected(pod)
     assert [c.name for c in pod.spec.containers] == ["app"]
 
 
@@ -176,7 +86,7 @@ def test_a_malformed_annotation_is_refused_with_a_message_naming_it(
 ) -> None:
     _label(cluster, namespace, OPT_IN)
     with pytest.raises(ApiException) as refused:
-        cluster.core.create_namespaced_pod(namespace, _pod("bad", {**DATA, annotations.STORE_LOCATION: "relative"}))
+        cluster.core.create_namespaced_pod(namespace, bare_pod("bad", {**DATA, annotations.STORE_LOCATION: "relative"}))
     assert refused.value.status == 400
     assert annotations.STORE_LOCATION in refused.value.body
     assert "absolute path" in refused.value.body
@@ -187,8 +97,8 @@ def test_a_restricted_namespace_accepts_injected_pods(
 ) -> None:
     _label(cluster, namespace, {**OPT_IN, **RESTRICTED})
     pod = cluster.core.create_namespaced_pod(
-        namespace, _pod("restricted", {**DATA, annotations.MIN_READY_SECONDS: "5"}, restricted=True))
-    assert _injected(pod)
+        namespace, bare_pod("restricted", {**DATA, annotations.MIN_READY_SECONDS: "5"}, restricted=True))
+    assert is_injected(pod)
     assert len(pod.spec.init_containers or []) + len(pod.spec.containers) >= 3
 
 
@@ -197,7 +107,7 @@ def test_kubectl_server_side_dry_run_shows_the_injection(
 ) -> None:
     _label(cluster, namespace, OPT_IN)
     manifest = tmp_path / "pod.yaml"
-    manifest.write_text(yaml.safe_dump(_pod("preview", DATA)))
+    manifest.write_text(yaml.safe_dump(bare_pod("preview", DATA)))
     kubectl = build.bin_dir() / "kubectl"
     if not kubectl.exists():
         pytest.skip(f"kubectl is not built ({kubectl}); run 'python -m devcluster build'")
@@ -223,7 +133,7 @@ def test_certificate_rotation_while_requests_flow_fails_none(
         core = client.CoreV1Api(cluster.api)
         while not stop.is_set():
             try:
-                results.append(_injected(core.create_namespaced_pod(namespace, _pod("rot", DATA), dry_run="All")))
+                results.append(is_injected(core.create_namespaced_pod(namespace, bare_pod("rot", DATA), dry_run="All")))
             except ApiException as exc:
                 results.append(f"{exc.status}: {exc.body[:300]}")
 
@@ -258,15 +168,15 @@ def test_a_second_invocation_on_the_real_api_server_changes_nothing(
     admission.create_mutating_webhook_configuration(twice)
     try:
         probe = {**DATA, annotations.MIN_READY_SECONDS: "1"}
-        once = cluster.core.create_namespaced_pod(namespace, _pod("once", probe), dry_run="All")
+        once = cluster.core.create_namespaced_pod(namespace, bare_pod("once", probe), dry_run="All")
 
         def called_twice() -> bool:
             before = injector.admissions()
-            cluster.core.create_namespaced_pod(namespace, _pod("probe", probe), dry_run="All")
+            cluster.core.create_namespaced_pod(namespace, bare_pod("probe", probe), dry_run="All")
             return injector.admissions() - before >= 2
 
         wait_until("one pod creation to reach the webhook through both registrations", called_twice)
-        pod = cluster.core.create_namespaced_pod(namespace, _pod("twice", probe))
+        pod = cluster.core.create_namespaced_pod(namespace, bare_pod("twice", probe))
     finally:
         admission.delete_mutating_webhook_configuration("autocrane-injector-again")
     names = [c.name for c in (pod.spec.init_containers or []) + pod.spec.containers]
@@ -289,7 +199,7 @@ def test_hostile_annotations_are_refused_naming_them_not_as_internal_errors(
     """Issue 8 (defects 5, 7, 11) through the real API server: 400 naming the annotation, a short message."""
     _label(cluster, namespace, OPT_IN)
     with pytest.raises(ApiException) as refused:
-        cluster.core.create_namespaced_pod(namespace, _pod("hostile", {**DATA, key: value}), dry_run="All")
+        cluster.core.create_namespaced_pod(namespace, bare_pod("hostile", {**DATA, key: value}), dry_run="All")
     assert refused.value.status == 400, refused.value.body[:500]
     assert f'annotation \\"{key}\\"' in refused.value.body and "internal error" not in refused.value.body
     assert len(refused.value.body) < 1000
@@ -303,5 +213,5 @@ def test_a_hand_written_status_naming_the_app_leaves_the_app_on_a_real_api_serve
     status = '{"config":"x","containers":["app"],"initContainers":[],"version":"0.1.0","volumes":[]}'
     for extra in ({}, {annotations.INJECT: "false"}):
         pod = cluster.core.create_namespaced_pod(
-            namespace, _pod("status", {**DATA, annotations.INJECTOR_STATUS: status, **extra}), dry_run="All")
+            namespace, bare_pod("status", {**DATA, annotations.INJECTOR_STATUS: status, **extra}), dry_run="All")
         assert "app" in [c.name for c in pod.spec.containers]
