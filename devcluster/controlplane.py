@@ -344,10 +344,6 @@ class ControlPlane:
             f"--service-account-key-file={pki.sa_public_key}",
             f"--service-account-signing-key-file={pki.sa_private_key}",
             f"--service-cluster-ip-range={SERVICE_CIDR}",
-            # Webhooks and aggregated APIs behind a Service are called at its endpoints' pod IPs
-            # (routed to the node), not its ClusterIP: kube-proxy runs in the node's namespace only,
-            # and from the host a ClusterIP would follow the default route off the machine.
-            "--enable-aggregator-routing=true",
             "--authorization-mode=Node,RBAC",
             "--allow-privileged=true",
             # Default admission plugins stay on (MutatingAdmissionWebhook, PodSecurity, ...); name
