@@ -95,13 +95,17 @@ class Poller:
                 error, sources.SourceError) else str(error)
             log.error("source %s: poll failed: %s", name, state.last_error)
             POLLS.labels(name, "error").inc()
-            return False
+            failed = True
+        else:
+            failed = False
         finally:
             state.polls += 1
             state.last_poll = store.utcnow()
             state.running_since = None
             POLL_SECONDS.labels(name).observe(self._monotonic() - started)
+        if failed:
             self.check_stale(name)
+            return False
         state.failures, state.last_error, state.last_success = 0, None, state.last_poll
         state.succeeded_at = self._monotonic()
         LAST_SUCCESS.labels(name).set(state.last_success.timestamp())
