@@ -26,6 +26,7 @@ test: install binaries lint
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports --no-cache
+	$(BIN)/mypy
 
 binaries: install
 	$(BIN)/python -m devcluster build

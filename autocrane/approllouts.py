@@ -14,20 +14,19 @@ good template (hash *and* a copy), the released hash and the rejected hashes.
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import hashlib
 import json
 import re
 from collections.abc import Mapping
 from typing import Any
 
-from autocrane import untrusted
+from autocrane import keys, untrusted
 
-GROUP_LABEL = "rollout.autocrane.io/group"
+GROUP_LABEL = keys.ROLLOUT_GROUP_LABEL
 """Deployments with this label form a staged rollout (a label, so the webhook's objectSelector sees it)."""
-STAGE_LABEL = "rollout.autocrane.io/stage"
+STAGE_LABEL = keys.ROLLOUT_STAGE_LABEL
 """``"<n>"``: lower stages roll first; absent means 0."""
-RELEASE_ANNOTATION = "rollout.autocrane.io/release"
+RELEASE_ANNOTATION = keys.ROLLOUT_RELEASE_ANNOTATION
 """Optional, on the Deployment: ties the pending templates of one release together across stages."""
 POD_TEMPLATE_HASH = "pod-template-hash"
 """Added by the Deployment controller to ReplicaSets and pods, never part of a release."""
@@ -172,7 +171,7 @@ def _hash(value: Any) -> str | None:
 def _record(raw: Any) -> Record | None:
     if not isinstance(raw, Mapping):
         return None
-    lkg = raw.get("lastKnownGood") if isinstance(raw.get("lastKnownGood"), Mapping) else {}
+    lkg = untrusted.mapping(raw.get("lastKnownGood"))
     template = lkg.get("template")
     stage = raw.get("stage")
     return Record(stage=stage if isinstance(stage, int) and not isinstance(stage, bool) and stage >= 0 else 0,
@@ -185,14 +184,14 @@ def _record(raw: Any) -> Record | None:
 def status_from_json(status: Mapping[str, Any] | None) -> Status:
     """Decode a status; anything malformed (a torn or hand-edited status) reads as absent."""
     status = status if isinstance(status, Mapping) else {}
-    raw_records = status.get("deployments") if isinstance(status.get("deployments"), Mapping) else {}
+    raw_records = untrusted.mapping(status.get("deployments"))
     records = {str(name): record for name, raw in raw_records.items() if (record := _record(raw)) is not None}
     stage = status.get("stage")
     released_at = untrusted.timestamp(status.get("releasedAt"))
     if not isinstance(stage, int) or isinstance(stage, bool) or released_at is None:
         stage, released_at = None, None  # no stage without its clock: start the stage over
     return Status(
-        phase=status.get("phase") if status.get("phase") in PHASES else HEALTHY,
+        phase=phase if isinstance(phase := status.get("phase"), str) and phase in PHASES else HEALTHY,
         stage=stage, released_at=released_at,
         rolled_out_at=untrusted.timestamp(status.get("rolledOutAt")) if stage is not None else None,
         reason=_text(status.get("reason"), 64) or "", message=_text(status.get("message"), 1024) or "",
@@ -201,8 +200,7 @@ def status_from_json(status: Mapping[str, Any] | None) -> Status:
 
 
 def _rfc3339(seconds: float | None) -> str | None:
-    # The controller's own clock readings, never an outside value.
-    return None if seconds is None else dt.datetime.fromtimestamp(seconds, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return None if seconds is None else untrusted.rfc3339(seconds)
 
 
 def status_to_json(status: Status) -> dict[str, Any]:

@@ -59,7 +59,7 @@ class ManifestError(errors.AutocraneError, ValueError):
     """A manifest, request, name or version is malformed; the message says where."""
 
 
-def check_source(source: str, what: str = "source") -> str:
+def check_source(source: object, what: str = "source") -> str:
     """A repository source name: one or more names joined by '/', e.g. ``models/resnet``, at most 253."""
     if not isinstance(source, str) or len(source) > 253 or not _SOURCE.fullmatch(source):
         raise ManifestError(
@@ -67,7 +67,7 @@ def check_source(source: str, what: str = "source") -> str:
     return source
 
 
-def check_version(version: str, what: str = "version") -> str:
+def check_version(version: object, what: str = "version") -> str:
     """A version id: safe as a path component (no '/', no leading '.', at most 128 characters)."""
     if not isinstance(version, str) or len(version) > 128 or not _VERSION.fullmatch(version):
         raise ManifestError(
@@ -75,14 +75,14 @@ def check_version(version: str, what: str = "version") -> str:
     return version
 
 
-def check_namespace(namespace: str, what: str = "namespace") -> str:
+def check_namespace(namespace: object, what: str = "namespace") -> str:
     """A Kubernetes namespace name (an RFC 1123 label)."""
     if not isinstance(namespace, str) or not _NAMESPACE.fullmatch(namespace):
         raise ManifestError(f"{what} {untrusted.shown(namespace)}: expected a namespace name ([a-z0-9-], at most 63)")
     return namespace
 
 
-def check_sha256(value: str, what: str = "sha256") -> str:
+def check_sha256(value: object, what: str = "sha256") -> str:
     if not isinstance(value, str) or not _SHA256.fullmatch(value):
         raise ManifestError(f"{what} {untrusted.shown(value)}: expected 64 lower-case hex digits")
     return value
@@ -133,8 +133,8 @@ class Version:
         origin = data.get("origin") or {}
         if not isinstance(origin, Mapping):
             raise ManifestError(f"{where}.origin: expected an object")
-        return cls(check_version(data.get("version"), f"{where}.version"),  # type: ignore[arg-type]
-                   check_sha256(data.get("sha256"), f"{where}.sha256"),  # type: ignore[arg-type]
+        return cls(check_version(data.get("version"), f"{where}.version"),
+                   check_sha256(data.get("sha256"), f"{where}.sha256"),
                    size, _time(data.get("created"), f"{where}.created"),
                    {str(k): str(v) for k, v in origin.items()})
 
@@ -194,7 +194,7 @@ class SourceManifest:
             raise ManifestError(f"{where}.lastKnownGoodByNamespace: expected an object")
         namespaces = {check_namespace(ns, f"{where}.lastKnownGoodByNamespace key"):
                       check_version(v, f"{where}.lastKnownGoodByNamespace.{ns}") for ns, v in scoped.items()}
-        return cls(check_source(data.get("source"), f"{where}.source"),  # type: ignore[arg-type]
+        return cls(check_source(data.get("source"), f"{where}.source"),
                    tuple(Version.from_json(v, f"{where}.versions[{i}]") for i, v in enumerate(versions)), lkg,
                    namespaces)
 
@@ -237,5 +237,5 @@ def parse_request(value: str, key: str = "request") -> DataRequest:
     if not isinstance(data, dict):
         raise ManifestError(f'{key}: {untrusted.shown(value)} is not {{"version": "<id>", "sha256": "<hex>"}}')
     sha = data.get("sha256")
-    return DataRequest(check_version(data.get("version"), f"{key}: version"),  # type: ignore[arg-type]
+    return DataRequest(check_version(data.get("version"), f"{key}: version"),
                        None if sha is None else check_sha256(sha, f"{key}: sha256"))

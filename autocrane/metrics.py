@@ -25,7 +25,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 # `*_created` series (one per counter and histogram) double the output and no dashboard of ours uses them.
-prometheus_client.disable_created_metrics()
+prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]  # unannotated in prometheus_client
 REGISTRY = prometheus_client.CollectorRegistry(auto_describe=True)
 prometheus_client.ProcessCollector(registry=REGISTRY)
 prometheus_client.PlatformCollector(registry=REGISTRY)

@@ -1,4 +1,4 @@
-"""The pod's own annotations as the kubelet writes them through the downward API (pure).
+"""The pod's own annotations as the kubelet writes them through the downward API.
 
 A ``downwardAPI`` volume item with ``fieldRef: {fieldPath: metadata.annotations}`` holds one
 line per annotation, sorted by key: ``key="value"``, where the value is quoted like Go's ``%q``
@@ -9,11 +9,17 @@ qualified names, so the first ``=`` ends the key. The kubelet replaces the file 
 
 Reading the file costs no API call and no RBAC; the price is latency: the kubelet rewrites it
 when it syncs the pod after a change, within a second on the real node (docs/data-plane.md).
+
+:func:`parse` and :func:`unquote` are pure (text in, annotations out); :func:`read` and
+:class:`Watcher` read the file. The other direction, writing such a file as the kubelet would,
+is only ever needed by tests and development tools: ``devcluster.downwardapi``.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+
+from autocrane import errors
 
 DIRECTORY = "/etc/autocrane/podinfo"
 """Where the injector mounts the downward-API volume in its containers."""
@@ -23,7 +29,7 @@ ANNOTATIONS_PATH = f"{DIRECTORY}/annotations"
 _SIMPLE = {"a": 7, "b": 8, "f": 12, "n": 10, "r": 13, "t": 9, "v": 11, "\\": 92, '"': 34, "'": 39}
 
 
-class PodInfoError(ValueError):
+class PodInfoError(errors.AutocraneError, ValueError):
     """The annotations file is malformed; the message names the line."""
 
 
@@ -75,26 +81,6 @@ def unquote(quoted: str, where: str = "value") -> str:
     return out.decode("utf-8", "replace")
 
 
-def quote(value: str) -> str:
-    """Quote like Go's %q for the characters annotations normally hold (used by tests and tools)."""
-    out = ['"']
-    for ch in value:
-        if ch in '"\\':
-            out.append("\\" + ch)
-        elif ch == "\n":
-            out.append("\\n")
-        elif ch == "\t":
-            out.append("\\t")
-        elif ch == "\r":
-            out.append("\\r")
-        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
-            out.append(f"\\x{ord(ch):02x}")
-        else:
-            out.append(ch)
-    out.append('"')
-    return "".join(out)
-
-
 def parse(text: str) -> dict[str, str]:
     """Parse the whole file into a dict; blank lines are ignored, malformed ones raise naming the line."""
     result: dict[str, str] = {}
@@ -106,11 +92,6 @@ def parse(text: str) -> dict[str, str]:
             raise PodInfoError(f"line {number}: expected key=\"value\"")
         result[key] = unquote(quoted, f"line {number} ({key})")
     return result
-
-
-def format_annotations(annotations: dict[str, str]) -> str:
-    """The file the kubelet would write for ``annotations``."""
-    return "\n".join(f"{key}={quote(annotations[key])}" for key in sorted(annotations))
 
 
 def read(path: Path) -> dict[str, str]:

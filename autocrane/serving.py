@@ -42,6 +42,7 @@ import signal
 import socket
 import ssl
 import time
+import typing
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -53,6 +54,8 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from autocrane import errors, inpod
 
 log = logging.getLogger(__name__)
 _TIMED_OUT = "autocrane.timed_out"
@@ -153,7 +156,9 @@ class _Protocol(H11Protocol):
         return type(f"_Protocol_{site.name}", (cls,), {"site": site.name, "limits": site.limits,
                                                        "slow": _Throttled(site.limits.header_timeout)})
 
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # asyncio hands a TCP protocol a Transport; uvicorn's signature says so, narrower than asyncio's.
+        transport = typing.cast(asyncio.Transport, transport)
         if len(self.connections) >= self.limits.max_connections:
             self.transport = transport
             self.slow.warning("refused a connection: too many open", site=self.site,
@@ -233,7 +238,7 @@ class _Protocol(H11Protocol):
         if self.transport.is_closing():
             return
         if self.cycle is not None:
-            self.cycle.scope[_TIMED_OUT] = True  # type: ignore[literal-required]
+            typing.cast(dict[str, Any], self.cycle.scope)[_TIMED_OUT] = True  # our own key in the ASGI scope
         self.slow.warning(f"closed a connection: request body not complete within {self.limits.body_timeout:g}s",
                           site=self.site, client=self._client(),
                           path=self.scope.get("path") if self.scope else None)
@@ -260,7 +265,7 @@ class _Disconnects:
                     "client": f"{scope['client'][0]}:{scope['client'][1]}" if scope.get("client") else None})
 
 
-class BodyTooLarge(ValueError):
+class BodyTooLarge(errors.AutocraneError, ValueError):
     """A request body is larger than its limit."""
 
     def __init__(self, limit: int) -> None:
@@ -357,7 +362,8 @@ class Serving:
             self._tasks.append(asyncio.create_task(server.serve(sockets=[sock]), name=f"serve-{site.name}"))
         listening = asyncio.gather(*(server.listening.wait() for server in self._servers.values()))
         ended = asyncio.create_task(asyncio.wait(self._tasks, return_when=asyncio.FIRST_COMPLETED))
-        await asyncio.wait([listening, ended], return_when=asyncio.FIRST_COMPLETED)
+        either: list[asyncio.Future[Any]] = [listening, ended]
+        await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
         if not listening.done():  # a server ended before it listened: stop the others, surface its error
             listening.cancel()
             await self._abort()
@@ -411,12 +417,23 @@ class Serving:
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
     async def wait(self) -> None:
-        """Until every server has stopped; raises the first server's error, if any."""
+        """Until every server has stopped; raises the first server's error, if any.
+
+        Cancelled, it stops the servers at once (in-flight requests are cut) and waits for them: a
+        server cancelled in its own loop never closes its listening socket.
+        """
         try:
-            await asyncio.gather(*self._tasks)
+            if self._tasks:
+                await asyncio.wait(self._tasks)  # unlike gather, cancelling this wait leaves them to stop
+        except asyncio.CancelledError:
+            self.force()
+            await asyncio.wait(self._tasks)
+            raise
         finally:
             if self._stopper is not None:
                 await self._stopper
+        for task in self._tasks:
+            task.result()  # the first server's error, if one had one
 
     async def __aenter__(self) -> Serving:
         await self.start()
@@ -454,7 +471,7 @@ Liveness = Callable[[], str | None]
 """Why a program is not alive any more (a loop it depends on stopped), or None while it is."""
 
 
-def livez_route(path: str = "/livez", alive: Liveness | None = None) -> Route:
+def livez_route(path: str = inpod.LIVEZ_PATH, alive: Liveness | None = None) -> Route:
     """``GET /livez``: 200 while the event loop runs and ``alive()`` (if given) has no complaint;
     else 503 with the complaint, so the kubelet restarts a container whose work stopped."""
     async def livez(_: Request) -> PlainTextResponse:

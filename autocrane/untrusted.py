@@ -12,6 +12,8 @@ decoded here, so the rules hold everywhere:
 - **Times** are decoded by :func:`parse_time`: ``datetime.fromisoformat`` accepts years 1 to
   9999 with any offset, and converting ``9999-12-31T23:59:59-23:59`` to UTC raises
   ``OverflowError``, which once escaped a controller pass. Here it is a :class:`UntrustedValueError`.
+  The way back, :func:`rfc3339`, never raises either, whatever seconds a sum of outside values
+  made.
 - **Echoes**: a value quoted back in a message (an admission denial, a log line, a 400 answer)
   goes through :func:`shown` (or :func:`quoted`, the same in JSON quotes), which keeps at most
   :data:`SHOWN` characters. It never builds the whole ``repr`` of a list or a mapping: a YAML
@@ -25,7 +27,10 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 import reprlib
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
 
 import orjson
@@ -38,8 +43,8 @@ SHOWN = 80
 """Characters of a value quoted back in a message."""
 
 
-class UntrustedValueError(errors.AutocraneError, ValueError):
-    """An outside value cannot be decoded; the message names it and says what was expected."""
+UntrustedValueError = errors.UntrustedValueError
+"""An outside value cannot be decoded (defined in :mod:`autocrane.errors`, with the other errors)."""
 
 
 def _bounded_repr(limit: int) -> reprlib.Repr:
@@ -113,6 +118,15 @@ def json_value(data: str | bytes, *, what: str, max_bytes: int, max_depth: int =
     return value
 
 
+def mapping(value: object) -> Mapping[str, Any]:
+    """``value`` when it is a JSON object (a mapping), else an empty one: for reading nested fields of
+    an outside object without a check at every level."""
+    return value if isinstance(value, Mapping) else _EMPTY
+
+
+_EMPTY: Mapping[str, Any] = MappingProxyType({})
+
+
 def parse_time(text: object, *, what: str) -> dt.datetime:
     """An RFC3339 time as an aware UTC datetime; a time without offset is taken as UTC.
 
@@ -138,3 +152,24 @@ def timestamp(text: object) -> float | None:
         return parse_time(text, what="time").timestamp()
     except UntrustedValueError:
         return None
+
+
+_FIRST = dt.datetime(1, 1, 1, tzinfo=dt.UTC)
+_LAST = dt.datetime(9999, 12, 31, 23, 59, 59, tzinfo=dt.UTC)
+
+
+def rfc3339(seconds: float) -> str:
+    """POSIX seconds as an API timestamp: UTC, second precision.
+
+    Never raises: seconds before year 1 or after 9999 (say a deployment time plus a bake time of
+    1e300 from a ``DataRollout`` spec) are shown as the first or last second those years hold,
+    and NaN as the epoch.
+    """
+    if math.isnan(seconds):
+        seconds = 0.0
+    try:
+        when = _FIRST + dt.timedelta(seconds=math.floor(seconds) - _FIRST.timestamp())
+    except OverflowError:
+        when = _FIRST if seconds < 0 else _LAST
+    when = min(max(when, _FIRST), _LAST)
+    return f"{when.year:04d}-{when:%m-%dT%H:%M:%SZ}"

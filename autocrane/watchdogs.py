@@ -25,10 +25,10 @@ import enum
 import re
 from collections.abc import Iterable, Mapping
 
-from autocrane import annotations, errors, untrusted
+from autocrane import errors, keys, untrusted
 
-STATUS_PREFIX = annotations.STATUS_PREFIX
-HEALTH_LABEL = annotations.HEALTH_LABEL
+STATUS_PREFIX = keys.STATUS_PREFIX
+HEALTH_LABEL = keys.HEALTH_LABEL
 #: Health label value when a pod has no watchdog status at all.
 UNKNOWN = "unknown"
 #: Longest message kept in a status value; annotations are small and humans read them.

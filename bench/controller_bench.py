@@ -34,7 +34,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from controller import apply, eviction, health, informer, loop, probing
+from controller import passes
+from controller.apiserver import informer, writer
+from controller.evictions import decision as eviction
+from controller.watchdogs import health, probing
 
 FAILING: set[str] = set()
 
@@ -104,7 +107,7 @@ async def serve(pods: int, port: int, victim: str) -> None:
         await server.serve_forever()
 
 
-class CountingApplier(apply.Applier):
+class CountingWriter(writer.Writer):
     """Counts what would be written; records when each pod's error status would be written."""
 
     def __init__(self) -> None:
@@ -141,21 +144,21 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
     results["decode_seconds"] = round(time.perf_counter() - started, 2)
     results["rss_with_store_mib"] = round(rss_mib(), 1)
 
-    applier = CountingApplier()
+    applier = CountingWriter()
     async with probing.Prober(concurrency=args.concurrency, timeout=5) as prober:
-        controller = loop.Controller([store], prober, applier, eviction.Policy(), interval=args.interval)
-        passes = []
+        controller = passes.Controller([store], prober, applier, eviction.Policy(), interval=args.interval)
+        timed = []
         for _ in range(3):
             before = applier.writes
             t = time.perf_counter()
             await controller.run_pass()
-            passes.append((round(time.perf_counter() - t, 2), applier.writes - before))
+            timed.append((round(time.perf_counter() - t, 2), applier.writes - before))
             # the informer would deliver our own patches back: fold them in as the API server would
             for key, pod in list(store.store.items()):
                 if "status.autocrane.io/app" not in pod.annotations:
                     store.store[key] = pod.with_annotations(
                         {"status.autocrane.io/app": "info/2026-01-01T00:00:00Z/probe: ok"}, "info")
-        results["passes_seconds_and_writes"] = passes
+        results["passes_seconds_and_writes"] = timed
         results["rss_after_passes_mib"] = round(rss_mib(), 1)
 
         task = asyncio.create_task(controller.run())

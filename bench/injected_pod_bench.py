@@ -30,7 +30,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from autocrane import annotations
+from autocrane import keys
 from tests.cluster import harness, injectedkit, nodekit, webhookkit
 from tests.cluster.harness import wait_until
 from webhook import containers
@@ -76,9 +76,9 @@ def main() -> int:
             namespace = injectedkit.create_restricted_namespace(cluster, "bench", inject=True)
             data = injectedkit.data_annotations(first)
             kinds = {"datadeployer": data,
-                     "datadeployer + watchdoghealthz": {**data, annotations.MIN_READY_SECONDS: "0"},
-                     "both, native sidecars": {**data, annotations.MIN_READY_SECONDS: "0",
-                                               annotations.NATIVE_SIDECAR: "true"}}
+                     "datadeployer + watchdoghealthz": {**data, keys.MIN_READY_SECONDS: "0"},
+                     "both, native sidecars": {**data, keys.MIN_READY_SECONDS: "0",
+                                               keys.NATIVE_SIDECAR: "true"}}
             pod, name = "", ""
             for k, (kind, notes) in enumerate(kinds.items()):
                 times = []
@@ -110,7 +110,7 @@ def main() -> int:
                 version = repository.publish(f"bench-{i}")
                 patched = time.monotonic()
                 cluster.core.patch_namespaced_pod(pod, namespace, {"metadata": {"annotations": {
-                    annotations.REQUEST_DATA_PREFIX + injectedkit.DATA_SET: injectedkit.request_value(version)}}})
+                    keys.REQUEST_DATA_PREFIX + injectedkit.DATA_SET: injectedkit.request_value(version)}}})
                 wait_until("the version live", lambda v=version: _status_version(ip) == v["version"], timeout=120)
                 live.append(time.monotonic() - patched)
             print(f"data request to live: {_summary(live)}", flush=True)

@@ -56,3 +56,13 @@ FAULTS = metrics.counter(
     "eviction, acks, rollout...); each is also logged once.", ["step"])
 REPOSITORY_READS = metrics.counter(AREA, "repository_reads", "Data repository manifest reads by result (ok, error).",
                                    ["result"])
+
+
+class ApiObserver:
+    """Counts the API server's answers and the writes' waits for the rate limiter (an ``autocrane.kube.Observer``)."""
+
+    def answered(self, verb: str, resource: str, code: int) -> None:
+        API_REQUESTS.labels(verb, resource, str(code)).inc()
+
+    def throttled(self, seconds: float) -> None:
+        API_THROTTLE.observe(seconds)

@@ -11,17 +11,9 @@ Tests build records from plain dicts with :func:`from_json`, the same path the i
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
-import math
 from collections.abc import Mapping
-from typing import Any
 
-from autocrane import annotations, untrusted
-
-MIRROR_ANNOTATION = "kubernetes.io/config.mirror"
-"""Set by the kubelet on the API copy of a static pod; evicting it does nothing."""
-OPT_OUT_ANNOTATION = annotations.EVICTION_OPT_OUT
-"""``"true"`` keeps AutoCrane from ever evicting the pod (its watchdogs are still probed)."""
+from autocrane import bodies, keys, untrusted
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -62,15 +54,15 @@ class Pod:
 
     @property
     def mirror(self) -> bool:
-        return MIRROR_ANNOTATION in self.annotations
+        return keys.MIRROR_POD in self.annotations
 
     @property
     def opted_out(self) -> bool:
-        return self.annotations.get(OPT_OUT_ANNOTATION, "").strip().lower() == "true"
+        return self.annotations.get(keys.EVICTION_OPT_OUT, "").strip().lower() == "true"
 
     def probes(self) -> dict[str, str]:
         """``probe.autocrane.io/<name>`` annotations by name."""
-        prefix = annotations.PROBE_PREFIX
+        prefix = keys.PROBE_PREFIX
         return {key[len(prefix):]: value for key, value in self.annotations.items() if key.startswith(prefix)}
 
     def with_annotations(self, changes: Mapping[str, str | None], health_label: str | None) -> Pod:
@@ -79,61 +71,31 @@ class Pod:
         return dataclasses.replace(self, annotations=merged, health_label=health_label)
 
 
-def timestamp(text: object) -> float | None:
-    """An RFC3339 timestamp as POSIX seconds (UTC without an offset); None for anything else.
-
-    Also used on values anyone may write (a datadeployer's ``deployedAt``), hence
-    :func:`autocrane.untrusted.timestamp`: a time that exists only in another time zone is None.
-    """
-    return untrusted.timestamp(text)
-
-
 def parse_time(text: str | None) -> float:
     """An RFC3339 API timestamp as POSIX seconds; 0 for None or garbage."""
-    return timestamp(text) or 0.0
-
-
-_FIRST = dt.datetime(1, 1, 1, tzinfo=dt.UTC)
-_LAST = dt.datetime(9999, 12, 31, 23, 59, 59, tzinfo=dt.UTC)
-
-
-def rfc3339(seconds: float) -> str:
-    """POSIX seconds as an API timestamp: UTC, second precision.
-
-    Never raises: seconds before year 1 or after 9999 (say a deployment time plus a bake time of
-    1e300 from a ``DataRollout`` spec) are shown as the first or last second those years hold,
-    and NaN as the epoch.
-    """
-    if math.isnan(seconds):
-        seconds = 0.0
-    try:
-        when = _FIRST + dt.timedelta(seconds=math.floor(seconds) - _FIRST.timestamp())
-    except OverflowError:
-        when = _FIRST if seconds < 0 else _LAST
-    when = min(max(when, _FIRST), _LAST)
-    return f"{when.year:04d}-{when:%m-%dT%H:%M:%SZ}"
+    return untrusted.timestamp(text) or 0.0
 
 
 def _keep_annotation(key: str) -> bool:
-    return key == MIRROR_ANNOTATION or annotations.is_autocrane_key(key)
+    return key == keys.MIRROR_POD or keys.is_autocrane_key(key)
 
 
-def _ready(status: Mapping[str, Any]) -> bool:
+def _ready(status: bodies.PodStatus) -> bool:
     return any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or ())
 
 
-def _owner(metadata: Mapping[str, Any]) -> Owner | None:
+def _owner(metadata: bodies.ObjectMeta) -> Owner | None:
     for ref in metadata.get("ownerReferences") or ():
         if ref.get("controller"):
             return Owner(kind=str(ref.get("kind", "")), name=str(ref.get("name", "")), uid=str(ref.get("uid", "")))
     return None
 
 
-def from_json(raw: Mapping[str, Any]) -> Pod:
+def from_json(raw: bodies.Pod) -> Pod:
     """Decode one pod (a dict from the API, or a hand-written one in a test)."""
-    metadata = raw.get("metadata") or {}
-    status = raw.get("status") or {}
-    spec = raw.get("spec") or {}
+    metadata: bodies.ObjectMeta = raw.get("metadata") or {}
+    status: bodies.PodStatus = raw.get("status") or {}
+    spec: bodies.PodSpec = raw.get("spec") or {}
     kept = {k: str(v) for k, v in (metadata.get("annotations") or {}).items() if _keep_annotation(k)}
     labels = metadata.get("labels") or {}
     return Pod(
@@ -143,7 +105,7 @@ def from_json(raw: Mapping[str, Any]) -> Pod:
         resource_version=str(metadata.get("resourceVersion", "")),
         created=parse_time(metadata.get("creationTimestamp")),
         annotations=kept,
-        health_label=labels.get(annotations.HEALTH_LABEL),
+        health_label=labels.get(keys.HEALTH_LABEL),
         owner=_owner(metadata),
         node=str(spec.get("nodeName") or ""),
         pod_ip=str(status.get("podIP") or ""),

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import dataclasses
+import functools
 import json
 import os
 import random
@@ -28,6 +29,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 from devcluster import build, certs, linuxhost, node, nodeclaim, volumes
 
@@ -243,7 +245,8 @@ class ControlPlane:
         scheduler_port = self._start_component("kube-scheduler", self.options.client_rate_flags())
         self._start_kwok()
         for name, port in (("kube-controller-manager", kcm_port), ("kube-scheduler", scheduler_port)):
-            self.wait(f"{name} /healthz", lambda p=port: self.http_ok(f"https://127.0.0.1:{p}/healthz", verify=False))
+            self.wait(f"{name} /healthz", functools.partial(self.http_ok, f"https://127.0.0.1:{port}/healthz",
+                                                             verify=False))
         self._create_nodes()
         self.wait(f"{self.options.nodes} KWOK nodes Ready", self._nodes_ready)
         # The ServiceAccount admission plugin refuses pods until KCM has made the `default` SA.
@@ -402,7 +405,8 @@ class ControlPlane:
         except (OSError, urllib.error.URLError):
             return False
 
-    def _request(self, method: str, path: str, body: object | None = None) -> object | None:
+    def _request(self, method: str, path: str, body: object | None = None) -> Any:
+        """The decoded JSON answer (None for 404)."""
         data = json.dumps(body).encode() if body is not None else None
         req = urllib.request.Request(f"{self.server}{path}", data=data, method=method,
                                      headers={"Content-Type": "application/json"})
@@ -422,11 +426,11 @@ class ControlPlane:
         """DELETE the API path (admin credentials); already gone is fine."""
         self._request("DELETE", path)
 
-    def get(self, path: str) -> dict[str, object] | None:
+    def get(self, path: str) -> dict[str, Any] | None:
         """GET an API path; None when it does not exist."""
         return self._get(path)
 
-    def _get(self, path: str) -> dict[str, object] | None:
+    def _get(self, path: str) -> dict[str, Any] | None:
         result = self._request("GET", path)
         return result if isinstance(result, dict) else None
 

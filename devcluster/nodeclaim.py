@@ -377,12 +377,12 @@ def release(claim: Claim) -> None:
 
     step("kill the node's processes", lambda: linuxhost.kill_cgroup(claim.cgroup))
     for socket in _shim_sockets(claim):
-        step(f"remove {socket}", lambda s=socket: s.unlink(missing_ok=True))
+        step(f"remove {socket}", functools.partial(socket.unlink, missing_ok=True))
     step(f"unmount {claim.node_dir}", lambda: linuxhost.unmount_all_under(claim.node_dir))
     step(f"delete {claim.host_link}", lambda: linuxhost.delete_link(claim.host_link))
     step("remove the cgroups", lambda: linuxhost.remove_cgroup(claim.cgroup))
     for path in _own_log_links(claim) + _own_cni_results(claim):
-        step(f"remove {path}", lambda p=path: p.unlink(missing_ok=True))
+        step(f"remove {path}", functools.partial(path.unlink, missing_ok=True))
     if errors:
         raise linuxhost.HostError(f"releasing real node {claim.index} left things behind:\n  " + "\n  ".join(errors))
 

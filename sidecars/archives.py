@@ -24,7 +24,6 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import hashlib
-import io
 import os
 import posixpath
 import stat
@@ -32,12 +31,14 @@ import tarfile
 import zlib
 from collections.abc import Iterable
 from pathlib import Path
-from typing import IO, BinaryIO
+from typing import IO, BinaryIO, Literal
+
+from autocrane import errors
 
 CHUNK = 1 << 20
 
 
-class ArchiveError(ValueError):
+class ArchiveError(errors.AutocraneError, ValueError):
     """An archive is corrupt, truncated or hostile, or a tree cannot be packed."""
 
     def __init__(self, message: str, entry: str | None = None) -> None:
@@ -79,7 +80,7 @@ def _check_symlink_target(name: str, target: str) -> None:
         raise ArchiveError(f"symlink {target!r} escapes the target directory", name)
 
 
-def extract(fileobj: IO[bytes], dest: Path, limits: Limits | None = None, mode: str = "r|gz") -> int:
+def extract(fileobj: IO[bytes], dest: Path, limits: Limits | None = None, mode: Literal["r|gz", "r|*"] = "r|gz") -> int:
     """Extract the ``.tar.gz`` stream ``fileobj`` into the new directory ``dest``; return the file bytes written.
 
     ``dest`` must not exist; its parent must. On error ``dest`` is left for the caller to remove.
@@ -92,7 +93,7 @@ def extract(fileobj: IO[bytes], dest: Path, limits: Limits | None = None, mode: 
     symlinks: list[str] = []
     total = 0
     try:
-        with tarfile.open(fileobj=fileobj, mode=mode) as tar:  # type: ignore[call-overload]
+        with tarfile.open(fileobj=fileobj, mode=mode) as tar:
             for count, member in enumerate(tar, start=1):
                 if count > limits.max_entries:
                     raise ArchiveError(f"more than {limits.max_entries} entries", member.name)
@@ -114,7 +115,8 @@ def extract(fileobj: IO[bytes], dest: Path, limits: Limits | None = None, mode: 
                     if total + member.size > limits.max_total_bytes:
                         raise ArchiveError(f"archive expands past the {limits.max_total_bytes} byte limit", name)
                     source = tar.extractfile(member)
-                    assert source is not None  # a regular file always has data
+                    if source is None:  # tarfile gives a regular file's data, always
+                        raise ArchiveError("a regular file without data", name)
                     total += _write_file(source, path, member, name)
                     kinds[name] = "file"
                 elif member.issym():
@@ -185,7 +187,7 @@ def pack(root: Path, out: BinaryIO, exclude: Iterable[str] = ()) -> tuple[str, i
     """Write ``root``'s tree as a deterministic ``.tar.gz`` to ``out``; return (sha256 hex, size)."""
     hashing = _HashingWriter(out)
     with gzip.GzipFile(filename="", mode="wb", fileobj=hashing, mtime=0, compresslevel=6) as gz, \
-            tarfile.open(fileobj=gz, mode="w|", format=tarfile.PAX_FORMAT) as tar:  # type: ignore[call-overload]
+            tarfile.open(fileobj=gz, mode="w|", format=tarfile.PAX_FORMAT) as tar:
         for name in _tree(root, exclude):
             path = root / name
             info = os.lstat(path)
@@ -213,16 +215,16 @@ def pack(root: Path, out: BinaryIO, exclude: Iterable[str] = ()) -> tuple[str, i
     return hashing.hexdigest(), hashing.size
 
 
-class _HashingWriter(io.RawIOBase):
-    """A write-only stream that hashes and counts what passes through to ``out``."""
+class _HashingWriter:
+    """A write-only file that hashes and counts what passes through to ``out`` (gzip's ``fileobj``)."""
 
     def __init__(self, out: BinaryIO) -> None:
         self._out, self._hash, self.size = out, hashlib.sha256(), 0
 
-    def writable(self) -> bool:
-        return True
+    def flush(self) -> None:
+        self._out.flush()
 
-    def write(self, data: bytes) -> int:  # type: ignore[override]
+    def write(self, data: bytes) -> int:
         self._out.write(data)
         self._hash.update(data)
         self.size += len(data)

@@ -26,7 +26,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from autocrane import kube, podinfo, watchdogs
+from autocrane import errors, kube, podinfo, watchdogs
 
 CONFLICT_RETRIES = 5
 
@@ -57,7 +57,7 @@ async def pod_api(namespace: str, pod: str, make_patch: Callable[[dict[str, Any]
     Returns the pod as read (raw JSON). This is the only code here that talks to the API, through
     ``autocrane.kube`` (in-cluster credentials, else the kubeconfig).
     """
-    api = kube.Kube.connect(Path(kubeconfig) if kubeconfig else None)
+    api = await kube.Kube.connect(Path(kubeconfig) if kubeconfig else None)
     try:
         for attempt in range(CONFLICT_RETRIES):
             current = await api.get_pod(namespace, pod)
@@ -66,11 +66,11 @@ async def pod_api(namespace: str, pod: str, make_patch: Callable[[dict[str, Any]
             try:
                 await api.merge_patch_pod(namespace, pod, make_patch(current))
                 return current
-            except kube.Conflict:
+            except errors.Conflict:
                 if attempt + 1 == CONFLICT_RETRIES:
                     raise
     finally:
-        api.close()
+        await api.close()
     raise AssertionError("unreachable")
 
 

@@ -25,8 +25,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 from starlette.applications import Starlette
@@ -34,7 +33,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
-from autocrane import annotations, errors, logs, podinfo, serving, untrusted, watchdogs
+from autocrane import clock, errors, inpod, keys, logs, podinfo, serving, untrusted, watchdogs
 
 log = logging.getLogger(__name__)
 DEFAULT_ANNOTATIONS = podinfo.ANNOTATIONS_PATH
@@ -73,11 +72,11 @@ def decide(health: Health, now: float, min_ready_seconds: float) -> tuple[bool, 
 
 
 class Monitor:
-    """Holds the state between observations; the clock is injected (monotonic seconds)."""
+    """Holds the state between observations; the clock is injected (its monotonic seconds are used)."""
 
     def __init__(self, watcher: podinfo.Watcher, min_ready_seconds: float | None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        self.watcher, self.fixed_min_ready, self.clock = watcher, min_ready_seconds, clock
+                 time: clock.Clock = clock.SYSTEM) -> None:
+        self.watcher, self.fixed_min_ready, self.clock = watcher, min_ready_seconds, time
         self.health = Health()
 
         self._unexpected: dict[str, str] = {}
@@ -87,9 +86,9 @@ class Monitor:
     def min_ready_seconds(self) -> float:
         if self.fixed_min_ready is not None:
             return self.fixed_min_ready
-        value = self.watcher.annotations.get(annotations.MIN_READY_SECONDS)
+        value = self.watcher.annotations.get(keys.MIN_READY_SECONDS)
         try:
-            return float(annotations.parse_seconds(annotations.MIN_READY_SECONDS, value)) if value else 0.0
+            return float(inpod.parse_min_ready_seconds(value)) if value else 0.0
         except (errors.AnnotationError, ValueError, OverflowError):  # e.g. 5000 digits: int() refuses them
             return 0.0
 
@@ -99,7 +98,8 @@ class Monitor:
         try:
             self.watcher.poll()
             readable = self.watcher.error is None
-            self.health = observe(self.health, self.watcher.annotations if readable else None, self.clock())
+            self.health = observe(self.health, self.watcher.annotations if readable else None,
+                                  self.clock.monotonic())
         except Exception as error:
             self.health = Health(None, (f"the watchdog statuses cannot be read: {self._report('tick', error)}",))
         else:
@@ -109,7 +109,7 @@ class Monitor:
 
     def decide(self) -> tuple[bool, str]:
         try:
-            answer = decide(self.health, self.clock(), self.min_ready_seconds)
+            answer = decide(self.health, self.clock.monotonic(), self.min_ready_seconds)
         except Exception as error:
             return False, f"error: cannot decide: {self._report('decide', error)}"
         self._unexpected.pop("decide", None)
@@ -129,7 +129,7 @@ def app(monitor: Monitor, alive: serving.Liveness | None = None) -> Starlette:
         ready, reason = monitor.decide()
         return PlainTextResponse(reason, 200 if ready else 503)
 
-    return Starlette(routes=[Route("/healthz", healthz), serving.livez_route(alive=alive)])
+    return Starlette(routes=[Route(inpod.HEALTHZ_PATH, healthz), serving.livez_route(alive=alive)])
 
 
 async def watch(monitor: Monitor, poll: float) -> None:
@@ -162,7 +162,8 @@ def main(argv: list[str]) -> int:
     p.add_argument("--min-ready-seconds", type=float,
                    help="seconds without error before ready (default: the pod's min-ready-seconds annotation)")
     p.add_argument("--host", default="0.0.0.0")
-    p.add_argument("--port", type=int, default=8082)
+    p.add_argument("--port", type=int, default=inpod.WATCHDOGHEALTHZ_PORT,
+                   help=f"port of /healthz and /livez (default {inpod.WATCHDOGHEALTHZ_PORT}, the injector's)")
     p.add_argument("--poll-seconds", type=float, default=1.0, help="how often to re-check the annotations file")
     logs.add_arguments(p)
     args = p.parse_args(argv)

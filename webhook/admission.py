@@ -27,7 +27,7 @@ from typing import Any
 
 import orjson
 
-from autocrane import caching, errors, untrusted
+from autocrane import bodies, caching, errors, untrusted
 from webhook import inject, patching, policy
 from webhook import settings as injector_settings
 
@@ -42,7 +42,7 @@ class MalformedReview(errors.AutocraneError):
     """The body is not an AdmissionReview v1 this webhook can answer (HTTP 400)."""
 
 
-def review(request_review: Mapping[str, Any], settings: injector_settings.InjectorSettings) -> dict[str, Any]:
+def review(request_review: Mapping[str, Any], settings: injector_settings.InjectorSettings) -> bodies.AdmissionReview:
     """Answer one AdmissionReview v1 request with an AdmissionReview v1 response."""
     request = _request(request_review)
     uid: str = request["uid"]
@@ -66,13 +66,14 @@ def _shareable(raw_patch: bytes | None) -> bool:
     return raw_patch is None or b"kube-api-access-" not in raw_patch
 
 
-def _respond(pod: Mapping[str, Any], settings: injector_settings.InjectorSettings) -> tuple[dict[str, Any], bool]:
+def _respond(pod: Mapping[str, Any], settings: injector_settings.InjectorSettings
+             ) -> tuple[bodies.AdmissionResponse, bool]:
     """The response to a pod CREATE, without its uid, and whether pods of the same key may share it."""
     try:
         result = inject.inject(pod, settings)
     except (errors.AnnotationError, errors.ObjectError) as exc:  # the pod's fault, said in words
         return {"allowed": False, "status": {"code": 400, "message": str(exc)}}, True
-    response: dict[str, Any] = {"allowed": True}
+    response: bodies.AdmissionResponse = {"allowed": True}
     patch = admission_patch(pod, result.pod)
     raw_patch = orjson.dumps(patch) if patch else None
     if raw_patch is not None:
@@ -86,7 +87,7 @@ def _respond(pod: Mapping[str, Any], settings: injector_settings.InjectorSetting
     return response, _shareable(raw_patch)
 
 
-CACHE: caching.BoundedCache[tuple[object, bytes], dict[str, Any]] = caching.BoundedCache(
+CACHE: caching.BoundedCache[tuple[object, bytes], bodies.AdmissionResponse] = caching.BoundedCache(
     max_entries=256, max_bytes=16 << 20, max_entry_bytes=128 << 10)
 """The last responses by what they depend on (see ``_cache_key``); least recently used out.
 
@@ -106,7 +107,7 @@ def _cache_key(pod: Mapping[str, Any], settings: injector_settings.InjectorSetti
         return None
     # Presence as well as value: a missing key and a null one give different patch operations.
     has_annotations = metadata is not None and "annotations" in metadata
-    annotations = metadata["annotations"] if has_annotations else None
+    annotations = metadata["annotations"] if metadata is not None and has_annotations else None
     try:
         key = orjson.dumps([pod.get("apiVersion"), pod.get("kind"), metadata is not None,
                             has_annotations, annotations, "spec" in pod, pod.get("spec")])
@@ -131,7 +132,7 @@ def admission_patch(original: Mapping[str, Any], mutated: Mapping[str, Any]) -> 
     return patching.diff(_without_managed_fields(original), _without_managed_fields(mutated))
 
 
-def outcome(review_response: Mapping[str, Any]) -> str:
+def outcome(review_response: bodies.AdmissionReview) -> str:
     """``injected``, ``allowed`` or ``denied``: a label for metrics and logs from a ``review`` answer."""
     response = review_response.get("response") or {}
     if not response.get("allowed"):
@@ -163,7 +164,7 @@ def _is_pod_create(request: Mapping[str, Any]) -> bool:
     return is_pod and request.get("operation") == "CREATE" and not request.get("subResource")
 
 
-def answer(uid: str, response: Mapping[str, Any]) -> dict[str, Any]:
+def answer(uid: str, response: bodies.AdmissionResponse) -> bodies.AdmissionReview:
     """The AdmissionReview v1 envelope around ``response`` for request ``uid``."""
     return {"apiVersion": API_VERSION, "kind": KIND, "response": {"uid": uid, **response}}
 

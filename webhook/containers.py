@@ -31,8 +31,10 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass
+from typing import Any
 
-from autocrane import annotations, podinfo
+from autocrane import bodies, inpod, podinfo
+from webhook import options
 from webhook import settings as injector_settings
 
 DATADEPLOYER_INIT = "autocrane-datadeployer-init"
@@ -47,10 +49,6 @@ VOLUME_NAMES = (DATA_VOLUME, PODINFO_VOLUME, TMP_VOLUME)
 
 PODINFO_DIR = podinfo.DIRECTORY
 ANNOTATIONS_FILE = podinfo.ANNOTATIONS_PATH
-SYNCED_PATH = "/synced"
-LIVEZ_PATH = "/livez"
-"""Both injected servers answer it while their event loop runs."""
-HEALTHZ_PATH = "/healthz"
 _STARTUP_PERIOD_SECONDS = 2
 
 
@@ -73,16 +71,16 @@ class Plan:
 
 
 # Pure, on frozen values: pods of one workload share the answer. Bounded in bytes by its inputs
-# too: overrides are quantities of at most annotations.MAX_QUANTITY_CHARS characters.
+# too: overrides are quantities of at most options.MAX_QUANTITY_CHARS characters.
 @functools.lru_cache(maxsize=256)
 def effective_resources(default: injector_settings.Resources,
-                        overrides: annotations.ResourceOverrides) -> injector_settings.Resources:
+                        overrides: options.ResourceOverrides) -> injector_settings.Resources:
     """Defaults with per-pod overrides; a lone override drags the other bound along to keep request <= limit."""
     values: dict[str, str] = {}
     for resource in ("cpu", "memory"):
         request = getattr(overrides, f"{resource}_request") or getattr(default, f"{resource}_request")
         limit = getattr(overrides, f"{resource}_limit") or getattr(default, f"{resource}_limit")
-        if annotations.amount(request) > annotations.amount(limit):
+        if options.amount(request) > options.amount(limit):
             # Only one side was overridden (parse_pod refuses both sides crossed): follow it.
             if getattr(overrides, f"{resource}_request") is not None:
                 limit = request
@@ -92,14 +90,14 @@ def effective_resources(default: injector_settings.Resources,
     return injector_settings.Resources(**values)
 
 
-def datadeployer_init(s: injector_settings.InjectorSettings, plan: Plan) -> dict[str, object]:
+def datadeployer_init(s: injector_settings.InjectorSettings, plan: Plan) -> bodies.Container:
     """The classic first-sync init container."""
     return _container(s, DATADEPLOYER_INIT, s.datadeployer_image, _datadeployer_args(s, plan, "init"), ports=[],
                       resources=plan.datadeployer_resources,
                       mounts=[_mount(DATA_VOLUME, plan.store_location, read_only=False), *_common_mounts()])
 
 
-def datadeployer_sidecar(s: injector_settings.InjectorSettings, plan: Plan) -> dict[str, object]:
+def datadeployer_sidecar(s: injector_settings.InjectorSettings, plan: Plan) -> bodies.Container:
     """The data sidecar: a classic container, or (``plan.native``) a native sidecar that also does the first sync."""
     container = _container(
         s, DATADEPLOYER, s.datadeployer_image,
@@ -107,16 +105,16 @@ def datadeployer_sidecar(s: injector_settings.InjectorSettings, plan: Plan) -> d
         ports=[_port("autocrane-sync", s.datadeployer_status_port)], resources=plan.datadeployer_resources,
         mounts=[_mount(DATA_VOLUME, plan.store_location, read_only=False), *_common_mounts()])
     # A hung sidecar is restarted by the kubelet; the live data and the app are not touched.
-    container["livenessProbe"] = _http_probe(LIVEZ_PATH, s.datadeployer_status_port, period=10, failures=3)
+    container["livenessProbe"] = _http_probe(inpod.LIVEZ_PATH, s.datadeployer_status_port, period=10, failures=3)
     if plan.native:
         container["restartPolicy"] = "Always"
         container["startupProbe"] = _http_probe(
-            SYNCED_PATH, s.datadeployer_status_port, period=_STARTUP_PERIOD_SECONDS,
+            inpod.SYNCED_PATH, s.datadeployer_status_port, period=_STARTUP_PERIOD_SECONDS,
             failures=math.ceil(s.startup_timeout_seconds / _STARTUP_PERIOD_SECONDS))
     return container
 
 
-def watchdoghealthz_sidecar(s: injector_settings.InjectorSettings, plan: Plan) -> dict[str, object]:
+def watchdoghealthz_sidecar(s: injector_settings.InjectorSettings, plan: Plan) -> bodies.Container:
     """The readiness sidecar: its readinessProbe is its own ``/healthz``, so the pod is Ready only when it is.
 
     It reads ``min-ready-seconds`` from the annotations file itself, so a changed annotation takes effect
@@ -129,14 +127,14 @@ def watchdoghealthz_sidecar(s: injector_settings.InjectorSettings, plan: Plan) -
         mounts=_common_mounts())
     if plan.native:
         container["restartPolicy"] = "Always"
-    container["readinessProbe"] = _http_probe(HEALTHZ_PATH, s.watchdoghealthz_port, period=5, failures=1)
-    container["livenessProbe"] = _http_probe(LIVEZ_PATH, s.watchdoghealthz_port, period=10, failures=3)
+    container["readinessProbe"] = _http_probe(inpod.HEALTHZ_PATH, s.watchdoghealthz_port, period=5, failures=1)
+    container["livenessProbe"] = _http_probe(inpod.LIVEZ_PATH, s.watchdoghealthz_port, period=10, failures=3)
     return container
 
 
-def volumes(s: injector_settings.InjectorSettings, plan: Plan) -> list[dict[str, object]]:
+def volumes(s: injector_settings.InjectorSettings, plan: Plan) -> list[bodies.Volume]:
     """The injected volumes: the data emptyDir (data pods only), the downward-API podinfo and /tmp."""
-    found: list[dict[str, object]] = []
+    found: list[bodies.Volume] = []
     if plan.data:
         found.append({"name": DATA_VOLUME, "emptyDir": {"sizeLimit": s.data_size_limit}})
     found.append({"name": PODINFO_VOLUME, "downwardAPI": {"defaultMode": 0o644, "items": [
@@ -147,12 +145,12 @@ def volumes(s: injector_settings.InjectorSettings, plan: Plan) -> list[dict[str,
     return found
 
 
-def app_data_mount(store_location: str) -> dict[str, object]:
+def app_data_mount(store_location: str) -> bodies.VolumeMount:
     """The mount added to each app container: the data volume, read-only, at the store location."""
     return _mount(DATA_VOLUME, store_location, read_only=True)
 
 
-def security_context(s: injector_settings.InjectorSettings) -> dict[str, object]:
+def security_context(s: injector_settings.InjectorSettings) -> dict[str, Any]:
     """Pod Security ``restricted``, and then some (read-only root filesystem, fixed non-root UID/GID)."""
     return {
         "allowPrivilegeEscalation": False,
@@ -167,9 +165,9 @@ def security_context(s: injector_settings.InjectorSettings) -> dict[str, object]
 
 
 def _container(s: injector_settings.InjectorSettings, name: str, image: str, args: list[str], *,
-               ports: list[dict[str, object]], resources: injector_settings.Resources,
-               mounts: list[dict[str, object]]) -> dict[str, object]:
-    container: dict[str, object] = {
+               ports: list[bodies.ContainerPort], resources: injector_settings.Resources,
+               mounts: list[bodies.VolumeMount]) -> bodies.Container:
+    container: bodies.Container = {
         "name": name,
         "image": image,
         "imagePullPolicy": s.image_pull_policy,
@@ -178,13 +176,11 @@ def _container(s: injector_settings.InjectorSettings, name: str, image: str, arg
     }
     if ports:
         container["ports"] = ports
-    container.update({
-        "resources": resources.to_kubernetes(),
-        "securityContext": security_context(s),
-        "volumeMounts": mounts,
-        "terminationMessagePath": "/dev/termination-log",
-        "terminationMessagePolicy": "FallbackToLogsOnError",
-    })
+    container["resources"] = resources.to_kubernetes()
+    container["securityContext"] = security_context(s)
+    container["volumeMounts"] = mounts
+    container["terminationMessagePath"] = "/dev/termination-log"
+    container["terminationMessagePolicy"] = "FallbackToLogsOnError"
     return container
 
 
@@ -193,27 +189,27 @@ def _datadeployer_args(s: injector_settings.InjectorSettings, plan: Plan, mode: 
             "--annotations-file", ANNOTATIONS_FILE]
 
 
-def _downward_env() -> list[dict[str, object]]:
+def _downward_env() -> list[dict[str, Any]]:
     return [{"name": name, "valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": path}}}
             for name, path in (("POD_NAME", "metadata.name"), ("POD_NAMESPACE", "metadata.namespace"),
                                ("POD_IP", "status.podIP"))]
 
 
-def _common_mounts() -> list[dict[str, object]]:
+def _common_mounts() -> list[bodies.VolumeMount]:
     return [_mount(PODINFO_VOLUME, PODINFO_DIR, read_only=True), _mount(TMP_VOLUME, "/tmp", read_only=False)]
 
 
-def _mount(volume: str, path: str, *, read_only: bool) -> dict[str, object]:
-    mount: dict[str, object] = {"name": volume, "mountPath": path}
+def _mount(volume: str, path: str, *, read_only: bool) -> bodies.VolumeMount:
+    mount: bodies.VolumeMount = {"name": volume, "mountPath": path}
     if read_only:
         mount["readOnly"] = True
     return mount
 
 
-def _port(name: str, number: int) -> dict[str, object]:
+def _port(name: str, number: int) -> bodies.ContainerPort:
     return {"name": name, "containerPort": number, "protocol": "TCP"}
 
 
-def _http_probe(path: str, port: int, *, period: int, failures: int) -> dict[str, object]:
+def _http_probe(path: str, port: int, *, period: int, failures: int) -> dict[str, Any]:
     return {"httpGet": {"path": path, "port": port, "scheme": "HTTP"}, "periodSeconds": period,
             "timeoutSeconds": 1, "successThreshold": 1, "failureThreshold": failures}

@@ -33,8 +33,8 @@ from dataclasses import dataclass
 from importlib import metadata
 from typing import Any
 
-from autocrane import annotations, errors, untrusted
-from webhook import containers, policy
+from autocrane import bodies, errors, keys, untrusted
+from webhook import containers, options, policy
 from webhook import settings as injector_settings
 
 _CONTAINER_LISTS = ("initContainers", "containers", "ephemeralContainers")
@@ -91,7 +91,7 @@ def inject(pod: Mapping[str, Any], settings: injector_settings.InjectorSettings)
         raise errors.ObjectError(_deepest(pod), f"JSON nested at most {untrusted.MAX_DEPTH} levels deep "
                                  "(a whole Pod is about 12)")
     result = _writable(pod)
-    request, warnings = annotations.parse_pod(_annotations(result))
+    request, warnings = options.parse_pod(_annotations(result))
     decision = policy.decide(result, request)
     if decision.inject or request.status is not None:
         _check_shape(_mapping(result, "spec", "spec"))
@@ -120,11 +120,11 @@ def inject(pod: Mapping[str, Any], settings: injector_settings.InjectorSettings)
     _check_conflicts(result, request, plan, settings, [c["name"] for c in init + sidecars],
                      [v["name"] for v in volumes])
     _add(result, request.init_position, plan, init, sidecars, volumes)
-    status = annotations.InjectionStatus(
+    status = options.InjectionStatus(
         init_containers=tuple(c["name"] for c in init), containers=tuple(c["name"] for c in sidecars),
         volumes=tuple(v["name"] for v in volumes), version=_version(), config=settings.config_hash())
     _mapping(_mapping(result, "metadata", "metadata"), "annotations", "metadata.annotations")[
-        annotations.INJECTOR_STATUS] = status.to_json()
+        keys.INJECTOR_STATUS] = status.to_json()
     skipped = policy.ALREADY_INJECTED if result == pod else None
     return InjectionResult(result, _capped(warnings + native_warnings), skipped)
 
@@ -135,7 +135,7 @@ def _capped(warnings: list[str]) -> tuple[str, ...]:
     return (*warnings[:MAX_WARNINGS], f"and {len(warnings) - MAX_WARNINGS} more warnings like these")
 
 
-def strip(pod: dict[str, Any], status: annotations.InjectionStatus) -> None:
+def strip(pod: dict[str, Any], status: options.InjectionStatus) -> None:
     """Remove, in place, what the injection recorded in ``status`` added to ``pod``.
 
     Only names AutoCrane injects are removed, whatever ``status`` lists (it is an annotation anyone
@@ -153,16 +153,16 @@ def strip(pod: dict[str, Any], status: annotations.InjectionStatus) -> None:
             _remove_named(container, "volumeMounts", volumes)
     meta = pod.get("metadata")
     if isinstance(meta, dict) and isinstance(meta.get("annotations"), dict):
-        meta["annotations"].pop(annotations.INJECTOR_STATUS, None)
+        meta["annotations"].pop(keys.INJECTOR_STATUS, None)
         if not meta["annotations"]:
             del meta["annotations"]
 
 
 def _containers(s: injector_settings.InjectorSettings,
-                plan: containers.Plan) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+                plan: containers.Plan) -> tuple[list[bodies.Container], list[bodies.Container]]:
     """(init containers, classic sidecars) to inject, in order."""
-    init: list[dict[str, Any]] = []
-    sidecars: list[dict[str, Any]] = []
+    init: list[bodies.Container] = []
+    sidecars: list[bodies.Container] = []
     if plan.data:
         if plan.native:
             init.append(containers.datadeployer_sidecar(s, plan))
@@ -174,7 +174,7 @@ def _containers(s: injector_settings.InjectorSettings,
     return init, sidecars
 
 
-def _check_conflicts(pod: dict[str, Any], request: annotations.PodSpecRequest, plan: containers.Plan,
+def _check_conflicts(pod: dict[str, Any], request: options.PodOptions, plan: containers.Plan,
                      s: injector_settings.InjectorSettings, names: list[str], volumes: list[str]) -> None:
     key, value = request.opt_in_key(), _annotations(pod).get(request.opt_in_key(), "")
     spec = _mapping(pod, "spec", "spec")
@@ -204,14 +204,14 @@ def _check_conflicts(pod: dict[str, Any], request: annotations.PodSpecRequest, p
             if not isinstance(path, str) or not path.startswith("/"):
                 continue  # the API server's validation reports those
             path = "/" + posixpath.normpath(path).lstrip("/")
-            if annotations.is_within(path, location) or annotations.is_within(location, path):
+            if options.is_within(path, location) or options.is_within(location, path):
                 where = f"container {_name(container)} mounts volume {_name(mount)} at {untrusted.quoted(path)}"
-                raise errors.AnnotationError(annotations.STORE_LOCATION, location,
+                raise errors.AnnotationError(keys.STORE_LOCATION, location,
                                              f"a path clear of the pod's own mounts ({where})")
 
 
-def _add(pod: dict[str, Any], position: str, plan: containers.Plan, init: list[dict[str, Any]],
-         sidecars: list[dict[str, Any]], volumes: list[dict[str, Any]]) -> None:
+def _add(pod: dict[str, Any], position: str, plan: containers.Plan, init: list[bodies.Container],
+         sidecars: list[bodies.Container], volumes: list[bodies.Volume]) -> None:
     spec = _mapping(pod, "spec", "spec")
     if plan.data:
         for container in _app_containers(spec, position):

@@ -59,9 +59,10 @@ def _diff_objects(old: Mapping[str, Any], new: Mapping[str, Any], path: str) -> 
 def _names(items: list[Any]) -> list[str] | None:
     """The ``name`` of each item, if every item is an object with a unique string one."""
     names = [item.get("name") if isinstance(item, Mapping) else None for item in items]
-    if not all(isinstance(name, str) for name in names) or len(set(names)) != len(names):
+    strings = [name for name in names if isinstance(name, str)]
+    if len(strings) != len(names) or len(set(strings)) != len(strings):
         return None  # a list or a mapping as a name is not hashable: compare such lists by position
-    return names
+    return strings
 
 
 def _diff_named(old: list[Any], new: list[Any], old_names: list[str], new_names: list[str],

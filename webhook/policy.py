@@ -18,7 +18,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from autocrane import annotations, errors
+from autocrane import errors, keys
+from webhook import options
 
 INJECT = "inject"
 NOT_A_POD = "not-a-pod"
@@ -28,7 +29,6 @@ MIRROR_POD = "mirror-pod"
 ALREADY_INJECTED = "already-injected"
 """Not decided here: ``webhook.inject`` reports it when re-injecting gives back the same pod."""
 
-_MIRROR_ANNOTATION = "kubernetes.io/config.mirror"  # static pods' API mirrors: the kubelet owns their spec
 _FINITE_RESTART_POLICIES = ("Never", "OnFailure")
 
 
@@ -47,12 +47,12 @@ def is_pod(obj: object) -> bool:
     return isinstance(obj, Mapping) and obj.get("kind", "Pod") == "Pod"
 
 
-def decide(obj: Mapping[str, object], request: annotations.PodSpecRequest) -> Decision:
+def decide(obj: Mapping[str, object], request: options.PodOptions) -> Decision:
     """Inject or skip; raise ``errors.AnnotationError`` for an opted-in pod that cannot be injected."""
     if not is_pod(obj):
         return Decision(False, NOT_A_POD)
     metadata = obj.get("metadata")
-    if isinstance(metadata, Mapping) and _MIRROR_ANNOTATION in (metadata.get("annotations") or {}):
+    if isinstance(metadata, Mapping) and keys.MIRROR_POD in (metadata.get("annotations") or {}):
         return Decision(False, MIRROR_POD)
     if not request.opted_in:
         return Decision(False, NOT_OPTED_IN)
@@ -62,11 +62,11 @@ def decide(obj: Mapping[str, object], request: annotations.PodSpecRequest) -> De
     if isinstance(spec, Mapping) and spec.get("hostNetwork") is True:
         raise errors.AnnotationError(request.opt_in_key(), _opt_in_value(obj, request),
                                      "a pod without hostNetwork: the injected containers' ports would bind on the node "
-                                     f"(set {annotations.INJECT}: \"false\" to run this pod without AutoCrane)")
+                                     f"(set {keys.INJECT}: \"false\" to run this pod without AutoCrane)")
     return Decision(True, INJECT)
 
 
-def native_sidecar(obj: Mapping[str, object], request: annotations.PodSpecRequest,
+def native_sidecar(obj: Mapping[str, object], request: options.PodOptions,
                    default: bool) -> tuple[bool, list[str]]:
     """Whether to use native sidecars, and warnings.
 
@@ -78,13 +78,13 @@ def native_sidecar(obj: Mapping[str, object], request: annotations.PodSpecReques
     if request.native_sidecar is None:
         return default or finite, []
     if finite and not request.native_sidecar:
-        return False, [f'{annotations.NATIVE_SIDECAR}: "false" on a pod with restartPolicy '
+        return False, [f'{keys.NATIVE_SIDECAR}: "false" on a pod with restartPolicy '
                        f"{spec.get('restartPolicy') if isinstance(spec, Mapping) else ''}: "
                        "its sidecars never exit, so the pod never completes"]
     return request.native_sidecar, []
 
 
-def _opt_in_value(obj: Mapping[str, object], request: annotations.PodSpecRequest) -> str:
+def _opt_in_value(obj: Mapping[str, object], request: options.PodOptions) -> str:
     metadata = obj.get("metadata")
     found = (metadata.get("annotations") or {}) if isinstance(metadata, Mapping) else {}
     return str(found.get(request.opt_in_key(), ""))

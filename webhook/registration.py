@@ -27,7 +27,7 @@ from __future__ import annotations
 import base64
 from typing import Any
 
-from autocrane import annotations
+from autocrane import keys
 
 NAME = "autocrane-injector"
 WEBHOOK_NAME = "inject.autocrane.io"
@@ -39,9 +39,9 @@ FAILURE_POLICIES = ("Fail", "Ignore")
 
 OPT_IN_CEL = (
     "has(object.metadata.annotations) && object.metadata.annotations.exists(k, "
-    f"k.startsWith('{annotations.DATA_PREFIX}') || k == '{annotations.MIN_READY_SECONDS}')"
+    f"k.startsWith('{keys.DATA_PREFIX}') || k == '{keys.MIN_READY_SECONDS}')"
 )
-"""Only pods with an opt-in annotation are sent (mirrors ``autocrane.annotations.opts_in``)."""
+"""Only pods with an opt-in annotation are sent (mirrors ``webhook.options.opts_in``)."""
 
 
 def mutating_webhook_configuration(

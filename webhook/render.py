@@ -21,7 +21,7 @@ from __future__ import annotations
 import argparse
 import copy
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +51,7 @@ MAX_YAML_NODES = 1_000_000
 """Most nodes the whole input may expand to, counting each alias as a copy of what it names."""
 
 
-class RenderError(Exception):
+class RenderError(errors.AutocraneError):
     """A document could not be injected; the message names the document."""
 
 
@@ -115,7 +115,7 @@ def _text(data: bytes, filename: str) -> str:
 
 def _check_size(events: Iterator[yaml.Event]) -> None:
     """Refuse a stream nested past MAX_YAML_DEPTH or expanding past MAX_YAML_NODES, from its events."""
-    nodes, sizes = 0, {}  # sizes: nodes each anchor stands for, once its node is complete
+    nodes, sizes = 0, dict[str, int]()  # sizes: nodes each anchor stands for, once its node is complete
     open_nodes: list[tuple[str | None, int]] = []  # (anchor, nodes before it) of each collection open
     for event in events:
         if isinstance(event, yaml.AliasEvent):
@@ -143,7 +143,8 @@ def _check_size(events: Iterator[yaml.Event]) -> None:
 
 
 def _at(event: yaml.Event) -> str:
-    return f"line {event.start_mark.line + 1}, column {event.start_mark.column + 1}"
+    mark = event.start_mark  # the parser sets it on every event; the stubs allow None
+    return "the input" if mark is None else f"line {mark.line + 1}, column {mark.column + 1}"
 
 
 def _render(document: Any, where: str, settings: injector_settings.InjectorSettings,
@@ -160,7 +161,7 @@ def _render(document: Any, where: str, settings: injector_settings.InjectorSetti
     path = TEMPLATE_PATHS.get(kind or "")
     if path is None:
         return document
-    parent = document
+    parent: object = document
     for key in path[:-1]:
         parent = parent.get(key) if isinstance(parent, dict) else None
     if not isinstance(parent, dict) or not isinstance(parent.get(path[-1]), dict):
@@ -182,9 +183,9 @@ def _inject(pod: dict[str, Any], where: str, settings: injector_settings.Injecto
 
 def _describe(document: dict[str, Any]) -> str:
     """``Kind namespace/name`` for messages; what is not a string is left out, what is long is cut."""
-    meta = document.get("metadata") if isinstance(document.get("metadata"), dict) else {}
+    meta = untrusted.mapping(document.get("metadata"))
 
-    def text(mapping: dict[str, Any], key: str) -> str:
+    def text(mapping: Mapping[str, Any], key: str) -> str:
         value = mapping.get(key)
         return value[:untrusted.SHOWN] if isinstance(value, str) else ""
 

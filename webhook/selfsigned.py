@@ -40,7 +40,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from autocrane import kube
+from autocrane import errors
 from webhook import metrics, tls
 
 log = logging.getLogger(__name__)
@@ -154,7 +154,7 @@ class SelfSigned:
             return self._owner
         try:
             deployment = await self.kube.get_deployment(self.settings.namespace, name)
-        except kube.KubeError as error:
+        except errors.KubeError as error:
             log.warning("the CA Secret's owner Deployment cannot be read; the Secret stays without "
                         "an ownerReference for now", extra={"deployment": name, "error": str(error)})
             return None
@@ -193,20 +193,20 @@ class SelfSigned:
         owner = await self.owner()
         try:
             secret = await self.kube.get_secret(namespace, name)
-        except kube.NotFound:
+        except errors.NotFound:
             ca = self._new_ca(now)
             try:
                 await self.kube.create_secret(namespace, self._secret(ca, owner=owner))
                 log.info("created the webhook CA", extra={"secret": f"{namespace}/{name}",
                                                            "ca": tls.describe(ca.cert_pem).subject})
                 return ca
-            except kube.AlreadyExists:  # another replica won the race: use its CA
+            except errors.AlreadyExists:  # another replica won the race: use its CA
                 secret = await self.kube.get_secret(namespace, name)
         ca_or_none = self._read_ca(secret)
         version = secret["metadata"].get("resourceVersion")
         if ca_or_none is not None and not tls.renewal_due(ca_or_none.cert_pem, now):
             if owner is not None and owner not in (secret["metadata"].get("ownerReferences") or []):
-                with contextlib.suppress(kube.Conflict):  # changed meanwhile: the next pass adds it
+                with contextlib.suppress(errors.Conflict):  # changed meanwhile: the next pass adds it
                     await self.kube.replace_secret(namespace, self._secret(ca_or_none, version, owner))
                     log.info("the webhook CA Secret is now owned by its Deployment",
                              extra={"secret": f"{namespace}/{name}", "deployment": owner["name"]})
@@ -215,7 +215,7 @@ class SelfSigned:
         why = "is unreadable" if ca_or_none is None else "reached 2/3 of its life"
         try:
             await self.kube.replace_secret(namespace, self._secret(ca, version, owner))
-        except kube.Conflict:  # another replica rotated it first
+        except errors.Conflict:  # another replica rotated it first
             secret = await self.kube.get_secret(namespace, name)
             winner = self._read_ca(secret)
             if winner is None:
@@ -230,7 +230,7 @@ class SelfSigned:
         name = self.settings.webhook_config_name
         try:
             configuration = await self.kube.get_mutating_webhook_configuration(name)
-        except kube.NotFound:
+        except errors.NotFound:
             log.warning("the MutatingWebhookConfiguration does not exist (yet); caBundle not set",
                         extra={"webhook_config": name})
             return False
@@ -240,7 +240,7 @@ class SelfSigned:
             return False
         try:
             await self.kube.json_patch_mutating_webhook_configuration(name, operations)
-        except kube.KubeError:
+        except errors.KubeError:
             metrics.CA_BUNDLE_UPDATES.labels("error").inc()
             raise
         metrics.CA_BUNDLE_UPDATES.labels("ok").inc()
@@ -277,7 +277,7 @@ class SelfSigned:
             try:
                 await self.step()
                 delay = self.settings.interval
-            except (kube.KubeError, tls.CertError) as error:
+            except (errors.KubeError, tls.CertError) as error:
                 log.error("self-signed certificate pass failed; retrying", extra={"error": str(error)})
                 delay = self.settings.retry_interval
             except Exception:  # a bug must not end renewals for good: keep serving, keep trying

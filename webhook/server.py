@@ -45,7 +45,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from autocrane import errors, kube, logs, malloc, serving
+from autocrane import bodies, errors, kube, logs, malloc, serving
 from autocrane import metrics as core_metrics
 from webhook import admission, metrics, registration, selfsigned, settings, tls
 
@@ -55,14 +55,14 @@ MAX_BODY_BYTES = 3 * 1024 * 1024
 """The API server's own limit on an object; a review around one pod is far smaller."""
 
 
-def _failure_review(uid: str) -> dict[str, Any]:
+def _failure_review(uid: str) -> bodies.AdmissionReview:
     return admission.answer(uid, {"allowed": False, "status": {
         "code": 500, "reason": "InternalError",
         "message": f"autocrane webhook: internal error while injecting (request uid {uid}; see the webhook's "
                    "logs); the pod was not admitted"}})
 
 
-def outcome(review_out: dict[str, Any]) -> tuple[str, str]:
+def outcome(review_out: bodies.AdmissionReview) -> tuple[str, str]:
     """(result, reason) of an AdmissionReview response, for metrics and the log line."""
     response = review_out.get("response") or {}
     decision = admission.outcome(review_out)
@@ -124,7 +124,8 @@ class Mutate:
         self._results["rejected"].inc()
         return status, {"error": message}
 
-    async def _handle(self, scope: Scope, receive: Receive, started: float) -> tuple[int, dict[str, Any]]:
+    async def _handle(self, scope: Scope, receive: Receive, started: float
+                      ) -> tuple[int, bodies.AdmissionReview | dict[str, Any]]:
         content_type, declared = b"", None
         for name, value in scope["headers"]:
             if name == b"content-type":
@@ -285,7 +286,7 @@ async def serve(arguments: argparse.Namespace, injector: settings.InjectorSettin
     client: kube.Kube | None = None
     if arguments.self_signed:
         reloader = tls.CertReloader()
-        client = kube.Kube.connect(arguments.kubeconfig)
+        client = await kube.Kube.connect(arguments.kubeconfig)
         signer = selfsigned.SelfSigned(client, reloader, selfsigned.SelfSignedSettings(
             namespace=arguments.namespace, service=arguments.service,
             webhook_config_name=arguments.webhook_config_name, secret_name=arguments.ca_secret_name,
@@ -297,7 +298,7 @@ async def serve(arguments: argparse.Namespace, injector: settings.InjectorSettin
         reloader.load_files()
         background.append(asyncio.create_task(reloader.watch(), name="cert-reloader"))
     if arguments.register_url:
-        client = client or kube.Kube.connect(arguments.kubeconfig)
+        client = client or await kube.Kube.connect(arguments.kubeconfig)
         await client.apply_mutating_webhook_configuration(registration.mutating_webhook_configuration(
             namespace=arguments.namespace or "default", ca_bundle=arguments.register_ca_file.read_bytes(),
             url=arguments.register_url, name=arguments.webhook_config_name or registration.NAME))
@@ -317,7 +318,7 @@ async def serve(arguments: argparse.Namespace, injector: settings.InjectorSettin
         if client is not None and arguments.register_url:
             await client.delete_mutating_webhook_configuration(arguments.webhook_config_name or registration.NAME)
         if client is not None:
-            client.close()
+            await client.close()
 
 
 def main(argv: list[str]) -> int:
@@ -342,7 +343,7 @@ def main(argv: list[str]) -> int:
         overrides = {**settings.environment_overrides(os.environ), **_overrides(arguments.overrides)}
         injector = settings.load(arguments.config, overrides)
         asyncio.run(serve(arguments, injector))
-    except (errors.ConfigError, tls.CertError, kube.KubeError, OSError) as exc:
+    except (errors.ConfigError, tls.CertError, errors.KubeError, OSError) as exc:
         log.error("cannot start the webhook", extra={"error": str(exc)})
         return 1
     return 0

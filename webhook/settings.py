@@ -23,10 +23,12 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import yaml
 
-from autocrane import annotations, errors
+from autocrane import errors, inpod, keys
+from webhook import options
 
 PULL_POLICIES = ("Always", "IfNotPresent", "Never")
 
@@ -63,9 +65,9 @@ class InjectorSettings:
     """Requests/limits of the datadeployer containers (unpacking archives wants a full CPU briefly)."""
     watchdoghealthz_resources: Resources = Resources("10m", "32Mi", "100m", "96Mi")
     """Requests/limits of the watchdoghealthz sidecar (a small HTTP server reading one file)."""
-    watchdoghealthz_port: int = 8097
+    watchdoghealthz_port: int = inpod.WATCHDOGHEALTHZ_PORT
     """Port of the watchdoghealthz sidecar's ``/healthz``; shares the pod's network namespace with the app."""
-    datadeployer_status_port: int = 8098
+    datadeployer_status_port: int = inpod.DATADEPLOYER_STATUS_PORT
     """Port of the datadeployer sidecar's status endpoint (``/synced`` is its native startup probe)."""
     native_sidecar: bool = False
     """Default for pods without ``injector.autocrane.io/native-sidecar``: inject sidecars as init containers
@@ -73,7 +75,7 @@ class InjectorSettings:
     OnFailure, e.g. Jobs) always get native sidecars unless they opt out per pod."""
     data_repository_url: str = "http://autocrane-datarepository.autocrane-system.svc:8080"
     """Base URL of the data repository the datadeployer downloads from."""
-    store_location: str = annotations.DEFAULT_STORE_LOCATION
+    store_location: str = options.DEFAULT_STORE_LOCATION
     """Store location for pods without ``store.autocrane.io/location``."""
     data_size_limit: str = "1Gi"
     """``sizeLimit`` of the emptyDir holding the data sets (two versions must fit during a swap)."""
@@ -134,11 +136,11 @@ def load(path: Path | None = None, overrides: Mapping[str, object] | None = None
         raw.update(_checked_keys(loaded or {}, str(path)))
     raw.update(_checked_keys(dict(overrides or {}), "overrides"))
     defaults = InjectorSettings()
-    values = {name: _convert(name, value, getattr(defaults, name)) for name, value in raw.items()}
+    values: dict[str, Any] = {name: _convert(name, value, getattr(defaults, name)) for name, value in raw.items()}
     return _validated(dataclasses.replace(defaults, **values))
 
 
-def _checked_keys(values: Mapping[object, object], where: str) -> dict[str, object]:
+def _checked_keys(values: Mapping[Any, object], where: str) -> dict[str, object]:
     for key in values:
         if key not in _FIELDS:
             raise errors.ConfigError(f"{where}: unknown setting {key!r}; known settings: {', '.join(_FIELDS)}")
@@ -195,17 +197,17 @@ def _validated(s: InjectorSettings) -> InjectorSettings:
         raise errors.ConfigError("settings 'startup_timeout_seconds' and 'run_as_user' must be at least 1")
     for name in ("data_size_limit", "tmp_size_limit"):
         _check_quantity(name, getattr(s, name))
-    for program in annotations.INJECTED_CONTAINERS:
+    for program in keys.INJECTED_CONTAINERS:
         res = s.resources(program)
         for field in dataclasses.fields(Resources):
             _check_quantity(f"{program}_resources.{field.name}", getattr(res, field.name))
         for resource in ("cpu", "memory"):
             request, limit = getattr(res, f"{resource}_request"), getattr(res, f"{resource}_limit")
-            if annotations.amount(request) > annotations.amount(limit):
+            if options.amount(request) > options.amount(limit):
                 raise errors.ConfigError(f"setting '{program}_resources': {resource} request {request} is larger than "
                                          f"its limit {limit}")
     try:
-        location = annotations.parse_store_location(s.store_location, key="store_location")
+        location = options.parse_store_location(s.store_location, key="store_location")
     except errors.AnnotationError as exc:
         raise errors.ConfigError(f"setting 'store_location': {s.store_location!r} is not valid: "
                                  f"expected {exc.expected}") from None
@@ -213,7 +215,7 @@ def _validated(s: InjectorSettings) -> InjectorSettings:
 
 
 def _check_quantity(name: str, value: str) -> None:
-    quantity = annotations.parse_quantity(value)
+    quantity = options.parse_quantity(value)
     if quantity is None or quantity <= 0:
         raise errors.ConfigError(f"setting {name!r}: {value!r} is not valid: expected a positive Kubernetes quantity "
                                  "like 100m, 1 or 64Mi")

@@ -52,6 +52,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from autocrane import errors
 from webhook import metrics
 
 log = logging.getLogger(__name__)
@@ -64,7 +65,7 @@ BACKDATE = datetime.timedelta(minutes=5)
 """notBefore is set this far in the past, so a peer whose clock is a little behind accepts it."""
 
 
-class CertError(Exception):
+class CertError(errors.AutocraneError):
     """A certificate/key pair that cannot be served; the message says which and why."""
 
 

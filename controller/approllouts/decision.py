@@ -19,10 +19,10 @@ actions (unpausing twice, restoring the same template twice), never an earlier s
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
 
-from autocrane import approllouts, watchdogs
+from autocrane import approllouts, untrusted, watchdogs
 from controller import pods
 from controller.approllouts import objects
 
@@ -83,12 +83,12 @@ class _Work:
     rollback: str | None = None
     baked: tuple[int, float] | None = None
 
-    def set(self, **changes: object) -> None:
-        self.status = dataclasses.replace(self.status, **changes)  # type: ignore[arg-type]
+    def set(self, **changes: Any) -> None:
+        self.status = dataclasses.replace(self.status, **changes)
 
-    def record(self, name: str, **changes: object) -> None:
+    def record(self, name: str, **changes: Any) -> None:
         records = dict(self.status.deployments)
-        records[name] = dataclasses.replace(records.get(name, A.Record()), **changes)  # type: ignore[arg-type]
+        records[name] = dataclasses.replace(records.get(name, A.Record()), **changes)
         self.set(deployments=records)
 
     def done(self) -> Step:
@@ -219,7 +219,7 @@ def _judge(work: _Work, spec: A.Spec, current: Sequence[objects.Deployment], see
         left = spec.bake_seconds - (now - rolled_out_at)
         work.set(phase=A.BAKING, reason="Baking",
                  message=f"stage {stage}: baking {len(new_pods)} pod(s), {left:.0f}s left (until "
-                         f"{_rfc3339(rolled_out_at + spec.bake_seconds)})")
+                         f"{untrusted.rfc3339(rolled_out_at + spec.bake_seconds)})")
         return False
     elif unsure := _inconclusive(new_pods, seen.unanswered):
         work.set(phase=A.BAKING, reason="Inconclusive",
@@ -288,9 +288,10 @@ def _roll_back(work: _Work, current: Sequence[objects.Deployment], everyone: Seq
                                  f"stage {stage}: template {d.template_hash} rolled back to "
                                  f"{record.last_known_good}: {why}"))
     for d in everyone:
-        record = work.status.deployments.get(d.name)
-        if record is None or d in current or d.release_identity not in identities:
+        found = work.status.deployments.get(d.name)
+        if found is None or d in current or d.release_identity not in identities:
             continue
+        record = found
         if d.template_hash not in (record.last_known_good, *record.rejected) and d.stage > (stage or 0):
             work.record(d.name, released=None, rejected=(*record.rejected, d.template_hash)[-A.MAX_REJECTED:])
             work.events.append(Event(d, "Warning", "RevisionRejected",
@@ -345,10 +346,6 @@ def _inconclusive(new_pods: Sequence[pods.Pod], unanswered: frozenset[str]) -> l
         if pod.uid in unanswered or any(watchdogs.STATUS_PREFIX + name not in pod.annotations for name in probes):
             out.append(pod)
     return out
-
-
-def _rfc3339(seconds: float) -> str:
-    return dt.datetime.fromtimestamp(seconds, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def phase_of(status: A.Status, deployment: objects.Deployment, spec: A.Spec, now: float) -> str:

@@ -10,7 +10,7 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
-from autocrane import approllouts
+from autocrane import approllouts, untrusted
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -79,7 +79,7 @@ def deployment_from_json(raw: Mapping[str, Any]) -> Deployment | None:
     group, stage = approllouts.group_of(labels), approllouts.stage_of(labels)
     if group is None or stage is None:
         return None
-    template = spec.get("template") if isinstance(spec.get("template"), Mapping) else {}
+    template = untrusted.mapping(spec.get("template"))
     release = (meta.get("annotations") or {}).get(approllouts.RELEASE_ANNOTATION)
     conditions = status.get("conditions") or ()
     return Deployment(
@@ -102,6 +102,6 @@ def replica_set_from_json(raw: Mapping[str, Any]) -> ReplicaSet | None:
                   if isinstance(ref, Mapping) and ref.get("controller") and ref.get("kind") == "Deployment"), None)
     if owner is None:
         return None
-    template = spec.get("template") if isinstance(spec.get("template"), Mapping) else {}
+    template = untrusted.mapping(spec.get("template"))
     return ReplicaSet(namespace=str(meta.get("namespace", "")), name=str(meta.get("name", "")),
                       owner_uid=str(owner.get("uid", "")), template_hash=approllouts.template_hash(template))

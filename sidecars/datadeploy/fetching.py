@@ -25,14 +25,14 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
-from autocrane import manifests
+from autocrane import backoff, errors, manifests
 from sidecars import archives
 from sidecars.datadeploy import streaming
 
 log = logging.getLogger(__name__)
 
 
-class FetchError(Exception):
+class FetchError(errors.AutocraneError):
     """The repository could not be reached or did not deliver."""
 
 
@@ -64,6 +64,7 @@ class Repository:
             with self._open(f"/v1/sources/{urllib.parse.quote(name)}") as response:
                 body = response.read()
         except urllib.error.HTTPError as error:
+            error.close()  # it holds the answer's connection
             raise FetchError(f"repository {self.url}: source {name!r}: HTTP {error.code}") from None
         except (OSError, http.client.HTTPException) as error:
             raise FetchError(f"repository {self.url} unreachable: {error}") from error
@@ -85,17 +86,16 @@ def _json(body: bytes) -> object:
         raise manifests.ManifestError(f"not JSON: {error}") from None
 
 
+DOWNLOAD_BACKOFF = backoff.Backoff(first=0.5, cap=30.0)
+
+
 @dataclasses.dataclass(slots=True)
 class Retry:
     """How often and how patiently to retry transient failures."""
 
     attempts: int = 6
-    initial: float = 0.5
-    maximum: float = 30.0
+    delays: backoff.Backoff = DOWNLOAD_BACKOFF
     sleep: Callable[[float], None] = time.sleep
-
-    def delay(self, attempt: int) -> float:
-        return min(self.maximum, self.initial * 2 ** attempt)
 
 
 def download(repo: Repository, version: manifests.Version, part: Path, retry: Retry | None = None,
@@ -151,6 +151,7 @@ def download(repo: Repository, version: manifests.Version, part: Path, retry: Re
                 break
             raise http.client.IncompleteRead(b"", version.size - hashed)
         except urllib.error.HTTPError as error:
+            error.close()  # it holds the answer's connection
             if error.code == 416:
                 part.unlink(missing_ok=True)
                 raise IntegrityError(f"{label}: archive shorter than the manifest's {version.size} bytes") from None
@@ -167,8 +168,8 @@ def download(repo: Repository, version: manifests.Version, part: Path, retry: Re
         have_now = part.stat().st_size if part.exists() else 0
         if attempt + 1 < retry.attempts:
             log.warning("%s: download interrupted at %d of %d bytes: %s; retrying in %.1fs",
-                        label, have_now, version.size, problem, retry.delay(attempt))
-            retry.sleep(retry.delay(attempt))
+                        label, have_now, version.size, problem, retry.delays.delay(attempt + 1))
+            retry.sleep(retry.delays.delay(attempt + 1))
         else:
             raise FetchError(f"{label}: download failed after {retry.attempts} attempts: {problem}")
     got = digest.hexdigest()

@@ -35,13 +35,13 @@ import logging
 import urllib.parse
 from typing import Any
 
-from autocrane import untrusted
+from autocrane import backoff, errors, untrusted
 
 log = logging.getLogger(__name__)
 FORM = "http://127.0.0.1:PORT/PATH (an IP literal on loopback)"
 
 
-class HookError(ValueError):
+class HookError(errors.AutocraneError, ValueError):
     """The notify URL is not an http URL on a loopback IP literal."""
 
 
@@ -116,7 +116,8 @@ class Notifier:
     def __init__(self, url: str, initial: float = 0.5, maximum: float = 60.0) -> None:
         self.url = check_url(url)
         """The checked target (its ``str()`` is the URL)."""
-        self.initial, self.maximum = initial, maximum
+        self.backoff = backoff.Backoff(min(initial, maximum), maximum)
+        """Waits between failed deliveries of one data set's announcement."""
         self._pending: dict[str, dict[str, Any]] = {}
         self._wake: dict[str, asyncio.Event] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
@@ -132,22 +133,23 @@ class Notifier:
             self._tasks[name] = asyncio.create_task(self._deliver(name), name=f"notify-{name}")
 
     async def _deliver(self, name: str) -> None:
-        wake, delay = self._wake[name], self.initial
+        wake, failures = self._wake[name], 0
         while name in self._pending:
             wake.clear()
             payload = self._pending[name]
             try:
                 await asyncio.to_thread(post, self.url, payload)
             except Exception as error:  # OSError, http.client's errors, or a bug: retried either way
+                failures += 1
+                delay = self.backoff.delay(failures)
                 log.warning("notify %s of %s %s failed: %s; retrying in %.1fs",
                             self.url, name, payload["version"], error, delay)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(wake.wait(), delay)  # a newer version skips the wait
-                delay = min(self.maximum, delay * 2)
                 continue
             log.info("notified %s: %s is at version %s", self.url, name, payload["version"])
             self.delivered[name] = str(payload["version"])
-            delay = self.initial
+            failures = 0
             if self._pending.get(name) is payload:
                 del self._pending[name]
 

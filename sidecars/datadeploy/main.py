@@ -29,15 +29,16 @@ import contextlib
 import enum
 import logging
 import os
-import time
 from pathlib import Path
 
-from autocrane import logs, podinfo, serving, untrusted
+from autocrane import backoff, inpod, logs, podinfo, serving, untrusted
 from sidecars import archives
 from sidecars.datadeploy import fetching, hooks, requests, status, swap, syncing
 
 log = logging.getLogger("sidecars.datadeploy")
 DEFAULT_ANNOTATIONS = podinfo.ANNOTATIONS_PATH
+INIT_BACKOFF = backoff.Backoff(first=2.0, cap=30.0)
+"""init: seconds before a failed data set is tried again (at least the poll interval)."""
 
 
 class Outcome(enum.Enum):
@@ -55,7 +56,7 @@ class Deployer:
         self.store = swap.Store(settings.root)
         self.request_timeout = request_timeout
         self.notifier = notifier
-        self.started = time.monotonic()
+        self.started = state.clock.monotonic()
         self.sets: dict[str, requests.DataSet] = {}
 
     def refresh(self) -> bool:
@@ -88,7 +89,7 @@ class Deployer:
                 entry.requested = None
                 self.status.succeeded(name, current.version, current.sha256, current.time)
                 return Outcome.DONE
-            if time.monotonic() - self.started < self.request_timeout:
+            if self.status.clock.monotonic() - self.started < self.request_timeout:
                 return Outcome.WAITING
             try:
                 request = await asyncio.to_thread(syncing.last_known_good, self.settings, data_set.source)
@@ -140,7 +141,7 @@ async def run_init(deployer: Deployer, max_failures: int, poll: float) -> int:
                 pending.discard(name)
             elif outcome is Outcome.FAILED:
                 failures[name] += 1
-                delay = max(delay, min(30.0, 2.0 ** failures[name]))
+                delay = max(delay, INIT_BACKOFF.delay(failures[name]))
         given_up = [n for n in sorted(pending) if failures[n] >= max_failures]
         if given_up:
             for name in given_up:
@@ -188,15 +189,15 @@ async def follow(deployer: Deployer, poll: float, resync: float, max_backoff: fl
         once.clear(f"data set {name}")
         return outcome
 
+    retrying = backoff.Backoff(min(1.0, max_backoff), max_backoff)
+
     async def one(name: str) -> None:
-        backoff = 1.0
+        failures = 0
         while name in deployer.sets:
             wake[name].clear()
             outcome = await step(name)
-            if outcome is Outcome.FAILED:
-                timeout, backoff = backoff, min(max_backoff, backoff * 2)
-            else:
-                timeout, backoff = (poll if outcome is Outcome.WAITING else resync), 1.0
+            failures = failures + 1 if outcome is Outcome.FAILED else 0
+            timeout = retrying.delay(failures) if failures else poll if outcome is Outcome.WAITING else resync
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(wake[name].wait(), timeout)
 
@@ -281,7 +282,8 @@ def parser() -> argparse.ArgumentParser:
                    help="seconds to wait for a request before falling back to last known good (default 90)")
     p.add_argument("--max-failures", type=int, default=5, help="init: attempts per data set before exit 1")
     p.add_argument("--host", default="0.0.0.0", help="sidecar: status endpoint address")
-    p.add_argument("--port", type=int, default=8081, help="sidecar: status endpoint port (default 8081)")
+    p.add_argument("--port", type=int, default=inpod.DATADEPLOYER_STATUS_PORT,
+                   help=f"sidecar: status endpoint port (default {inpod.DATADEPLOYER_STATUS_PORT}, the injector's)")
     p.add_argument("--poll-seconds", type=float, default=1.0, help="how often to re-read the annotations file")
     p.add_argument("--resync-seconds", type=float, default=30.0, help="sidecar: re-check a healthy data set")
     p.add_argument("--failure-threshold", type=float, default=300.0,

@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 
-from autocrane import annotations, errors, manifests
+from autocrane import datasets, errors, keys, manifests
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -32,27 +32,29 @@ class DataSet:
 
 
 def data_sets(pod_annotations: Mapping[str, str]) -> tuple[dict[str, DataSet], list[str]]:
-    """Every usable data set keyed by name, and the problems with declarations that are not usable.
+    """Every declared data set keyed by name, and the problems with declarations that have no usable name.
 
-    A declaration whose name is not a DNS-1123 label is never used as a path and only reported.
+    The rule is :mod:`autocrane.datasets`'s, the one the webhook admits pods by. A declaration
+    whose name is not a DNS-1123 label is never used as a path and only reported; one whose source
+    (or request) cannot be used is kept with its error, which its ``/status`` entry shows.
     """
     found: dict[str, DataSet] = {}
     problems: list[str] = []
     for key, value in sorted(pod_annotations.items()):
-        if not key.startswith(annotations.DATA_PREFIX):
+        if not key.startswith(keys.DATA_PREFIX):
             continue
         try:
-            declared = annotations.parse_data_set(key, value)
+            name = datasets.name_of(key, value)
         except errors.AnnotationError as error:
             problems.append(str(error))
             continue
-        request_key = annotations.REQUEST_DATA_PREFIX + declared.name
-        request, problem = None, None
+        request_key = keys.REQUEST_DATA_PREFIX + name
+        source, request, problem = value.strip(), None, None
         try:
-            manifests.check_source(declared.source, f"{key}: source")
+            datasets.parse(key, value)
             if request_key in pod_annotations:
                 request = manifests.parse_request(pod_annotations[request_key], request_key)
-        except manifests.ManifestError as error:
+        except (errors.AnnotationError, manifests.ManifestError) as error:
             problem = str(error)
-        found[declared.name] = DataSet(declared.name, declared.source, request, problem)
+        found[name] = DataSet(name, source, request, problem)
     return found, problems

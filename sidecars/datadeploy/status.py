@@ -12,21 +12,13 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from collections.abc import Callable
-from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from autocrane import manifests, serving
-
-Clock = Callable[[], dt.datetime]
-
-
-def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
+from autocrane import clock, inpod, manifests, serving
 
 
 @dataclasses.dataclass(slots=True)
@@ -48,23 +40,20 @@ class SetStatus:
     failing_since: dt.datetime | None = None
     """Start of the current run of failures; None once a sync succeeds."""
 
-    def to_json(self) -> dict[str, Any]:
-        def time(value: dt.datetime | None) -> str | None:
-            return None if value is None else manifests.format_time(value)
-
-        return {"source": self.source, "requested": self.requested, "fallback": self.fallback,
-                "version": self.version, "sha256": self.sha256, "deployedAt": time(self.deployed_at),
-                "error": self.error, "errorAt": time(self.error_at), "failingSince": time(self.failing_since)}
+    def to_json(self) -> inpod.SetReport:
+        return inpod.set_report(source=self.source, requested=self.requested, fallback=self.fallback,
+                                version=self.version, sha256=self.sha256, deployed_at=self.deployed_at,
+                                error=self.error, error_at=self.error_at, failing_since=self.failing_since)
 
 
 class Status:
     """Shared between the sync tasks (writers) and the HTTP endpoints (readers); one event loop."""
 
-    def __init__(self, failure_threshold: float = 300.0, clock: Clock = utcnow) -> None:
+    def __init__(self, failure_threshold: float = 300.0, time: clock.Clock = clock.SYSTEM) -> None:
         self.sets: dict[str, SetStatus] = {}
         self.annotations_error: str | None = None
         self.failure_threshold = failure_threshold
-        self.clock = clock
+        self.clock = time
 
     def get(self, name: str) -> SetStatus:
         return self.sets.setdefault(name, SetStatus(name))
@@ -75,7 +64,7 @@ class Status:
         entry.error = entry.error_at = entry.failing_since = None
 
     def failed(self, name: str, error: str) -> None:
-        entry, now = self.get(name), self.clock()
+        entry, now = self.get(name), clock.utcnow(self.clock)
         entry.error, entry.error_at = error, now
         entry.failing_since = entry.failing_since or now
 
@@ -87,9 +76,10 @@ class Status:
 
     def watchdog(self) -> tuple[str, str]:
         """(level, message) for the watchdog endpoint."""
-        now = self.clock()
+        now = clock.utcnow(self.clock)
         failing = [s for s in self.sets.values() if s.failing_since is not None]
-        late = [s for s in failing if (now - s.failing_since).total_seconds() >= self.failure_threshold]  # type: ignore[operator]
+        late = [s for s in failing if s.failing_since is not None
+                and (now - s.failing_since).total_seconds() >= self.failure_threshold]
         if late:
             return "error", "; ".join(f"{s.name} failing since {manifests.format_time(s.failing_since)}: {s.error}"
                                       for s in late if s.failing_since)
@@ -98,7 +88,7 @@ class Status:
                                         + ([self.annotations_error] if self.annotations_error else []))
         return "info", "ok"
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> inpod.StatusReport:
         return {"sets": {name: s.to_json() for name, s in sorted(self.sets.items())},
                 "annotationsError": self.annotations_error}
 
@@ -117,5 +107,5 @@ def app(status: Status, alive: serving.Liveness | None = None) -> Starlette:
         level, message = status.watchdog()
         return PlainTextResponse(f"{level}: {message}", 500 if level == "error" else 200)
 
-    return Starlette(routes=[Route("/status", get_status), Route("/synced", synced),
-                             Route("/watchdog", watchdog), serving.livez_route(alive=alive)])
+    return Starlette(routes=[Route(inpod.STATUS_PATH, get_status), Route(inpod.SYNCED_PATH, synced),
+                             Route(inpod.WATCHDOG_PATH, watchdog), serving.livez_route(alive=alive)])

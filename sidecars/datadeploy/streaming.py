@@ -18,13 +18,19 @@ import io
 import os
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from autocrane import errors
+
+if TYPE_CHECKING:
+    from _typeshed import WriteableBuffer
 
 
-class Restarted(Exception):
+class Restarted(errors.AutocraneError):
     """The file being followed was truncated and rewritten from the start."""
 
 
-class Cancelled(Exception):
+class Cancelled(errors.AutocraneError):
     """The reader gave up (e.g. a hostile entry); the download should stop."""
 
 
@@ -86,12 +92,13 @@ class Follower(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+    def readinto(self, buffer: WriteableBuffer) -> int:
+        view = memoryview(buffer)
         available = self._progress.wait_for(self._position, self._generation)
-        count = min(len(buffer), available - self._position)
+        count = min(len(view), available - self._position)
         if count <= 0:
             return 0  # the writer finished: end of file
-        got = os.preadv(self._fd, [memoryview(buffer)[:count]], self._position)
+        got = os.preadv(self._fd, [view[:count]], self._position)
         self._position += got
         return got
 

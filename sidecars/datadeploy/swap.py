@@ -164,11 +164,6 @@ def _is_meta(path: Path) -> bool:
     return path.name.endswith(".json")
 
 
-def version_of(tree: Path) -> str:
-    """The version id in a tree's directory name ``<version>-<random>``."""
-    return tree.name.rsplit("-", 1)[0]
-
-
 def _remove(path: Path) -> None:
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path, ignore_errors=True)

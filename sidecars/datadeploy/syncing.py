@@ -18,7 +18,7 @@ import threading
 import time
 from pathlib import Path
 
-from autocrane import manifests
+from autocrane import errors, manifests
 from sidecars import archives
 from sidecars.datadeploy import fetching, streaming, swap
 
@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 STALE_PART_SECONDS = 3600
 
 
-class SyncError(Exception):
+class SyncError(errors.AutocraneError):
     """A data set could not be brought to the wanted version; the live tree is unchanged."""
 
 

@@ -134,7 +134,7 @@ def parse(document: Any) -> list[Source]:
         if not isinstance(body, dict):
             raise errors.ConfigError(f"{where}: expected a mapping")
         try:
-            name = manifests.check_source(body.get("name"), f"{where}.name")  # type: ignore[arg-type]
+            name = manifests.check_source(body.get("name"), f"{where}.name")
         except manifests.ManifestError as error:
             raise errors.ConfigError(str(error)) from None
         kinds = [k for k in KINDS if k in body]

@@ -28,7 +28,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from autocrane import metrics
+from autocrane import backoff, metrics
 from sidecars.datarepo import config, sources, store
 
 log = logging.getLogger(__name__)
@@ -172,10 +172,11 @@ class Poller:
 
     def _loop(self, name: str) -> None:
         every = self.sources[name].every
+        retrying = backoff.Backoff(min(2 * every, MAX_BACKOFF), MAX_BACKOFF)  # the first retry: twice the period
         while not self._stop.is_set():
             self.poll(name)
             failures = self.status[name].failures
-            self._stop.wait(min(MAX_BACKOFF, every * 2 ** min(failures, 10)) if failures else every)
+            self._stop.wait(retrying.delay(failures) if failures else every)
 
     def stop(self, timeout: float = 5.0) -> None:
         self._stop.set()

@@ -36,13 +36,14 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
+from autocrane import errors
 from sidecars import archives
 from sidecars.datarepo import config
 
 GIT_TIMEOUT = 600
 
 
-class SourceError(Exception):
+class SourceError(errors.AutocraneError):
     """A poll failed; the message says which step and why."""
 
 
@@ -186,6 +187,7 @@ def poll_http(spec: config.Http, work: Path, previous: dict[str, str], timeout: 
             origin = {"url": spec.url, "etag": response.headers.get("ETag") or "",
                       "lastModified": response.headers.get("Last-Modified") or "", "contentSha256": digest.hexdigest()}
     except urllib.error.HTTPError as error:
+        error.close()  # it holds the answer's connection
         if error.code == 304:
             return None
         raise SourceError(f"GET {spec.url}: HTTP {error.code}") from None

@@ -34,7 +34,7 @@ import yaml
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from autocrane import podinfo
+from devcluster import downwardapi
 from tests.cluster import harness, podkit
 from tests.cluster.harness import wait_until
 
@@ -167,7 +167,7 @@ class DataFleet:
             if self.annotations.get(ip) != notes:
                 notes_file.parent.mkdir(parents=True, exist_ok=True)
                 tmp = notes_file.with_suffix(".tmp")
-                tmp.write_text(podinfo.format_annotations(notes))
+                tmp.write_text(downwardapi.format_annotations(notes))
                 os.replace(tmp, notes_file)  # atomic, like the kubelet's ..data swap
                 self.annotations[ip] = notes
             if ip not in self.deployers:

@@ -33,15 +33,16 @@ from typing import Any
 
 from kubernetes import client
 
-from autocrane import annotations, watchdogs
+from autocrane import keys, watchdogs
 from devcluster import build, images, node
 from tests.cluster import harness, nodekit
 from tests.cluster.harness import wait_until
 from tests.cluster.webhookkit import OPT_IN, RESTRICTED
+from webhook import options
 
 SOURCE = "greetings"
 DATA_SET = "greet"
-STORE = annotations.DEFAULT_STORE_LOCATION
+STORE = options.DEFAULT_STORE_LOCATION
 LIVE = f"{STORE}/{DATA_SET}"
 """Where the app sees the data set: a symlink in its read-only mount of the data volume."""
 FILES = 16
@@ -229,9 +230,9 @@ def app_container(*, data: bool = True, command: list[str] | None = None) -> dic
 
 def data_annotations(version: dict[str, Any] | None) -> dict[str, str]:
     """The data set declared, and ``version`` requested (written at admission, as the controller would)."""
-    found = {annotations.DATA_PREFIX + DATA_SET: SOURCE}
+    found = {keys.DATA_PREFIX + DATA_SET: SOURCE}
     if version is not None:
-        found[annotations.REQUEST_DATA_PREFIX + DATA_SET] = request_value(version)
+        found[keys.REQUEST_DATA_PREFIX + DATA_SET] = request_value(version)
     return found
 
 

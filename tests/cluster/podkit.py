@@ -29,7 +29,7 @@ from typing import Any
 
 import httpx
 
-from autocrane import annotations
+from autocrane import keys
 from devcluster import controlplane
 from tests.cluster import harness
 from tests.cluster.harness import wait_until
@@ -39,9 +39,9 @@ free_port = controlplane.free_port
 SOURCE = "greetings"
 """The repository's one source: a directory holding ``hello.txt``."""
 DATA_SET = "greet"
-DECLARE = {annotations.DATA_PREFIX + DATA_SET: SOURCE}
+DECLARE = {keys.DATA_PREFIX + DATA_SET: SOURCE}
 """The pod annotation declaring data set :data:`DATA_SET` from :data:`SOURCE`."""
-REQUEST_KEY = annotations.REQUEST_DATA_PREFIX + DATA_SET
+REQUEST_KEY = keys.REQUEST_DATA_PREFIX + DATA_SET
 
 
 def request_value(version: Mapping[str, Any], sha256: str | None = None) -> str:

@@ -26,7 +26,7 @@ import yaml
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from autocrane import annotations
+from autocrane import keys
 from devcluster import certmanager, images, node
 from tests.cluster import harness, helmkit
 from tests.cluster.harness import wait_until
@@ -201,7 +201,7 @@ def _pod(name: str) -> dict[str, Any]:
 def _admitted_and_injected(installed: Installed) -> bool:
     """One pod through the API server (dry run): True when the injector changed it."""
     pod = installed.cluster.core.create_namespaced_pod(installed.apps, _pod("probe"), dry_run="All")
-    return annotations.INJECTOR_STATUS in (pod.metadata.annotations or {})
+    return keys.INJECTOR_STATUS in (pod.metadata.annotations or {})
 
 
 class AdmissionLoop:

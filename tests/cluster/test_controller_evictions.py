@@ -53,6 +53,28 @@ def test_a_pdb_blocks_one_eviction_with_429_and_the_controller_keeps_evicting_ot
         assert proc.process is not None and proc.process.poll() is None, "the controller must keep running"
 
 
+def test_a_pod_two_budgets_select_is_held_and_reported_like_a_pdb_block(
+    cluster: harness.Cluster, namespace: str
+) -> None:
+    # The Eviction API answers 500 "more than one PodDisruptionBudget" for such a pod: evicting it is
+    # refused whatever the budgets allow, so it is backed off and reported, not retried every pass.
+    port = free_port()
+    cluster.apps.create_namespaced_deployment(namespace, deployment("twice", 3, port))
+    victim = ready_pods(cluster, namespace, "twice", 3)[0].metadata.name
+    for name in ("one", "two"):
+        cluster.policy.create_namespaced_pod_disruption_budget(namespace, {
+            "metadata": {"name": name}, "spec": {"maxUnavailable": 1, "selector": {"matchLabels": {"app": "twice"}}}})
+        wait_until(f"the PDB {name} observed", lambda name=name: _pdb_settled(cluster, namespace, name, 1))
+    with Fleet(cluster, namespace, port) as fleet, controller(cluster, namespace) as proc:
+        fleet.failing.add(victim)
+
+        blocked = wait_until("an EvictionBlocked event on the pod",
+                             lambda: pod_events(cluster, namespace, victim, "EvictionBlocked"))
+        assert blocked[0].type == "Warning" and "more than one PodDisruptionBudget" in blocked[0].message
+        assert victim in _names(cluster, namespace, "twice")
+        assert proc.count("eviction failed") == 0
+
+
 def test_the_circuit_breaker_holds_when_most_pods_of_a_workload_fail(cluster: harness.Cluster, namespace: str) -> None:
     port = free_port()
     cluster.apps.create_namespaced_deployment(namespace, deployment("web", 3, port))

@@ -20,8 +20,7 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from autocrane import podinfo
-from devcluster import build
+from devcluster import build, downwardapi
 from tests.cluster import harness
 from tests.cluster.controllerkit import (
     ControllerProcess,
@@ -316,7 +315,7 @@ def test_two_namespaces_sharing_a_source_keep_their_own_last_known_good(
 
             for ns, expected in ((namespace, v1), (other, v2)):
                 notes, root = tmp_path / f"{ns}.annotations", tmp_path / ns
-                notes.write_text(podinfo.format_annotations({"data.autocrane.io/model": "models"}))
+                notes.write_text(downwardapi.format_annotations({"data.autocrane.io/model": "models"}))
                 root.mkdir()
                 done = subprocess.run(
                     [str(Path(sys.executable).parent / "autocrane"), "datadeployer", "--mode", "init",

@@ -23,7 +23,7 @@ from typing import Any
 import httpx
 import pytest
 
-from autocrane import annotations
+from autocrane import keys
 from tests.cluster import harness, podkit
 from tests.cluster.harness import wait_until
 from tests.cluster.podkit import DATA_SET, DECLARE, REQUEST_KEY, answers, http_get, request_value
@@ -233,7 +233,7 @@ def test_watchdoghealthz_follows_statuses_posted_through_the_api(
     cluster: harness.Cluster, namespace: str, tmp_path: Path, processes: podkit.Processes
 ) -> None:
     min_ready = 3
-    pod = create_pod(cluster, namespace, "app", {annotations.MIN_READY_SECONDS: str(min_ready)})
+    pod = create_pod(cluster, namespace, "app", {keys.MIN_READY_SECONDS: str(min_ready)})
     kubelet = podkit.Kubelet(cluster, namespace, "app", tmp_path / "podinfo")
     kubelet.sync()
     port = podkit.free_port()
@@ -248,7 +248,7 @@ def test_watchdoghealthz_follows_statuses_posted_through_the_api(
     written = cluster.core.read_namespaced_pod("app", namespace)
     assert re.fullmatch(r"error/\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ/disk on fire",
                         written.metadata.annotations["status.autocrane.io/app"])
-    assert written.metadata.labels[annotations.HEALTH_LABEL] == "error"
+    assert written.metadata.labels[keys.HEALTH_LABEL] == "error"
     # No API call from watchdoghealthz: it learns of the error only when the volume is refreshed.
     assert answers(url, 200) is not None
     kubelet.sync()
@@ -268,7 +268,7 @@ def test_watchdoghealthz_follows_statuses_posted_through_the_api(
 
     code, output = _watchdog(processes, cluster, namespace, "app", "post", "app", "info", "recovered")
     assert code == 0, output
-    assert cluster.core.read_namespaced_pod("app", namespace).metadata.labels[annotations.HEALTH_LABEL] == "info"
+    assert cluster.core.read_namespaced_pod("app", namespace).metadata.labels[keys.HEALTH_LABEL] == "info"
     cleared = time.monotonic()
     kubelet.sync()
     waiting = wait_until("watchdoghealthz waiting out min-ready-seconds",

@@ -16,11 +16,11 @@ from typing import Any
 
 import pytest
 
-from autocrane import annotations
+from autocrane import keys
 from tests.cluster import harness, podkit
 from tests.cluster.harness import wait_until
 from tests.cluster.podkit import DATA_SET, DECLARE, REQUEST_KEY, answers, http_get, request_value
-from webhook import containers, inject
+from webhook import containers, inject, options
 from webhook import settings as injector_settings
 
 pytestmark = pytest.mark.cluster
@@ -69,7 +69,7 @@ def test_the_injected_containers_run_as_rendered_and_answer_their_probes(
     rendered = inject.inject({
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": "injected", "annotations": {
-            **DECLARE, REQUEST_KEY: request_value(v1), annotations.MIN_READY_SECONDS: "1",
+            **DECLARE, REQUEST_KEY: request_value(v1), keys.MIN_READY_SECONDS: "1",
             "example.com/tricky": podkit.TRICKY}},
         "spec": {"containers": [{"name": "app", "image": "registry.invalid/app:1"}]},
     }, settings)
@@ -88,7 +88,7 @@ def test_the_injected_containers_run_as_rendered_and_answer_their_probes(
     root = tmp_path / "data"
     root.mkdir()
     remap = {containers.ANNOTATIONS_FILE: str(kubelet.annotations_file),
-             annotations.DEFAULT_STORE_LOCATION: str(root)}
+             options.DEFAULT_STORE_LOCATION: str(root)}
 
     ours = [c for c in (pod["spec"].get("initContainers") or []) + pod["spec"]["containers"]
             if c["name"] in containers.CONTAINER_NAMES]

@@ -22,7 +22,7 @@ import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from autocrane import annotations, watchdogs
+from autocrane import inpod, keys, watchdogs
 from tests.cluster import harness, injectedkit, nodekit, webhookkit
 from tests.cluster.controllerkit import controller, pod_events
 from tests.cluster.harness import wait_until
@@ -93,7 +93,7 @@ class DataApp:
 def data_app(cluster: harness.Cluster, injector: webhookkit.Injector, repository: RepositoryPod) -> Iterator[DataApp]:
     """One injected pod of a Deployment with data (the repository's first version requested at admission)."""
     namespace = injectedkit.create_restricted_namespace(cluster, "data-app", inject=True)
-    pod_annotations = {**injectedkit.data_annotations(first_version(repository)), annotations.MIN_READY_SECONDS: "1"}
+    pod_annotations = {**injectedkit.data_annotations(first_version(repository)), keys.MIN_READY_SECONDS: "1"}
     try:
         started = time.monotonic()
         cluster.apps.create_namespaced_deployment(namespace, injectedkit.deployment("app", 1, pod_annotations))
@@ -148,7 +148,7 @@ def test_a_new_version_is_swapped_in_while_the_app_keeps_running(
     reader = injectedkit.Reader(cluster, namespace, name, until=label)
     requested = time.time()
     cluster.core.patch_namespaced_pod(name, namespace, {"metadata": {"annotations": {
-        annotations.REQUEST_DATA_PREFIX + DATA_SET: injectedkit.request_value(version)}}})
+        keys.REQUEST_DATA_PREFIX + DATA_SET: injectedkit.request_value(version)}}})
     entry = wait_until(f"{label} live and acknowledged", lambda: (e := data_app.status())["version"] == version[
         "version"] and e["error"] is None and e, timeout=60)
     acknowledged = time.time()
@@ -216,7 +216,27 @@ def _wait_endpoint(cluster: harness.Cluster, namespace: str, pod: str, ready: bo
             assert found.get(other) is expected, f"{other}'s endpoint: {found.get(other)}, expected {expected}"
         return time.time() if found.get(pod) is ready else None
 
-    return wait_until(f"{pod}'s endpoint ready={ready}", reached, timeout=timeout, interval=0.2)
+    try:
+        return wait_until(f"{pod}'s endpoint ready={ready}", reached, timeout=timeout, interval=0.2)
+    except AssertionError as timed_out:
+        raise AssertionError(f"{timed_out}; {_readiness_chain(cluster, namespace, pod)}") from None
+
+
+def _readiness_chain(cluster: harness.Cluster, namespace: str, pod: str) -> str:
+    """Where a readiness change stalled: the downward-API file, watchdoghealthz's answer, the kubelet's
+    view of the container, the pod's Ready condition (each is one link between a status and the slice)."""
+    found = cluster.core.read_namespaced_pod(pod, namespace)
+    status = injectedkit.container_statuses(found).get(containers.WATCHDOGHEALTHZ)
+    url = f"http://127.0.0.1:{inpod.WATCHDOGHEALTHZ_PORT}{inpod.HEALTHZ_PATH}"
+    probe = ("import urllib.request, urllib.error\n"
+             f"try: r = urllib.request.urlopen({url!r}, timeout=2); print(r.status, r.read()[:200])\n"
+             "except urllib.error.HTTPError as e: print(e.code, e.read()[:200])")
+    answer = injectedkit.exec_in(cluster, namespace, pod, containers.WATCHDOGHEALTHZ, "python3", "-c", probe,
+                                 check=False)
+    written = injectedkit.downward_api_written_at(cluster, namespace, pod, containers.WATCHDOGHEALTHZ)
+    return (f"downward-API file written {time.time() - written:.1f}s ago; /healthz answers "
+            f"{(answer.stdout or answer.stderr).strip()!r}; kubelet: container ready={status and status.ready}, "
+            f"pod Ready={_ready(found)}")
 
 
 @pytest.mark.parametrize("native", [False, True], ids=["classic", "native"])
@@ -228,7 +248,7 @@ def test_watchdoghealthz_keeps_the_pod_out_of_its_endpointslice_for_min_ready_se
     injectedkit.label_restricted(cluster, namespace)
     cluster.core.create_namespaced_service(namespace, injectedkit.service("web"))
     cluster.apps.create_namespaced_deployment(namespace, injectedkit.deployment("web", 2, {
-        annotations.MIN_READY_SECONDS: str(min_ready), annotations.NATIVE_SIDECAR: str(native).lower()}, data=False))
+        keys.MIN_READY_SECONDS: str(min_ready), keys.NATIVE_SIDECAR: str(native).lower()}, data=False))
 
     def started() -> dict[str, float]:
         pods = cluster.core.list_namespaced_pod(namespace, label_selector="app=web").items
@@ -258,7 +278,7 @@ def test_watchdoghealthz_keeps_the_pod_out_of_its_endpointslice_for_min_ready_se
     failing, healthy = sorted(starts)
     posted = time.time()
     injectedkit.post_status(cluster, namespace, failing, watchdogs.Level.ERROR, "disk on fire")
-    out = _wait_endpoint(cluster, namespace, failing, False, 30, others={healthy: True})
+    out = _wait_endpoint(cluster, namespace, failing, False, 90, others={healthy: True})
     print(f"error status to out of the EndpointSlice: {out - posted:.1f}s")
     pod = cluster.core.read_namespaced_pod(failing, namespace)
     assert not injectedkit.container_statuses(pod)[containers.WATCHDOGHEALTHZ].ready
@@ -266,7 +286,7 @@ def test_watchdoghealthz_keeps_the_pod_out_of_its_endpointslice_for_min_ready_se
     # Cleared: back in only after min-ready-seconds more.
     cleared = time.time()
     injectedkit.post_status(cluster, namespace, failing, watchdogs.Level.INFO, "recovered")
-    back = _wait_endpoint(cluster, namespace, failing, True, 30, others={healthy: True})
+    back = _wait_endpoint(cluster, namespace, failing, True, 90, others={healthy: True})
     print(f"cleared to back in the EndpointSlice: {back - cleared:.1f}s")
     assert back - cleared >= min_ready
     assert all(s.restart_count == 0 for p in cluster.core.list_namespaced_pod(namespace).items
@@ -280,9 +300,9 @@ def _ready(pod: Any) -> bool:
 def test_the_controller_evicts_a_pod_in_error_within_its_pdb_and_the_replacement_comes_up_healthy(
         cluster: harness.Cluster, namespace: str, injector: webhookkit.Injector) -> None:
     injectedkit.label_restricted(cluster, namespace)
-    probe = {annotations.PROBE_PREFIX + "app": f"POD_IP:{injectedkit.APP_PORT}/watchdog"}
+    probe = {keys.PROBE_PREFIX + "app": f"POD_IP:{injectedkit.APP_PORT}/watchdog"}
     cluster.apps.create_namespaced_deployment(namespace, injectedkit.deployment(
-        "web", 2, {**probe, annotations.MIN_READY_SECONDS: "1"}, data=False))
+        "web", 2, {**probe, keys.MIN_READY_SECONDS: "1"}, data=False))
     cluster.policy.create_namespaced_pod_disruption_budget(namespace, {
         "metadata": {"name": "web"}, "spec": {"minAvailable": 1, "selector": {"matchLabels": {"app": "web"}}}})
     victim, survivor = sorted(p.metadata.name for p in nodekit.ready_pods(cluster, namespace, "web", 2, timeout=90))
@@ -330,7 +350,7 @@ def test_a_job_with_data_completes_with_native_sidecars(
     assert [(c.name, c.restart_policy) for c in pod.spec.init_containers] == [(containers.DATADEPLOYER, "Always")]
     requested = time.monotonic()
     cluster.core.patch_namespaced_pod(pod.metadata.name, namespace, {"metadata": {"annotations": {
-        annotations.REQUEST_DATA_PREFIX + DATA_SET: injectedkit.request_value(version)}}})
+        keys.REQUEST_DATA_PREFIX + DATA_SET: injectedkit.request_value(version)}}})
 
     def finished() -> bool:
         job = jobs.read_namespaced_job("job", namespace)

@@ -17,12 +17,13 @@ import yaml
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from autocrane import annotations
+from autocrane import keys
 from devcluster import build
 from tests.cluster import harness, webhookkit
 from tests.cluster.harness import wait_until
 from tests.cluster.webhookkit import DATA, OPT_IN, RESTRICTED, Injector, bare_pod, is_injected
 from tests.webhook import tlstools
+from webhook import options
 
 pytestmark = pytest.mark.cluster
 
@@ -45,7 +46,7 @@ def test_deployment_pods_in_an_opted_in_namespace_come_out_injected_and_run(
         "metadata": {"name": "injected"},
         "spec": {"replicas": 2, "selector": {"matchLabels": labels}, "template": {
             "metadata": {"labels": labels, "annotations": {**DATA,
-                         annotations.MIN_READY_SECONDS: "0"}},
+                         keys.MIN_READY_SECONDS: "0"}},
             "spec": {"containers": [{"name": "app", "image": "registry.invalid/app:1"}]}}},
     })
 
@@ -58,7 +59,7 @@ def test_deployment_pods_in_an_opted_in_namespace_come_out_injected_and_run(
         init_names = [c.name for c in pod.spec.init_containers or []]
         assert any("datadeployer" in n for n in init_names), init_names
         app = next(c for c in pod.spec.containers if c.name == "app")
-        store = annotations.DEFAULT_STORE_LOCATION
+        store = options.DEFAULT_STORE_LOCATION
         data_mounts = [m for m in app.volume_mounts or [] if m.mount_path.startswith(store)]
         assert data_mounts and all(m.read_only for m in data_mounts)
 
@@ -86,9 +87,9 @@ def test_a_malformed_annotation_is_refused_with_a_message_naming_it(
 ) -> None:
     _label(cluster, namespace, OPT_IN)
     with pytest.raises(ApiException) as refused:
-        cluster.core.create_namespaced_pod(namespace, bare_pod("bad", {**DATA, annotations.STORE_LOCATION: "relative"}))
+        cluster.core.create_namespaced_pod(namespace, bare_pod("bad", {**DATA, keys.STORE_LOCATION: "relative"}))
     assert refused.value.status == 400
-    assert annotations.STORE_LOCATION in refused.value.body
+    assert keys.STORE_LOCATION in refused.value.body
     assert "absolute path" in refused.value.body
 
 
@@ -97,7 +98,7 @@ def test_a_restricted_namespace_accepts_injected_pods(
 ) -> None:
     _label(cluster, namespace, {**OPT_IN, **RESTRICTED})
     pod = cluster.core.create_namespaced_pod(
-        namespace, bare_pod("restricted", {**DATA, annotations.MIN_READY_SECONDS: "5"}, restricted=True))
+        namespace, bare_pod("restricted", {**DATA, keys.MIN_READY_SECONDS: "5"}, restricted=True))
     assert is_injected(pod)
     assert len(pod.spec.init_containers or []) + len(pod.spec.containers) >= 3
 
@@ -116,7 +117,7 @@ def test_kubectl_server_side_dry_run_shows_the_injection(
          "-o", "yaml", "-f", str(manifest)], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     preview = yaml.safe_load(result.stdout)
-    assert annotations.INJECTOR_STATUS in preview["metadata"]["annotations"]
+    assert keys.INJECTOR_STATUS in preview["metadata"]["annotations"]
     with pytest.raises(ApiException) as missing:
         cluster.core.read_namespaced_pod("preview", namespace)
     assert missing.value.status == 404
@@ -167,7 +168,7 @@ def test_a_second_invocation_on_the_real_api_server_changes_nothing(
     twice["webhooks"][0]["name"] = "again.autocrane.io"
     admission.create_mutating_webhook_configuration(twice)
     try:
-        probe = {**DATA, annotations.MIN_READY_SECONDS: "1"}
+        probe = {**DATA, keys.MIN_READY_SECONDS: "1"}
         once = cluster.core.create_namespaced_pod(namespace, bare_pod("once", probe), dry_run="All")
 
         def called_twice() -> bool:
@@ -187,11 +188,11 @@ def test_a_second_invocation_on_the_real_api_server_changes_nothing(
 
 
 @pytest.mark.parametrize(("key", "value"), [
-    (annotations.MIN_READY_SECONDS, "9" * 5000),
+    (keys.MIN_READY_SECONDS, "9" * 5000),
     ("injector.autocrane.io/datadeployer-cpu", "1e999999999"),
     ("injector.autocrane.io/datadeployer-memory-limit", "1e-999999999"),
-    (annotations.INJECTOR_STATUS, "[" * 10_000 + "]" * 10_000),
-    (annotations.STORE_LOCATION, "/data\n"),
+    (keys.INJECTOR_STATUS, "[" * 10_000 + "]" * 10_000),
+    (keys.STORE_LOCATION, "/data\n"),
 ])
 def test_hostile_annotations_are_refused_naming_them_not_as_internal_errors(
     cluster: harness.Cluster, injector: Injector, namespace: str, key: str, value: str
@@ -211,7 +212,7 @@ def test_a_hand_written_status_naming_the_app_leaves_the_app_on_a_real_api_serve
     """Issue 8 (defect 8): the status annotation strips only AutoCrane's own names."""
     _label(cluster, namespace, OPT_IN)
     status = '{"config":"x","containers":["app"],"initContainers":[],"version":"0.1.0","volumes":[]}'
-    for extra in ({}, {annotations.INJECT: "false"}):
+    for extra in ({}, {keys.INJECT: "false"}):
         pod = cluster.core.create_namespaced_pod(
-            namespace, bare_pod("status", {**DATA, annotations.INJECTOR_STATUS: status, **extra}), dry_run="All")
+            namespace, bare_pod("status", {**DATA, keys.INJECTOR_STATUS: status, **extra}), dry_run="All")
         assert "app" in [c.name for c in pod.spec.containers]

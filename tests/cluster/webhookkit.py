@@ -18,7 +18,7 @@ from pathlib import Path
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from autocrane import annotations
+from autocrane import keys
 from devcluster import controlplane
 from tests.cluster import harness
 from tests.cluster.harness import wait_until
@@ -95,7 +95,7 @@ def bare_pod(name: str, pod_annotations: dict[str, str], *, restricted: bool = F
 
 def is_injected(found: object) -> bool:
     meta_annotations = found.metadata.annotations or {}  # type: ignore[attr-defined]
-    return annotations.INJECTOR_STATUS in meta_annotations
+    return keys.INJECTOR_STATUS in meta_annotations
 
 
 @contextlib.contextmanager

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from autocrane import podinfo
+from devcluster import downwardapi
 
 # What the kubelet writes (fmt %q of each value, keys sorted), including escapes Go produces.
 KUBELET_FILE = (
@@ -38,7 +39,7 @@ def test_octal_and_long_unicode_escapes() -> None:
 
 def test_quote_and_parse_round_trip() -> None:
     annotations = {"b": 'he said "hi"\n\tand left \\', "a": "plain", "c": "\x01\x7f"}
-    assert podinfo.parse(podinfo.format_annotations(annotations)) == annotations
+    assert podinfo.parse(downwardapi.format_annotations(annotations)) == annotations
 
 
 @pytest.mark.parametrize("line, message", [

@@ -122,12 +122,16 @@ def test_sigterm_stops_every_site_gracefully() -> None:
     async def scenario() -> None:
         sites = [serving.Site("a", _app("a"), "127.0.0.1"), serving.Site("b", _app("b"), "127.0.0.1")]
         running = serving.Serving(sites)
+        before = signal.getsignal(signal.SIGTERM)
         task = asyncio.create_task(serving.run(running))
 
-        async def started() -> bool:
-            return "b" in running.ports and not await _refuses(running.port("b"))
+        async def handled() -> bool:
+            # serving.run installs its handler after the sites listen: a SIGTERM sent before that
+            # (as soon as a connect succeeds) would end this test process, and the whole run.
+            return signal.getsignal(signal.SIGTERM) is not before
 
-        await waiting.eventually("both sites to listen", started)
+        await waiting.eventually("serving.run's SIGTERM handler", handled)
+        assert not await _refuses(running.port("a")) and not await _refuses(running.port("b"))
         os.kill(os.getpid(), signal.SIGTERM)
         await asyncio.wait_for(task, timeout=10)
         assert await _refuses(running.port("a")) and await _refuses(running.port("b"))

@@ -1,13 +1,13 @@
-"""A whole controller pass without a cluster: the real loop, Applier, DataRollouts, decoders and
+"""A whole controller pass without a cluster: the real loop, Writer, DataRollouts, decoders and
 eviction plan, over an API server, prober and data repository that answer from memory.
 
-- :class:`Api` stands in for ``controller.kubeapi.KubeApi``: it records every write (pod
+- :class:`Api` stands in for ``autocrane.kube.Kube``: it records every write (pod
   patches, evictions, Events, DataRollout creation and status patches) and serves the
   DataRollouts it holds.
-- :class:`Prober` is the real :class:`controller.probing.Prober` (URL checks, probe fan-out,
+- :class:`Prober` is the real :class:`controller.watchdogs.probing.Prober` (URL checks, probe fan-out,
   ``/status`` URLs) with the network replaced: a watchdog answers 500 on the pods listed in
   ``failing``, 200 elsewhere, and a datadeployer's ``/status`` answers the bytes in ``bodies``
-  (by pod IP), decoded by :func:`controller.probing.decode_json` as a real answer would be.
+  (by pod IP), decoded by :func:`controller.watchdogs.probing.decode_json` as a real answer would be.
 - :func:`controller` wires them with pods decoded by the informer's own path.
 """
 
@@ -19,9 +19,16 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-from controller import apply, datarollouts, eviction, health, informer, loop, probing, rollout, state
+from autocrane import clock, kube
+from controller import passes
+from controller.apiserver import informer, writer
+from controller.datarollouts import decision as datarollout
+from controller.datarollouts import loop as datarollouts
+from controller.datarollouts import resource
+from controller.evictions import decision as eviction
+from controller.watchdogs import health, probing
+from tests.controller.datarollouts.test_loop import FakeRepo
 from tests.controller.podfactory import raw, stamp
-from tests.controller.test_datarollouts import FakeRepo
 
 GOOD_STATUS = json.dumps({"sets": {"model": {"version": "a", "deployedAt": "2026-03-01T10:00:00Z"}}}).encode()
 POLICY = eviction.Policy(observations=1, min_error_seconds=60, min_pod_age=0)
@@ -82,12 +89,13 @@ def informer_of(raw_pods: Iterable[dict[str, Any]]) -> informer.PodInformer:
     return store
 
 
-def controller(raw_pods: Iterable[dict[str, Any]], prober: Prober, api: Api, *,
-               repo: FakeRepo | None = None) -> loop.Controller:
-    applier = apply.Applier(api, identity="test")  # type: ignore[arg-type]
-    rollouts = datarollouts.DataRollouts(api, repo or FakeRepo(), prober, applier,  # type: ignore[arg-type]
-                                         policy=rollout.Policy(bake_seconds=60))
-    return loop.Controller([informer_of(raw_pods)], prober, applier, POLICY, rollouts=rollouts)
+def controller(raw_pods: Iterable[dict[str, Any]], prober: Prober, api: kube.Api, *,
+               repo: FakeRepo | None = None, time: clock.Clock = clock.SYSTEM) -> passes.Controller:
+    repo = repo or FakeRepo()
+    api_writer = writer.Writer(api, identity="test", repository=repo, time=time)
+    rollouts = datarollouts.DataRollouts(api, repo, prober, api_writer, policy=datarollout.Policy(bake_seconds=60),
+                                         time=time)
+    return passes.Controller([informer_of(raw_pods)], prober, api_writer, POLICY, rollouts=rollouts, time=time)
 
 
 def neighbours() -> list[dict[str, Any]]:
@@ -117,6 +125,6 @@ def requested_in(api: Api, pod: str) -> list[str]:
             if key.startswith("request.data.autocrane.io/") and value]
 
 
-def rollout_of(api: Api, namespace: str, source: str = "models") -> state.Rollout | None:
-    found = api.rollouts.get(f"{namespace}/{state.object_name(source)}")
-    return None if found is None else state.from_json(found)
+def rollout_of(api: Api, namespace: str, source: str = "models") -> resource.Rollout | None:
+    found = api.rollouts.get(f"{namespace}/{resource.object_name(source)}")
+    return None if found is None else resource.from_json(found)

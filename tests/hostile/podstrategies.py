@@ -11,18 +11,18 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from autocrane import annotations
+from autocrane import keys
 
 JSON_SCALARS = (st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1)
                 | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=12))
 JSON_VALUES = st.recursive(JSON_SCALARS, lambda inner: st.lists(inner, max_size=3)
                            | st.dictionaries(st.text(max_size=6), inner, max_size=3), max_leaves=8)
 
-OPT_IN_KEYS = ["data.autocrane.io/models", annotations.MIN_READY_SECONDS]
+OPT_IN_KEYS = ["data.autocrane.io/models", keys.MIN_READY_SECONDS]
 KEYS = [*OPT_IN_KEYS, "data.autocrane.io/Models", "data.autocrane.io/models\n", "data.autocrane.io/",
-        annotations.STORE_LOCATION, annotations.STORE_DEPS, annotations.INJECT, annotations.NATIVE_SIDECAR,
-        annotations.INIT_POSITION, annotations.INJECTOR_STATUS, annotations.EVICTION_OPT_OUT,
-        *(annotations.resource_key(p, f) for p in annotations.INJECTED_CONTAINERS for f in annotations.RESOURCE_FIELDS),
+        keys.STORE_LOCATION, keys.STORE_DEPS, keys.INJECT, keys.NATIVE_SIDECAR,
+        keys.INIT_POSITION, keys.INJECTOR_STATUS, keys.EVICTION_OPT_OUT,
+        *(keys.resource_key(p, f) for p in keys.INJECTED_CONTAINERS for f in keys.RESOURCE_FIELDS),
         "probe.autocrane.io/app", "status.autocrane.io/app", "request.data.autocrane.io/models",
         "injector.autocrane.io/native-sidecars", "x.autocrane.io/k", "autocrane.io/", "example.com/other"]
 STATUS = '{"config":"c","containers":["app"],"initContainers":["init"],"version":"v","volumes":["data"]}'

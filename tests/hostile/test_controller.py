@@ -18,20 +18,25 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from autocrane import manifests, watchdogs
-from controller import datarollouts, health, informer, loop, pods, probing, rollout, state
-from controller import status as status_table
+from autocrane import clock, inpod, manifests, untrusted, watchdogs
+from controller import passes, pods
+from controller.apiserver import informer
+from controller.commands import status as status_table
+from controller.datarollouts import decision as datarollout
+from controller.datarollouts import loop as datarollouts
+from controller.datarollouts import participants, resource
+from controller.watchdogs import health, probing
+from tests.controller.datarollouts.test_loop import FakeApi, FakeRepo, FakeWriter
 from tests.controller.podfactory import T0, raw
-from tests.controller.test_datarollouts import FakeApi, FakeApplier, FakeRepo
 from tests.hostile import controllerfakes as fakes
 from tests.hostile import values
 
 
-def _pass(ctl: loop.Controller) -> loop.Report:
+def _pass(ctl: passes.Controller) -> passes.Report:
     return asyncio.run(ctl.run_pass())
 
 
-def _assert_neighbours_handled(api: fakes.Api, report: loop.Report) -> None:
+def _assert_neighbours_handled(api: fakes.Api, report: passes.Report) -> None:
     assert "ns/victim" in report.evicted and set(api.evicted()) == {"victim"}
     assert set(fakes.requested_in(api, "reader")) == {"b"}, "the rollout of namespace data must take its first step"
 
@@ -77,14 +82,14 @@ def test_an_unexpected_error_in_one_pods_handling_is_logged_once_and_the_pass_go
 
 def test_an_unexpected_error_in_one_rollout_leaves_the_other_rollouts_stepping(
         monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
-    real_step = rollout.step
+    real_step = datarollout.step
 
-    def step(spec: rollout.Spec, *args: Any, **kwargs: Any) -> rollout.Step:
+    def step(spec: datarollout.Spec, *args: Any, **kwargs: Any) -> datarollout.Step:
         if spec.source == "broken":
             raise ZeroDivisionError("a bug in one rollout")
         return real_step(spec, *args, **kwargs)
 
-    monkeypatch.setattr(rollout, "step", step)
+    monkeypatch.setattr(datarollout, "step", step)
     repo = FakeRepo()
     real_manifest = repo.manifest
 
@@ -199,13 +204,13 @@ class _Prober:
         return {"sets": self.sets}
 
 
-def _rollouts(sets: dict[str, Any], clock: list[float]) -> tuple[datarollouts.DataRollouts, FakeApplier]:
+def _rollouts(sets: dict[str, Any], time: clock.ManualClock) -> tuple[datarollouts.DataRollouts, FakeWriter]:
     api = FakeApi()
-    applier = FakeApplier(api)
-    rollouts = datarollouts.DataRollouts(api, FakeRepo(), _Prober(sets), applier,  # type: ignore[arg-type]
-                                         policy=rollout.Policy(stages=("100%",), bake_seconds=60),
-                                         clock=lambda: clock[0])
-    return rollouts, applier
+    fake_writer = FakeWriter(api)
+    rollouts = datarollouts.DataRollouts(api, FakeRepo(), _Prober(sets), fake_writer,  # type: ignore[arg-type]
+                                         policy=datarollout.Policy(stages=("100%",), bake_seconds=60),
+                                         time=time)
+    return rollouts, fake_writer
 
 
 def _members(request: str | None = None) -> list[pods.Pod]:
@@ -216,57 +221,56 @@ def _members(request: str | None = None) -> list[pods.Pod]:
 
 
 def test_a_deployed_at_out_of_range_in_utc_is_no_time_and_the_rollout_pass_completes() -> None:
-    clock = [T0]
-    rollouts, applier = _rollouts({"model": {"version": "a", "deployedAt": values.LATE}}, clock)
+    rollouts, fake_writer = _rollouts({"model": {"version": "a", "deployedAt": values.LATE}}, clock.ManualClock(T0))
     patches: list[dict[str, str | None]] = []
-    real_write = applier.write_data
+    real_write = fake_writer.write_data
 
     async def write_data(pod: pods.Pod, changes: dict[str, str | None]) -> str:
         patches.append(changes)
         return await real_write(pod, changes)
 
-    applier.write_data = write_data  # type: ignore[method-assign]
+    fake_writer.write_data = write_data  # type: ignore[method-assign]
     report = asyncio.run(rollouts.run_pass(_members(), lambda: True))
     assert report.faults == 0 and report.requests == 1
     assert json.loads(patches[0]["status.data.autocrane.io/model"] or "") == {"version": "a", "deployedAt": None}
 
 
 def test_a_deployed_at_in_the_future_does_not_keep_the_stage_baking() -> None:
-    clock = [T0]
+    time = clock.ManualClock(T0)
     future = (dt.datetime.fromtimestamp(T0, dt.UTC) + dt.timedelta(days=3650)).isoformat()
-    rollouts, applier = _rollouts({"model": {"version": "b", "deployedAt": future}}, clock)
+    rollouts, fake_writer = _rollouts({"model": {"version": "b", "deployedAt": future}}, time)
     asyncio.run(rollouts.run_pass(_members(), lambda: True))  # starts b: the stage's clock starts at T0
-    assert applier.writes[1] == ("status", "Progressing")
-    clock[0] = T0 + 120  # past the bake time; the pod took b and says it went live ten years from now
+    assert fake_writer.writes[1] == ("status", "Progressing")
+    time.advance(120)  # past the bake time; the pod took b and says it went live ten years from now
     asyncio.run(rollouts.run_pass(_members(manifests.DataRequest("b", "2" * 64).to_annotation()), lambda: True))
-    assert applier.api.rollouts[0]["status"]["phase"] == "Succeeded"
+    assert fake_writer.api.rollouts[0]["status"]["phase"] == "Succeeded"
 
 
 def test_a_deployed_at_within_the_clock_skew_still_counts() -> None:
-    ahead = pods.rfc3339(T0 + rollout.MAX_CLOCK_SKEW / 2)
-    (ack,) = rollout.parse_acks({"sets": {"model": {"version": "b", "deployedAt": ahead}}}, now=T0).values()
-    assert ack.deployed_at == pods.timestamp(ahead)
+    ahead = untrusted.rfc3339(T0 + inpod.MAX_CLOCK_SKEW / 2)
+    (ack,) = inpod.parse_acks({"sets": {"model": {"version": "b", "deployedAt": ahead}}}, now=T0).values()
+    assert ack.deployed_at == untrusted.timestamp(ahead)
 
 
 def test_a_100_kb_version_or_error_is_no_acknowledgement_and_is_never_mirrored() -> None:
     body = {"sets": {"model": {"version": "v" * 100_000, "error": "e" * 100_000}}}
-    (ack,) = rollout.parse_acks(body, now=T0).values()
-    assert ack.version is None and len(ack.error or "") == rollout.MAX_ACK_ERROR
-    assert rollout.ack_annotations(_members()[0], {"model": ack}) == {}
+    (ack,) = inpod.parse_acks(body, now=T0).values()
+    assert ack.version is None and len(ack.error or "") == inpod.MAX_ACK_ERROR
+    assert participants.ack_annotations(_members()[0], {"model": ack}) == {}
 
 
 @pytest.mark.parametrize("seconds", [1e300, -1e300, float("nan"), float("inf"), 253402300800.0, -62135596801.0])
 def test_an_api_timestamp_is_written_for_any_seconds_without_raising(seconds: float) -> None:
-    text = pods.rfc3339(seconds)
-    assert pods.timestamp(text) is not None
+    text = untrusted.rfc3339(seconds)
+    assert untrusted.timestamp(text) is not None
 
 
 def test_a_bake_time_past_year_9999_does_not_fail_the_step() -> None:
     members = _members(manifests.DataRequest("b", "2" * 64).to_annotation())
-    running = rollout.State(phase=rollout.PROGRESSING, last_known_good="a", target="b", started=T0, stage_started=T0)
-    one = rollout.step(rollout.Spec(source="models", bake_seconds=1e300, stages=("100%",)), running,
+    running = datarollout.State(progress=datarollout.Progressing("b", 0, T0, T0), last_known_good="a")
+    one = datarollout.step(datarollout.Spec(source="models", bake_seconds=1e300, stages=("100%",)), running,
                        asyncio.run(FakeRepo().manifest())["models"], members,
-                       {members[0].uid: {"model": rollout.Ack("b", T0)}}, T0 + 10)
+                       {members[0].uid: {"model": inpod.Ack("b", T0)}}, T0 + 10)
     assert one.state.message == "stage 1/1: baking until 9999-12-31T23:59:59Z"
 
 
@@ -280,11 +284,11 @@ def test_autocrane_status_shows_a_deep_acknowledgement_as_invalid() -> None:
 
 def test_a_stage_with_a_trailing_newline_is_refused() -> None:
     with pytest.raises(ValueError, match="stage"):
-        rollout.check_stages(["1\n", "100%"])
+        datarollout.check_stages(["1\n", "100%"])
 
 
 def test_a_source_with_a_trailing_newline_gets_no_object_name_with_a_newline() -> None:
-    assert "\n" not in state.object_name("models\n") and state.object_name("models") == "models"
+    assert "\n" not in resource.object_name("models\n") and resource.object_name("models") == "models"
 
 
 def test_a_watchdog_name_with_a_trailing_newline_is_refused() -> None:
@@ -297,7 +301,7 @@ def test_a_request_over_4_kib_is_no_request_even_when_it_is_well_formed() -> Non
     padded = json.dumps({"version": "b", "padding": "x" * manifests.MAX_REQUEST_BYTES})
     with pytest.raises(manifests.ManifestError, match=r"request\.data\.autocrane\.io/model"):
         manifests.parse_request(padded, "request.data.autocrane.io/model")
-    assert rollout.requested(_members(padded)[0], "model") is None
+    assert participants.requested(_members(padded)[0], "model") is None
 
 
 def test_a_probe_target_is_matched_whole() -> None:

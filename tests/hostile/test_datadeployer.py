@@ -19,8 +19,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from autocrane import manifests, podinfo
-from devcluster import controlplane
+from autocrane import manifests
+from devcluster import controlplane, downwardapi
 from sidecars.datadeploy import hooks, main, requests
 from tests import waiting
 from tests.hostile import values
@@ -68,7 +68,7 @@ def test_a_request_nested_10000_deep_is_its_data_sets_error_and_a_later_good_req
         d = deployer(tmp_path, url)
         async with _following(d) as loops:
             await waiting.eventually("v1 live", lambda: _acked(d, "v1"), 15)
-            notes.write_text(podinfo.format_annotations({
+            notes.write_text(downwardapi.format_annotations({
                 "data.autocrane.io/ds": "src", "data.autocrane.io/other": "src", DS: values.DEEP,
                 "request.data.autocrane.io/other": v2.to_annotation()}))
             await waiting.eventually("the other set moved on", lambda: d.status.get("other").version == "v2", 15)
@@ -170,7 +170,8 @@ def test_init_with_a_request_nested_10000_deep_exits_1_with_one_error_line_and_n
         tmp_path: Path, served: tuple[FakeRepository, str]) -> None:
     _, url = served
     (tmp_path / "root").mkdir()
-    (tmp_path / "annotations").write_text(podinfo.format_annotations({"data.autocrane.io/ds": "src", DS: values.DEEP}))
+    notes = downwardapi.format_annotations({"data.autocrane.io/ds": "src", DS: values.DEEP})
+    (tmp_path / "annotations").write_text(notes)
     done = subprocess.run([sys.executable, "-c", "from autocrane import cli; cli.main()", "datadeployer", "--mode",
                            "init", "--repository", url, "--root", str(tmp_path / "root"), "--annotations-file",
                            str(tmp_path / "annotations"), "--max-failures", "1", "--log-format", "text"],
@@ -212,7 +213,7 @@ def test_any_annotations_file_leaves_the_sidecar_following(
             if junk is not None:
                 notes_file.write_bytes(junk)
             else:
-                notes_file.write_text(podinfo.format_annotations(notes | ours))
+                notes_file.write_text(downwardapi.format_annotations(notes | ours))
             seen = reads[0]
             await waiting.eventually("the hostile file read twice", lambda: reads[0] >= seen + 2, 15)
             target = good[seen % 2]

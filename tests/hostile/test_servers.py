@@ -27,7 +27,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from starlette.testclient import TestClient
 
-from autocrane import podinfo, serving
+from autocrane import clock, podinfo, serving
+from devcluster import downwardapi
 from sidecars import testworkload, watchdoghealthz
 from tests.cluster import podkit
 from tests.hostile import values
@@ -131,7 +132,7 @@ def programs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Ser
         leaf = tlstools.new_leaf(ca)
         (tmp / "tls.crt").write_bytes(leaf.cert_pem)
         (tmp / "tls.key").write_bytes(leaf.key_pem)
-        (tmp / "annotations").write_text(podinfo.format_annotations(podkit.DECLARE))
+        (tmp / "annotations").write_text(downwardapi.format_annotations(podkit.DECLARE))
         (tmp / "root").mkdir()
         ports = {name: podkit.free_port() for name in ("datadeployer", "healthz", "workload", "webhook", "health")}
         loopback = ("--host", "127.0.0.1")
@@ -259,8 +260,8 @@ def test_the_test_workloads_notification_body_is_bounded() -> None:
 # --- watchdoghealthz and hostile annotation values (defect 1) ---------------------------------------------
 
 def _monitor(tmp_path: Path, notes: dict[str, str]) -> watchdoghealthz.Monitor:
-    (tmp_path / "annotations").write_text(podinfo.format_annotations(notes))
-    return watchdoghealthz.Monitor(podinfo.Watcher(tmp_path / "annotations"), None, clock=lambda: 100.0)
+    (tmp_path / "annotations").write_text(downwardapi.format_annotations(notes))
+    return watchdoghealthz.Monitor(podinfo.Watcher(tmp_path / "annotations"), None, time=clock.ManualClock())
 
 
 @pytest.mark.parametrize("notes", [

@@ -23,9 +23,9 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 from starlette.testclient import TestClient
 
-from autocrane import annotations, caching, errors, untrusted
+from autocrane import caching, datasets, errors, inpod, keys, untrusted
 from tests.hostile import podstrategies
-from webhook import admission, containers, inject, server, settings
+from webhook import admission, containers, inject, options, server, settings
 
 INJECTOR = settings.load(None, {})
 CLIENT = TestClient(server.admission_app(INJECTOR), raise_server_exceptions=False)
@@ -105,21 +105,21 @@ def test_a_pod_with_a_1_mb_env_value_is_admitted_and_not_cached() -> None:
 def test_a_pod_with_a_1_mb_probe_annotation_is_not_cached_by_the_parser_either() -> None:
     big = pod({"probe.autocrane.io/app": "http://127.0.0.1:8080/?" + "x" * 1_000_000})
     admission.CACHE.clear()
-    annotations.PARSED.clear()
+    options.PARSED.clear()
     assert admit(big)["allowed"] is True
-    assert len(annotations.PARSED) == 0 and annotations.PARSED.bytes == 0
+    assert len(options.PARSED) == 0 and options.PARSED.bytes == 0
     assert len(admission.CACHE) == 0
 
 
 def test_the_caches_stay_within_their_bytes_whatever_is_admitted() -> None:
     admission.CACHE.clear()
-    annotations.PARSED.clear()
+    options.PARSED.clear()
     for index in range(300):  # each just under the response cache's per-entry bound: 300 would be 33 MiB
         obj = pod({"probe.autocrane.io/app": f"{index}" + "p" * 7000})
         obj["spec"]["containers"][0]["env"] = [{"name": "V", "value": f"{index}" + "v" * 100_000}]
         assert admit(obj)["allowed"] is True
     assert 0 < admission.CACHE.bytes <= admission.CACHE.max_bytes == 16 * MIB
-    assert 0 < annotations.PARSED.bytes <= annotations.PARSED.max_bytes == 4 * MIB
+    assert 0 < options.PARSED.bytes <= options.PARSED.max_bytes == 4 * MIB
 
 
 def test_the_response_cache_holds_about_the_bytes_it_counts() -> None:
@@ -174,8 +174,8 @@ def test_a_bounded_cache_evicts_by_bytes_and_never_stores_an_entry_over_its_boun
 
 
 def test_a_5000_digit_min_ready_seconds_is_a_denial_naming_it() -> None:
-    message = denial(pod({annotations.MIN_READY_SECONDS: "9" * 5000}))
-    assert message.startswith(f'annotation "{annotations.MIN_READY_SECONDS}": "999')
+    message = denial(pod({keys.MIN_READY_SECONDS: "9" * 5000}))
+    assert message.startswith(f'annotation "{keys.MIN_READY_SECONDS}": "999')
     assert "(5000 characters) is not valid: expected a whole number of seconds" in message
 
 
@@ -196,8 +196,8 @@ def test_an_exbibyte_quantity_is_read_as_one_not_as_an_exponent() -> None:
 
 
 def test_a_10000_level_status_annotation_is_a_denial_naming_it() -> None:
-    message = denial(pod({annotations.INJECTOR_STATUS: "[" * 10_000 + "]" * 10_000}))
-    assert message.startswith(f'annotation "{annotations.INJECTOR_STATUS}": "[[[[')
+    message = denial(pod({keys.INJECTOR_STATUS: "[" * 10_000 + "]" * 10_000}))
+    assert message.startswith(f'annotation "{keys.INJECTOR_STATUS}": "[[[[')
     assert "(20000 characters) is not valid: expected the JSON the injector writes" in message
 
 
@@ -218,12 +218,12 @@ WRONG_TYPES = [["app"], {"name": "app"}]
      "spec.containers[0].ports[0].containerPort"),
 ])
 def test_a_field_of_the_wrong_json_type_is_a_denial_naming_it(spec: Any, path: str, wrong: Any) -> None:
-    assert denial(pod({annotations.MIN_READY_SECONDS: "5"}, **spec(wrong))).startswith(f"{path} is not valid: ")
+    assert denial(pod({keys.MIN_READY_SECONDS: "5"}, **spec(wrong))).startswith(f"{path} is not valid: ")
 
 
 @pytest.mark.parametrize("port", ["8097", True, 8097.0, 0, 70000])
 def test_a_container_port_that_is_not_a_port_number_is_a_denial(port: Any) -> None:
-    obj = pod({annotations.MIN_READY_SECONDS: "5"}, containers=[{"name": "app", "ports": [{"containerPort": port}]}])
+    obj = pod({keys.MIN_READY_SECONDS: "5"}, containers=[{"name": "app", "ports": [{"containerPort": port}]}])
     assert denial(obj) == ("spec.containers[0].ports[0].containerPort is not valid: expected a port number, "
                            "1 to 65535")
 
@@ -239,7 +239,7 @@ def test_a_list_of_the_wrong_shape_is_a_denial_naming_it(spec: dict[str, Any], p
 
 def test_the_wrong_types_are_refused_when_the_status_would_strip_too() -> None:
     """An opted-out pod with a status is stripped: the same checks run before."""
-    obj = pod({annotations.INJECT: "false", annotations.INJECTOR_STATUS: podstrategies.STATUS},
+    obj = pod({keys.INJECT: "false", keys.INJECTOR_STATUS: podstrategies.STATUS},
               volumes=[{"name": ["autocrane-data"]}])
     assert denial(obj).startswith("spec.volumes[0].name is not valid: expected a string, not list")
 
@@ -284,7 +284,7 @@ def test_an_unexpected_exception_is_still_a_500(monkeypatch: pytest.MonkeyPatch)
 
 
 def test_a_store_location_with_a_trailing_newline_is_a_denial() -> None:
-    assert denial(pod({annotations.STORE_LOCATION: "/data\n"})).startswith(
+    assert denial(pod({keys.STORE_LOCATION: "/data\n"})).startswith(
         'annotation "store.autocrane.io/location": "/data\\n" is not valid: expected an absolute path')
 
 
@@ -297,13 +297,13 @@ def test_a_data_set_name_with_a_trailing_newline_is_a_denial() -> None:
 
 @pytest.mark.parametrize("text", ["1\n", "64Mi\n", "1e3\n"])
 def test_a_quantity_with_a_trailing_newline_is_no_quantity(text: str) -> None:
-    assert annotations.parse_quantity(text) is None
+    assert options.parse_quantity(text) is None
     with pytest.raises(errors.ConfigError, match=r"datadeployer_resources\.cpu_limit"):
         settings.load(None, {"datadeployer_resources": {"limits": {"cpu": text}}})
 
 
 def test_a_dns_label_with_a_trailing_newline_is_no_label() -> None:
-    assert annotations.is_dns1123_label("models") and not annotations.is_dns1123_label("models\n")
+    assert datasets.is_dns1123_label("models") and not datasets.is_dns1123_label("models\n")
 
 
 def test_a_quantity_annotation_is_used_without_the_spaces_around_it() -> None:
@@ -319,7 +319,7 @@ HAND_WRITTEN = json.dumps({"containers": ["app"], "initContainers": ["init"], "v
 
 
 def test_a_hand_written_status_naming_the_app_does_not_remove_it() -> None:
-    obj = pod({annotations.INJECTOR_STATUS: HAND_WRITTEN}, initContainers=[{"name": "init", "image": "i"}],
+    obj = pod({keys.INJECTOR_STATUS: HAND_WRITTEN}, initContainers=[{"name": "init", "image": "i"}],
               volumes=[{"name": "cache", "emptyDir": {}}])
     obj["spec"]["containers"][0]["volumeMounts"] = [{"name": "cache", "mountPath": "/cache"}]
     result = patched(obj)
@@ -330,15 +330,15 @@ def test_a_hand_written_status_naming_the_app_does_not_remove_it() -> None:
 
 
 def test_an_opted_out_pod_with_such_a_status_keeps_its_containers() -> None:
-    obj = pod({annotations.INJECTOR_STATUS: HAND_WRITTEN, annotations.INJECT: "false"})
+    obj = pod({keys.INJECTOR_STATUS: HAND_WRITTEN, keys.INJECT: "false"})
     result = patched(obj)
     assert result["spec"]["containers"] == obj["spec"]["containers"]
-    assert annotations.INJECTOR_STATUS not in result["metadata"]["annotations"]
+    assert keys.INJECTOR_STATUS not in result["metadata"]["annotations"]
 
 
 def test_a_real_previous_injection_is_still_stripped() -> None:
     injected = inject.inject(pod(), INJECTOR).pod
-    injected["metadata"]["annotations"][annotations.INJECT] = "false"
+    injected["metadata"]["annotations"][keys.INJECT] = "false"
     result = patched(injected)
     assert [c["name"] for c in result["spec"]["containers"]] == ["app"]
     assert "initContainers" not in result["spec"] and "volumes" not in result["spec"]
@@ -357,7 +357,7 @@ def test_100000_unknown_annotations_give_ten_warnings_and_a_count() -> None:
 
 
 def test_a_1_mib_value_is_echoed_cut_in_the_denial() -> None:
-    answer = CLIENT.post("/mutate", content=json.dumps(review(pod({annotations.STORE_LOCATION: "x" * MIB}))),
+    answer = CLIENT.post("/mutate", content=json.dumps(review(pod({keys.STORE_LOCATION: "x" * MIB}))),
                          headers={"content-type": "application/json"})
     assert len(answer.content) < 1000
     message = answer.json()["response"]["status"]["message"]
@@ -452,12 +452,12 @@ def test_a_status_up_to_4096_bytes_is_read_and_a_longer_or_deeper_one_is_not() -
         return json.dumps({"containers": [], "initContainers": [], "volumes": list(volumes), "version": padding,
                            "config": "c"})
 
-    longest = status("v" * (annotations.MAX_STATUS_BYTES - len(status(""))))
-    assert len(longest) == annotations.MAX_STATUS_BYTES
-    assert annotations.parse_status(longest).version.startswith("vvv")
-    for refused in (status("v" * (annotations.MAX_STATUS_BYTES - len(status("")) + 1)), status("", [["deep"]])):
+    longest = status("v" * (options.MAX_STATUS_BYTES - len(status(""))))
+    assert len(longest) == options.MAX_STATUS_BYTES
+    assert options.parse_status(longest).version.startswith("vvv")
+    for refused in (status("v" * (options.MAX_STATUS_BYTES - len(status("")) + 1)), status("", [["deep"]])):
         with pytest.raises(errors.AnnotationError, match="expected the JSON the injector writes"):
-            annotations.parse_status(refused)
+            options.parse_status(refused)
 
 
 @pytest.mark.parametrize(("text", "accepted"), [
@@ -465,14 +465,14 @@ def test_a_status_up_to_4096_bytes_is_read_and_a_longer_or_deeper_one_is_not() -
     ("1e-30", True), ("1e-31", False), ("9223372036854775807", True), ("9223372036854775808", False),
     ("8Ei", False), ("7Ei", True)])
 def test_quantities_are_bounded_in_length_exponent_and_size(text: str, accepted: bool) -> None:
-    assert (annotations.parse_quantity(text) is not None) is accepted
+    assert (options.parse_quantity(text) is not None) is accepted
 
 
 def test_min_ready_seconds_is_bounded_by_kubernetes_int32() -> None:
-    assert annotations.parse_seconds(annotations.MIN_READY_SECONDS, str(2**31 - 1)) == 2**31 - 1
+    assert inpod.parse_min_ready_seconds(str(2**31 - 1)) == 2**31 - 1
     for text in (str(2**31), "0" * 11 + "1"):
         with pytest.raises(errors.AnnotationError):
-            annotations.parse_seconds(annotations.MIN_READY_SECONDS, text)
+            inpod.parse_min_ready_seconds(text)
 
 
 def test_a_key_is_quoted_whole_up_to_the_longest_valid_annotation_key_and_cut_past_it() -> None:

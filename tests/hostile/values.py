@@ -10,7 +10,7 @@ import json
 
 from hypothesis import strategies as st
 
-from autocrane import annotations
+from autocrane import keys
 
 DEEP = "[" * 10_000 + "]" * 10_000
 """Nested 10,000 levels: the standard ``json`` module raises RecursionError on it."""
@@ -57,10 +57,10 @@ VALUES = st.one_of(st.text(max_size=60), NOTORIOUS, STATUS_VALUES, REQUEST_VALUE
 
 NAMES = st.one_of(st.sampled_from(["app", "model", "x", "health", "a.b", "-bad", "_"]),
                   st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789-_.", min_size=1, max_size=70))
-_FAMILIES = (annotations.STATUS_PREFIX, annotations.PROBE_PREFIX, annotations.DATA_PREFIX,
-             annotations.REQUEST_DATA_PREFIX, annotations.STATUS_DATA_PREFIX)
-_SINGLE_KEYS = (annotations.STORE_DEPS, annotations.STORE_LOCATION, annotations.EVICTION_OPT_OUT,
-                annotations.MIN_READY_SECONDS)
+_FAMILIES = (keys.STATUS_PREFIX, keys.PROBE_PREFIX, keys.DATA_PREFIX,
+             keys.REQUEST_DATA_PREFIX, keys.STATUS_DATA_PREFIX)
+_SINGLE_KEYS = (keys.STORE_DEPS, keys.STORE_LOCATION, keys.EVICTION_OPT_OUT,
+                keys.MIN_READY_SECONDS)
 KEYS = st.one_of(st.builds(str.__add__, st.sampled_from(_FAMILIES), NAMES), st.sampled_from(_SINGLE_KEYS))
 
 

@@ -18,8 +18,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from autocrane import cli, podinfo
-from devcluster import controlplane, images
+from autocrane import cli
+from devcluster import controlplane, downwardapi, images
 from tests.images.imagekit import Container
 from tests.waiting import wait_until
 
@@ -150,7 +150,7 @@ def test_a_git_version_goes_from_the_repository_image_into_a_pod_volume_through_
     data, deploy, meta = tmp_path / "data", tmp_path / "deploy", tmp_path / "meta"
     _owned_by_the_pod_user(data, deploy)
     meta.mkdir()
-    (meta / "annotations").write_text(podinfo.format_annotations({"data.autocrane.io/greet": "greetings"}))
+    (meta / "annotations").write_text(downwardapi.format_annotations({"data.autocrane.io/greet": "greetings"}))
 
     repository, sidecar = container("datarepository"), container("sidecar")
     pristine = {c: c.files_owned_by(UID) for c in (repository, sidecar)}
@@ -186,7 +186,7 @@ def test_the_sidecar_image_serves_readiness_from_the_watchdogs_and_the_test_work
     annotations = meta / "annotations"
 
     def write(statuses: dict[str, str]) -> None:  # as the kubelet does: a new file, renamed into place
-        (meta / "next").write_text(podinfo.format_annotations(statuses))
+        (meta / "next").write_text(downwardapi.format_annotations(statuses))
         os.replace(meta / "next", annotations)
 
     write({"status.autocrane.io/app": "info/2026-01-02T03:04:05Z/fine"})

@@ -19,23 +19,25 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
-from autocrane import manifests, podinfo
-from sidecars.datadeploy import hooks, main, status, swap
+from autocrane import clock, errors, manifests, podinfo
+from devcluster import downwardapi
+from sidecars.datadeploy import hooks, main, requests, status, swap
 from tests import waiting
 from tests.sidecars.servers import FakeRepository, serve_asgi
 from tests.sidecars.test_datadeploy_sync import settings, tree_archive
+from webhook import options
 
 
 def write_annotations(path: Path, sets: dict[str, str], requests: dict[str, manifests.DataRequest]) -> None:
     values = {f"data.autocrane.io/{name}": source for name, source in sets.items()}
     values |= {f"request.data.autocrane.io/{name}": r.to_annotation() for name, r in requests.items()}
-    path.write_text(podinfo.format_annotations(values | {"kubernetes.io/config.seen": "x"}))
+    path.write_text(downwardapi.format_annotations(values | {"kubernetes.io/config.seen": "x"}))
 
 
-def deployer(tmp_path: Path, url: str, timeout: float = 60.0, clock: Any = status.utcnow,
+def deployer(tmp_path: Path, url: str, timeout: float = 60.0, time: clock.Clock = clock.SYSTEM,
              notifier: hooks.Notifier | None = None) -> main.Deployer:
     return main.Deployer(settings(tmp_path / "root", url), podinfo.Watcher(tmp_path / "annotations"),
-                         status.Status(failure_threshold=60, clock=clock), timeout, notifier)
+                         status.Status(failure_threshold=60, time=time), timeout, notifier)
 
 
 def test_init_deploys_every_requested_set_and_exits_0(tmp_path: Path, repo: FakeRepository, url: str) -> None:
@@ -180,21 +182,21 @@ def test_a_notify_url_off_loopback_is_refused() -> None:
 
 
 def test_status_endpoints_synced_and_watchdog_threshold() -> None:
-    now = [dt.datetime(2026, 1, 2, tzinfo=dt.UTC)]
-    state = status.Status(failure_threshold=300, clock=lambda: now[0])
+    manual = clock.ManualClock(dt.datetime(2026, 1, 2, tzinfo=dt.UTC).timestamp())
+    state = status.Status(failure_threshold=300, time=manual)
     state.get("ds").requested = "v2"
     with serve_asgi(status.app(state)) as base:
         assert httpx.get(f"{base}/synced").status_code == 503
-        state.succeeded("ds", "v2", "a" * 64, now[0])
+        state.succeeded("ds", "v2", "a" * 64, clock.utcnow(manual))
         assert httpx.get(f"{base}/synced").status_code == 200
         state.get("ds").requested = "v3"
         state.failed("ds", "repository unreachable")
         answer = httpx.get(f"{base}/watchdog")
         assert answer.status_code == 200 and answer.text.startswith("warning")
-        now[0] += dt.timedelta(seconds=301)
+        manual.advance(301)
         answer = httpx.get(f"{base}/watchdog")
         assert answer.status_code == 500 and "ds failing since 2026-01-02T00:00:00Z" in answer.text
-        state.succeeded("ds", "v3", "b" * 64, now[0])
+        state.succeeded("ds", "v3", "b" * 64, clock.utcnow(manual))
         assert httpx.get(f"{base}/watchdog").text == "info: ok"
         assert httpx.get(f"{base}/status").json()["sets"]["ds"]["version"] == "v3"
 
@@ -228,3 +230,17 @@ def test_a_set_removed_while_it_syncs_leaves_no_status_behind(tmp_path: Path, re
 
     assert asyncio.run(scenario()) is main.Outcome.DONE
     assert d.status.sets == {} and d.status.synced() == (True, []) and d.status.watchdog() == ("info", "ok")
+
+
+@pytest.mark.parametrize(("value", "admitted"), [("models/resnet", True), (" models ", True),
+                                                 ("Models/ResNet 50", False), ("../../etc", False), ("", False)])
+def test_the_datadeployer_refuses_exactly_the_declarations_the_webhook_denies(value: str, admitted: bool) -> None:
+    notes = {"data.autocrane.io/m": value}
+    try:
+        options.parse_pod(notes)
+        denied = False
+    except errors.AnnotationError:
+        denied = True
+    found, problems = requests.data_sets(notes)
+    usable = [s for s in found.values() if s.error is None]
+    assert denied is not admitted and bool(usable) is admitted and not problems

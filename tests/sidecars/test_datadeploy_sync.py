@@ -20,6 +20,11 @@ from tests.sidecars.servers import FakeRepository
 NO_WAIT = fetching.Retry(attempts=3, sleep=lambda _: None)
 
 
+def version_of(tree: Path) -> str:
+    """The version id in a tree's directory name ``<version>-<random>`` (swap.Store names them so)."""
+    return tree.name.rsplit("-", 1)[0]
+
+
 def tree_archive(version: str, files: int = 3, size: int = 100) -> bytes:
     """A ``.tar.gz`` whose every file says which version it belongs to."""
     return hostile.tar_gz(hostile.directory("d"), *(
@@ -60,7 +65,7 @@ def test_only_current_and_previous_are_kept_and_rollback_needs_no_download(tmp_p
     store = swap.Store(s.root)
     for request in requests:
         syncing.sync(s, store, "ds", "src", request)
-    kept = sorted(swap.version_of(d.path) for d in store.trees("ds"))
+    kept = sorted(version_of(d.path) for d in store.trees("ds"))
     assert kept == ["v2", "v3"]
     before = len(repo.requests)
     syncing.sync(s, store, "ds", "src", requests[1])  # back to v2: already on disk
@@ -78,7 +83,7 @@ def test_a_hostile_archive_never_replaces_live_data(tmp_path: Path, repo: FakeRe
     with pytest.raises(syncing.SyncError, match="refused archive"):
         syncing.sync(s, store, "ds", "src", repo.add("src", "v2", hostile.HOSTILE[case]))
     assert live(s.root) == before
-    assert [swap.version_of(d.path) for d in store.trees("ds")] == ["v1"]
+    assert [version_of(d.path) for d in store.trees("ds")] == ["v1"]
     assert sorted(p.name for p in (s.root / ".versions/ds").iterdir() if not p.name.endswith(".json")) == \
         [Path(before[0]).name]
     assert not (tmp_path / "escaped.txt").exists() and not (tmp_path / "outside").exists()
@@ -190,7 +195,7 @@ def test_readers_never_see_a_mixed_or_missing_tree_during_100_swaps(tmp_path: Pa
                     continue
                 problems.append(f"file missing in live tree {target}")
                 continue
-            if len(contents) != 1 or not next(iter(contents)).startswith(swap.version_of(Path(target)).encode()):
+            if len(contents) != 1 or not next(iter(contents)).startswith(version_of(Path(target)).encode()):
                 problems.append(f"mixed tree {target}")
             reads[0] += 1
 
@@ -229,7 +234,7 @@ def test_a_full_disk_never_replaces_live_data(small_disk: Path, repo: FakeReposi
     with pytest.raises(syncing.SyncError, match="disk full"):
         syncing.sync(s, store, "ds", "src", repo.add("src", "v2", hostile.tar_gz(hostile.file("big", content))))
     assert live(s.root) == before
-    assert [swap.version_of(d.path) for d in store.trees("ds")] == ["v1"]
+    assert [version_of(d.path) for d in store.trees("ds")] == ["v1"]
     assert len(list((s.root / ".versions/ds").iterdir())) == 2  # the v1 tree and its .json, nothing else
     assert not list((s.root / ".downloads").iterdir())
 

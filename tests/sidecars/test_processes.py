@@ -11,8 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from autocrane import podinfo
-from devcluster import controlplane
+from devcluster import controlplane, downwardapi
 from tests.waiting import wait_until
 
 free_port = controlplane.free_port
@@ -33,6 +32,8 @@ def processes() -> Iterator[list[subprocess.Popen[str]]]:
         if proc.poll() is None:
             proc.kill()
             proc.wait(10)
+        if proc.stdout is not None:
+            proc.stdout.close()
 
 
 def autocrane(started: list[subprocess.Popen[str]], *args: str) -> subprocess.Popen[str]:
@@ -54,7 +55,7 @@ def test_a_repository_and_a_sidecar_deliver_a_directory_to_a_pod(tmp_path: Path,
     base = f"http://127.0.0.1:{repo_port}"
     wait_until("repository ready", lambda: (r := _get(f"{base}/readyz")) is not None and r.status_code == 200, 30)
     (tmp_path / "root").mkdir()
-    (tmp_path / "annotations").write_text(podinfo.format_annotations({"data.autocrane.io/greet": "greetings"}))
+    (tmp_path / "annotations").write_text(downwardapi.format_annotations({"data.autocrane.io/greet": "greetings"}))
     sidecar = autocrane(processes, "datadeployer", "--mode", "sidecar", "--repository", base,
                         "--root", str(tmp_path / "root"), "--annotations-file", str(tmp_path / "annotations"),
                         "--request-timeout", "0", "--host", "127.0.0.1", "--port", str(sidecar_port),
@@ -69,7 +70,7 @@ def test_a_repository_and_a_sidecar_deliver_a_directory_to_a_pod(tmp_path: Path,
     wait_until("version 2", lambda: len(httpx.get(f"{base}/v1/sources/greetings").json()["versions"]) == 2, 30)
     newest = httpx.get(f"{base}/v1/sources/greetings").json()["versions"][-1]
     request = f'{{"version":"{newest["version"]}","sha256":"{newest["sha256"]}"}}'
-    (tmp_path / "annotations").write_text(podinfo.format_annotations({
+    (tmp_path / "annotations").write_text(downwardapi.format_annotations({
         "data.autocrane.io/greet": "greetings", "request.data.autocrane.io/greet": request}))
     wait_until("v2 acknowledged",
                lambda: httpx.get(f"{status}/status").json()["sets"]["greet"]["version"] == newest["version"], 30)

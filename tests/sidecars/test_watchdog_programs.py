@@ -9,7 +9,8 @@ from pathlib import Path
 
 import httpx
 
-from autocrane import podinfo, watchdogs
+from autocrane import clock, podinfo, watchdogs
+from devcluster import downwardapi
 from sidecars import testworkload, watchdog, watchdoghealthz
 from sidecars.watchdoghealthz import Health, decide, observe
 from tests.sidecars.servers import serve_asgi
@@ -57,18 +58,18 @@ def test_an_unreadable_annotations_file_is_unready() -> None:
 
 def test_the_endpoint_follows_the_file_and_the_annotation(tmp_path: Path) -> None:
     path = tmp_path / "annotations"
-    path.write_text(podinfo.format_annotations(OK | {"watchdoghealthz.autocrane.io/min-ready-seconds": "30"}))
-    now = [1000.0]
-    monitor = watchdoghealthz.Monitor(podinfo.Watcher(path), None, clock=lambda: now[0])
-    with serve_asgi(watchdoghealthz.app(monitor)) as base:
-        _check_healthz(httpx.Client(base_url=base), path, now)
+    path.write_text(downwardapi.format_annotations(OK | {"watchdoghealthz.autocrane.io/min-ready-seconds": "30"}))
+    manual = clock.ManualClock()
+    monitor = watchdoghealthz.Monitor(podinfo.Watcher(path), None, time=manual)
+    with serve_asgi(watchdoghealthz.app(monitor)) as base, httpx.Client(base_url=base) as client:
+        _check_healthz(client, path, manual)
 
 
-def _check_healthz(client: httpx.Client, path: Path, now: list[float]) -> None:
+def _check_healthz(client: httpx.Client, path: Path, manual: clock.ManualClock) -> None:
     assert client.get("/healthz").status_code == 503
-    now[0] += 30
+    manual.advance(30)
     assert client.get("/healthz").status_code == 200
-    path.write_text(podinfo.format_annotations(ERR))
+    path.write_text(downwardapi.format_annotations(ERR))
     answer = client.get("/healthz")
     assert answer.status_code == 503 and "broken" in answer.text
 
@@ -97,7 +98,7 @@ def test_post_refuses_an_unknown_level_before_any_api_call() -> None:
 
 
 def test_get_reads_the_downward_api_file(tmp_path: Path) -> None:
-    (tmp_path / "a").write_text(podinfo.format_annotations(ERR))
+    (tmp_path / "a").write_text(downwardapi.format_annotations(ERR))
     done = subprocess.run([sys.executable, "-c", "from autocrane import cli; cli.main()", "watchdog", "get",
                            "--annotations-file", str(tmp_path / "a")], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0
@@ -108,8 +109,9 @@ def test_the_test_workload_fails_recovers_and_reports_its_data_version(tmp_path:
     (tmp_path / ".versions/models").mkdir(parents=True)
     (tmp_path / ".versions/models/20260102T030405Z-abc-1a2b3c4d").mkdir()
     (tmp_path / "models").symlink_to(".versions/models/20260102T030405Z-abc-1a2b3c4d")
-    with serve_asgi(testworkload.app([tmp_path / "models", tmp_path / "missing"])) as base:
-        _check_workload(httpx.Client(base_url=base), tmp_path)
+    with serve_asgi(testworkload.app([tmp_path / "models", tmp_path / "missing"])) as base, \
+            httpx.Client(base_url=base) as client:
+        _check_workload(client, tmp_path)
 
 
 def _check_workload(client: httpx.Client, tmp_path: Path) -> None:

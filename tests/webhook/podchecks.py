@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from autocrane import annotations
+from autocrane import keys
+from webhook import options
 
 
 def all_containers(pod: dict[str, Any]) -> list[dict[str, Any]]:
@@ -15,9 +16,9 @@ def all_containers(pod: dict[str, Any]) -> list[dict[str, Any]]:
 def injected_names(pod: dict[str, Any]) -> set[str]:
     """Names of the injected containers, from the status annotation (a pod may have its own "autocrane-*")."""
     notes = (pod.get("metadata") or {}).get("annotations") or {}
-    if annotations.INJECTOR_STATUS not in notes:
+    if keys.INJECTOR_STATUS not in notes:
         return set()
-    status = annotations.parse_status(notes[annotations.INJECTOR_STATUS])
+    status = options.parse_status(notes[keys.INJECTOR_STATUS])
     return {*status.init_containers, *status.containers}
 
 

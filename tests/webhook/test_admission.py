@@ -9,7 +9,7 @@ from typing import Any
 import jsonpatch
 import pytest
 
-from autocrane import annotations
+from autocrane import keys
 from tests.webhook import podchecks
 from webhook import admission, inject, policy, settings
 
@@ -64,10 +64,10 @@ def test_a_pod_without_an_annotations_map_gets_one_through_the_patch() -> None:
     original = pod(None)
     original["metadata"]["labels"] = {"app": "x"}
     original["spec"]["containers"][0]["ports"] = [{"containerPort": 80}]
-    notes = {annotations.MIN_READY_SECONDS: "5"}
+    notes = {keys.MIN_READY_SECONDS: "5"}
     with_notes = pod(notes)
     answer = admission.review(review_of(with_notes), SETTINGS)["response"]
-    assert patched(with_notes, answer)["metadata"]["annotations"][annotations.MIN_READY_SECONDS] == "5"
+    assert patched(with_notes, answer)["metadata"]["annotations"][keys.MIN_READY_SECONDS] == "5"
 
 
 def test_slashes_in_annotation_keys_are_escaped_in_the_patch() -> None:
@@ -108,7 +108,7 @@ def test_dry_run_requests_get_the_same_patch() -> None:
 
 
 def test_malformed_annotations_deny_with_the_message_naming_the_annotation() -> None:
-    answer = admission.review(review_of(pod({**DATA, annotations.STORE_LOCATION: "data"})), SETTINGS)["response"]
+    answer = admission.review(review_of(pod({**DATA, keys.STORE_LOCATION: "data"})), SETTINGS)["response"]
     assert answer["allowed"] is False and "patch" not in answer
     assert answer["status"] == {"code": 400, "message": 'annotation "store.autocrane.io/location": "data" is not '
                                                         "valid: expected an absolute path like /data"}

@@ -1,19 +1,28 @@
-"""Golden files: every ``testdata/*.yaml`` rendered by ``autocrane inject`` equals its ``.yaml.injected`` twin.
+"""Golden files: every ``testdata/*.yaml`` rendered by ``autocrane inject`` equals its ``.yaml.injected`` twin,
+and every pod in them, sent to the live admission app as an AdmissionReview, is patched into the same pod.
 
 Inputs are discovered; a missing or stale golden fails. After an intended change, refresh them all with
-``AUTOCRANE_REFRESH_GOLDEN=1 pytest tests/webhook/test_golden.py`` and review the diff.
+``AUTOCRANE_REFRESH_GOLDEN=1 pytest tests/webhook/test_golden.py`` and review the diff. Both paths are
+Istio's two (``TestInjection``): the offline render and the webhook the API server calls.
 """
 
 from __future__ import annotations
 
+import base64
+import copy
+import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import jsonpatch
 import pytest
 import yaml
+from starlette.testclient import TestClient
 
 from tests.webhook import podchecks
-from webhook import render, settings
+from webhook import render, server, settings
 
 TESTDATA = Path(__file__).parent / "testdata"
 INPUTS = sorted(TESTDATA.glob("*.yaml"))
@@ -76,3 +85,41 @@ def _pods(document: object) -> list[dict]:  # type: ignore[type-arg]
     for key in path:
         node = node.get(key) if isinstance(node, dict) else None
     return [node] if path and isinstance(node, dict) else []
+
+
+@pytest.fixture(scope="module")
+def webhook() -> Iterator[TestClient]:
+    with TestClient(server.admission_app(SETTINGS)) as client:
+        yield client
+
+
+def _admitted(webhook: TestClient, pod: dict[str, Any]) -> dict[str, Any]:
+    """``pod`` as the live admission path leaves it: POST /mutate, then the JSON patch it answers applied."""
+    review = {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
+        "uid": "golden", "kind": {"group": "", "version": "v1", "kind": "Pod"},
+        "resource": {"group": "", "version": "v1", "resource": "pods"}, "operation": "CREATE",
+        "namespace": "golden", "object": pod}}
+    answer = webhook.post("/mutate", json=review)
+    assert answer.status_code == 200
+    response = answer.json()["response"]
+    assert response["allowed"] is True and response["uid"] == "golden", response
+    if "patch" not in response:
+        return copy.deepcopy(pod)
+    return jsonpatch.apply_patch(copy.deepcopy(pod), json.loads(base64.b64decode(response["patch"])))
+
+
+def _as_pod(template: dict[str, Any]) -> dict[str, Any]:
+    """What the API server sends for a workload's pod: the template as a Pod."""
+    return {"apiVersion": "v1", "kind": "Pod", **template} if template.get("kind") is None else template
+
+
+@pytest.mark.parametrize("source", INPUTS, ids=lambda p: p.name)
+def test_the_live_admission_path_gives_every_golden_pod(source: Path, webhook: TestClient) -> None:
+    documents = [d for d in yaml.safe_load_all(source.read_text()) if d is not None]
+    goldens = list(yaml.safe_load_all(golden_of(source).read_text()))
+    pairs = [(pod, injected) for document, golden in zip(documents, goldens, strict=True)
+             for pod, injected in zip(_pods(document), _pods(golden), strict=True)]
+    assert pairs, f"{source.name} holds no pod"
+    for pod, injected in pairs:
+        admitted = _admitted(webhook, _as_pod(pod))
+        assert {k: admitted.get(k) for k in ("metadata", "spec")} == {k: injected.get(k) for k in ("metadata", "spec")}

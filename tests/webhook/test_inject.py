@@ -8,13 +8,13 @@ from typing import Any
 
 import pytest
 
-from autocrane import annotations, errors
+from autocrane import errors, keys
 from tests.webhook import podchecks
 from webhook import containers, inject, policy, settings
 
 SETTINGS = settings.load()
 DATA = {"data.autocrane.io/models": "repo/models"}
-READY = {annotations.MIN_READY_SECONDS: "30"}
+READY = {keys.MIN_READY_SECONDS: "30"}
 
 
 def pod(notes: dict[str, str] | None = None, **spec: Any) -> dict[str, Any]:
@@ -73,7 +73,7 @@ def test_every_app_container_mounts_the_data_read_only_at_the_store_location() -
     spec = {"containers": [{"name": "a", "image": "a"},
                            {"name": "b", "image": "b", "volumeMounts": [{"name": "cache", "mountPath": "/cache"}]}],
             "volumes": [{"name": "cache", "emptyDir": {}}]}
-    result = inject.inject(pod({**DATA, annotations.STORE_LOCATION: "/srv/data/"}, **spec), SETTINGS)
+    result = inject.inject(pod({**DATA, keys.STORE_LOCATION: "/srv/data/"}, **spec), SETTINGS)
     apps = podchecks.app_containers(result.pod)
     assert names(apps) == ["a", "b"]
     for app in apps:
@@ -91,7 +91,7 @@ def test_the_settings_default_store_location_applies_without_the_annotation() ->
 
 
 def test_every_injected_container_passes_pod_security_restricted_and_sets_resources() -> None:
-    for notes in (DATA, READY, {**DATA, **READY}, {**DATA, **READY, annotations.NATIVE_SIDECAR: "true"}):
+    for notes in (DATA, READY, {**DATA, **READY}, {**DATA, **READY, keys.NATIVE_SIDECAR: "true"}):
         injected = podchecks.injected_containers(inject.inject(pod(notes), SETTINGS).pod)
         assert injected
         for container in injected:
@@ -137,7 +137,7 @@ def test_existing_init_containers_run_after_ours_by_default_and_see_the_data() -
 
 
 def test_init_position_last_puts_ours_after_the_pods_own_which_get_no_data_mount() -> None:
-    notes = {**DATA, annotations.INIT_POSITION: "last"}
+    notes = {**DATA, keys.INIT_POSITION: "last"}
     result = inject.inject(pod(notes, initContainers=[{"name": "migrate", "image": "m"}]), SETTINGS)
     init = result.pod["spec"]["initContainers"]
     assert names(init) == ["migrate", containers.DATADEPLOYER_INIT]
@@ -145,7 +145,7 @@ def test_init_position_last_puts_ours_after_the_pods_own_which_get_no_data_mount
 
 
 def test_native_mode_makes_one_restartable_init_container_with_a_startup_probe() -> None:
-    result = inject.inject(pod({**DATA, **READY, annotations.NATIVE_SIDECAR: "true"},
+    result = inject.inject(pod({**DATA, **READY, keys.NATIVE_SIDECAR: "true"},
                                initContainers=[{"name": "migrate", "image": "m"}]), SETTINGS)
     spec = result.pod["spec"]
     assert names(spec["initContainers"]) == [containers.DATADEPLOYER, containers.WATCHDOGHEALTHZ, "migrate"]
@@ -163,29 +163,29 @@ def test_native_mode_makes_one_restartable_init_container_with_a_startup_probe()
 def test_native_mode_can_be_the_default_and_a_pod_can_opt_out_of_it() -> None:
     native = settings.load(overrides={"native_sidecar": "true"})
     assert names(inject.inject(pod(DATA), native).pod["spec"]["initContainers"]) == [containers.DATADEPLOYER]
-    classic = inject.inject(pod({**DATA, annotations.NATIVE_SIDECAR: "false"}), native).pod
+    classic = inject.inject(pod({**DATA, keys.NATIVE_SIDECAR: "false"}), native).pod
     assert names(classic["spec"]["initContainers"]) == [containers.DATADEPLOYER_INIT]
 
 
 def test_pods_meant_to_finish_get_native_sidecars_so_they_can_complete() -> None:
     result = inject.inject(pod(DATA, restartPolicy="Never"), SETTINGS)
     assert result.pod["spec"]["initContainers"][0].get("restartPolicy") == "Always"
-    forced = inject.inject(pod({**DATA, annotations.NATIVE_SIDECAR: "false"}, restartPolicy="OnFailure"), SETTINGS)
+    forced = inject.inject(pod({**DATA, keys.NATIVE_SIDECAR: "false"}, restartPolicy="OnFailure"), SETTINGS)
     assert names(forced.pod["spec"]["containers"]) == ["app", containers.DATADEPLOYER]
     assert len(forced.warnings) == 1 and "never completes" in forced.warnings[0]
 
 
 def test_the_status_annotation_records_what_was_injected() -> None:
     result = inject.inject(pod({**DATA, **READY}), SETTINGS)
-    status = json.loads(result.pod["metadata"]["annotations"][annotations.INJECTOR_STATUS])
+    status = json.loads(result.pod["metadata"]["annotations"][keys.INJECTOR_STATUS])
     assert status["initContainers"] == [containers.DATADEPLOYER_INIT]
     assert status["containers"] == [containers.DATADEPLOYER, containers.WATCHDOGHEALTHZ]
     assert status["volumes"] == list(containers.VOLUME_NAMES)
     assert status["config"] == SETTINGS.config_hash() and status["version"]
 
 
-@pytest.mark.parametrize("notes", [DATA, READY, {**DATA, **READY, annotations.NATIVE_SIDECAR: "true"},
-                                   {**DATA, annotations.INIT_POSITION: "last"}])
+@pytest.mark.parametrize("notes", [DATA, READY, {**DATA, **READY, keys.NATIVE_SIDECAR: "true"},
+                                   {**DATA, keys.INIT_POSITION: "last"}])
 def test_injecting_an_injected_pod_changes_nothing(notes: dict[str, str]) -> None:
     once = inject.inject(pod(notes, initContainers=[{"name": "migrate", "image": "m"}]), SETTINGS)
     twice = inject.inject(once.pod, SETTINGS)
@@ -213,12 +213,12 @@ def test_a_container_added_after_injection_gets_the_data_on_reinvocation() -> No
 def test_opting_out_or_dropping_the_opt_in_strips_a_previous_injection() -> None:
     original = pod(DATA)
     injected = inject.inject(original, SETTINGS).pod
-    injected["metadata"]["annotations"][annotations.INJECT] = "false"
+    injected["metadata"]["annotations"][keys.INJECT] = "false"
     out = inject.inject(injected, SETTINGS)
     assert out.skipped_reason == policy.OPTED_OUT
-    assert out.pod == pod({**DATA, annotations.INJECT: "false"})
+    assert out.pod == pod({**DATA, keys.INJECT: "false"})
     del injected["metadata"]["annotations"]["data.autocrane.io/models"]
-    del injected["metadata"]["annotations"][annotations.INJECT]
+    del injected["metadata"]["annotations"][keys.INJECT]
     assert inject.inject(injected, SETTINGS).pod == pod()
 
 

@@ -23,7 +23,7 @@ from hypothesis import HealthCheck, event, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
-from autocrane import annotations, errors
+from autocrane import errors, keys
 from tests.webhook import podchecks
 from webhook import admission, containers, inject, policy, settings
 
@@ -104,14 +104,14 @@ def autocrane_annotations(draw: st.DrawFn) -> dict[str, str]:
     if wants in ("data", "both"):
         for name in draw(st.lists(st.sampled_from(["models", "prices", "rules", "a-1"]), unique=True, min_size=1,
                                   max_size=3)):
-            notes[f"{annotations.DATA_PREFIX}{name}"] = draw(st.sampled_from(["repo/x", "s3://bucket/y", "v~1/z"]))
+            notes[f"{keys.DATA_PREFIX}{name}"] = draw(st.sampled_from(["repo/x", "s3://bucket/y", "v~1/z"]))
     if wants in ("readiness", "both"):
-        notes[annotations.MIN_READY_SECONDS] = str(draw(st.integers(0, 600)))
+        notes[keys.MIN_READY_SECONDS] = str(draw(st.integers(0, 600)))
     optional = {
-        annotations.STORE_LOCATION: st.sampled_from(["/autocrane/data", "/srv/data", "/data/", "/opt/app/data"]),
-        annotations.NATIVE_SIDECAR: st.sampled_from(["true", "false"]),
-        annotations.INIT_POSITION: st.sampled_from(["first", "last"]),
-        annotations.INJECT: st.sampled_from(["true", "true", "false"]),
+        keys.STORE_LOCATION: st.sampled_from(["/autocrane/data", "/srv/data", "/data/", "/opt/app/data"]),
+        keys.NATIVE_SIDECAR: st.sampled_from(["true", "false"]),
+        keys.INIT_POSITION: st.sampled_from(["first", "last"]),
+        keys.INJECT: st.sampled_from(["true", "true", "false"]),
         "injector.autocrane.io/datadeployer-memory": st.sampled_from(["32Mi", "1Gi"]),
         "injector.autocrane.io/watchdoghealthz-cpu-limit": st.sampled_from(["5m", "2"]),
         "injector.autocrane.io/unknown": st.just("warned"),
@@ -166,7 +166,7 @@ def test_patches_apply_results_are_valid_and_injection_is_idempotent(pod: dict[s
         for container in injected:
             podchecks.assert_restricted(container)
             podchecks.assert_resources_set(container)
-        if any(k.startswith(annotations.DATA_PREFIX) for k in pod["metadata"]["annotations"]):
+        if any(k.startswith(keys.DATA_PREFIX) for k in pod["metadata"]["annotations"]):
             for app in podchecks.app_containers(result.pod):
                 data_mounts = [m for m in app["volumeMounts"] if m["name"] == containers.DATA_VOLUME]
                 assert len(data_mounts) == 1 and data_mounts[0]["readOnly"] is True

@@ -6,7 +6,7 @@ import base64
 
 import pytest
 
-from autocrane import annotations
+from autocrane import keys
 from webhook import registration
 
 
@@ -38,7 +38,7 @@ def test_only_pods_with_opt_in_annotations_match() -> None:
     assert conditions == [{"name": "autocrane-opt-in", "expression": (
         "has(object.metadata.annotations) && object.metadata.annotations.exists(k, "
         "k.startsWith('data.autocrane.io/') || k == 'watchdoghealthz.autocrane.io/min-ready-seconds')")}]
-    assert annotations.DATA_PREFIX in conditions[0]["expression"]
+    assert keys.DATA_PREFIX in conditions[0]["expression"]
 
 
 def test_the_defaults_are_safe_and_documented() -> None:

@@ -105,3 +105,11 @@ def test_bad_config_missing_files_and_bad_yaml_exit_1(tmp_path: Path) -> None:
 def test_help_describes_the_command() -> None:
     result = autocrane("inject", "--help")
     assert result.returncode == 0 and "usage: autocrane inject" in result.stdout
+
+
+def test_a_data_source_the_datadeployer_would_refuse_exits_1_naming_the_key_and_the_form() -> None:
+    for source in ('"Models/ResNet 50"', '"../../etc"'):
+        result = autocrane("inject", "-f", "-", stdin=POD.replace("models/resnet", source))
+        assert result.returncode == 1 and result.stdout == ""
+        assert result.stderr.startswith('error: document 1 (Pod one): annotation "data.autocrane.io/models": ')
+        assert "expected a data-repository source" in result.stderr

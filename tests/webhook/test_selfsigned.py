@@ -17,7 +17,7 @@ from typing import Any
 import jsonpatch
 import pytest
 
-from autocrane import kube
+from autocrane import errors
 from tests import waiting
 from tests.webhook import tlstools
 from webhook import selfsigned, tls
@@ -114,7 +114,7 @@ class MemoryApi:
 
     async def get_secret(self, namespace: str, name: str) -> Body:
         if (namespace, name) not in self.secrets:
-            raise kube.NotFound(f"secret {name}", status=404)
+            raise errors.NotFound(f"secret {name}", status=404)
         return copy.deepcopy(self.secrets[namespace, name])
 
     async def create_secret(self, namespace: str, body: Body) -> Body:
@@ -123,32 +123,32 @@ class MemoryApi:
         self.before_create.clear()
         key = (namespace, body["metadata"]["name"])
         if key in self.secrets:
-            raise kube.AlreadyExists("exists", status=409, reason="AlreadyExists")
+            raise errors.AlreadyExists("exists", status=409, reason="AlreadyExists")
         self.secrets[key] = self._bump(copy.deepcopy(body))
         return copy.deepcopy(self.secrets[key])
 
     async def replace_secret(self, namespace: str, body: Body) -> Body:
         key = (namespace, body["metadata"]["name"])
         if self.secrets[key]["metadata"]["resourceVersion"] != body["metadata"].get("resourceVersion"):
-            raise kube.Conflict("stale", status=409, reason="Conflict")
+            raise errors.Conflict("stale", status=409, reason="Conflict")
         self.secrets[key] = self._bump(copy.deepcopy(body))
         return copy.deepcopy(self.secrets[key])
 
     async def get_deployment(self, namespace: str, name: str) -> Body:
         if (namespace, name) not in self.deployments:
-            raise kube.NotFound(f"deployment {name}", status=404)
+            raise errors.NotFound(f"deployment {name}", status=404)
         return copy.deepcopy(self.deployments[namespace, name])
 
     async def get_mutating_webhook_configuration(self, name: str) -> Body:
         if name not in self.configurations:
-            raise kube.NotFound(name, status=404)
+            raise errors.NotFound(name, status=404)
         return copy.deepcopy(self.configurations[name])
 
     async def json_patch_mutating_webhook_configuration(self, name: str, operations: list[Body]) -> Body:
         try:
             patched = jsonpatch.apply_patch(self.configurations[name], operations)
         except jsonpatch.JsonPatchTestFailed as exc:
-            raise kube.KubeError(f"patch refused: {exc}", status=422, reason="Invalid") from None
+            raise errors.Invalid(f"patch refused: {exc}", status=422, reason="Invalid") from None
         self.patches += 1
         self.configurations[name] = self._bump(patched)
         return copy.deepcopy(patched)
@@ -285,7 +285,7 @@ def test_a_concurrent_change_of_the_configuration_makes_the_patch_fail_and_retry
     api.configurations["autocrane"]["metadata"]["resourceVersion"] = "8"  # changed after we read it
     operations = selfsigned.ca_bundle_patch(stale, ca.cert_pem, namespace="autocrane",
                                             service="autocrane-webhook", now=replica.clock())
-    with pytest.raises(kube.KubeError):
+    with pytest.raises(errors.KubeError):
         asyncio.run(api.json_patch_mutating_webhook_configuration("autocrane", operations))
     assert asyncio.run(replica.ensure_ca_bundle(ca, replica.clock()))  # the next pass reads afresh
 
@@ -304,7 +304,7 @@ def test_the_loop_retries_a_failed_pass_until_it_serves(api: MemoryApi) -> None:
         async def get_secret(self, namespace: str, name: str) -> Body:
             if self.failures:
                 self.failures -= 1
-                raise kube.KubeError("connection refused")
+                raise errors.NoAnswer("connection refused")
             return await super().get_secret(namespace, name)
 
     flaky = Flaky()

@@ -263,3 +263,16 @@ def test_unreadable_certificate_files_exit_1_with_the_reason(tmp_path: Path) -> 
     assert result.returncode == 1
     line = json.loads(result.stderr.strip().splitlines()[-1])
     assert line["message"] == "cannot start the webhook" and "missing.crt" in line["error"]
+
+
+@pytest.mark.parametrize("source", ["Models/ResNet 50", "../../etc", "models//resnet", "/models"])
+def test_a_data_source_the_datadeployer_would_refuse_is_denied_naming_the_key(client: TestClient,
+                                                                             source: str) -> None:
+    # Issue 9 item 2: these were admitted and injected, then refused in the pod by the datadeployer.
+    pod = {"metadata": {"generateName": "web-", "annotations": {"data.autocrane.io/m": source}},
+           "spec": {"containers": [{"name": "app", "image": "shop/web:1"}]}}
+    answer = client.post("/mutate", json=_review(pod)).json()["response"]
+    assert answer["allowed"] is False and "patch" not in answer
+    assert answer["status"]["code"] == 400
+    assert answer["status"]["message"].startswith('annotation "data.autocrane.io/m": ')
+    assert "expected a data-repository source: names of [a-z0-9-_.] joined by '/'" in answer["status"]["message"]

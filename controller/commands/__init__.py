@@ -1,0 +1,1 @@
+"""The controller's commands for people: ``autocrane status`` and ``autocrane rollout``."""

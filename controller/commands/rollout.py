@@ -1,0 +1,111 @@
+"""``autocrane rollout promote|abort|pin|list``: manual control of data rollouts.
+
+Each command is one merge patch of the source's ``DataRollout`` spec (the controller acts on it
+at its next pass and records what it did in the status):
+
+- ``promote SOURCE``: pass the current stage's gate now (or retry a held version); sets
+  ``spec.promote`` to a new token, so promoting twice promotes twice;
+- ``abort SOURCE``: roll the running rollout back to the last known good and hold its version
+  (``spec.abort``, a token too);
+- ``pin SOURCE VERSION`` / ``pin SOURCE --clear``: put every pod on VERSION and roll nothing out
+  until cleared (``spec.pinVersion``);
+- ``list``: the namespace's rollouts (what ``kubectl get datarollouts`` shows).
+
+Needs ``get``, ``list`` and ``patch`` on ``datarollouts.autocrane.io``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import uuid
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from autocrane import errors, kube
+from controller.datarollouts import loop as datarollouts
+from controller.datarollouts import resource
+
+
+def token(now: dt.datetime) -> str:
+    return f"{now.strftime('%Y%m%dT%H%M%SZ')}-{uuid.uuid4().hex[:6]}"
+
+
+def spec_patch(action: str, now: dt.datetime, version: str | None = None) -> dict[str, Any]:
+    """The merge patch for one command (pure but for the token's randomness)."""
+    if action in ("promote", "abort"):
+        return {"spec": {action: token(now)}}
+    if action == "pin":
+        return {"spec": {"pinVersion": version}}
+    raise ValueError(f"unknown action {action!r}")
+
+
+def find(rollouts: Iterable[Mapping[str, Any]], source: str) -> Mapping[str, Any] | None:
+    """The DataRollout of ``source`` (by ``spec.source``, else by the name the controller gives it)."""
+    listed = list(rollouts)
+    return next((r for r in listed if (r.get("spec") or {}).get("source") == source), None) or next(
+        (r for r in listed if (r.get("metadata") or {}).get("name") == resource.object_name(source)), None)
+
+
+def listing(rollouts: Iterable[Mapping[str, Any]]) -> str:
+    rows = [("NAME", "SOURCE", "PHASE", "STAGE", "TARGET", "LAST-KNOWN-GOOD", "MESSAGE")]
+    for found in sorted(rollouts, key=lambda r: (r.get("metadata") or {}).get("name", "")):
+        status = found.get("status") or {}
+        rows.append(((found.get("metadata") or {}).get("name", ""), (found.get("spec") or {}).get("source", ""),
+                     status.get("phase") or "-", status.get("stageText") or "-", status.get("target") or "-",
+                     status.get("lastKnownGood") or "-", status.get("message") or ""))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    return "\n".join("  ".join([*(c.ljust(w) for c, w in zip(row, widths, strict=False)), row[-1]]).rstrip()
+                     for row in rows)
+
+
+async def _run(args: argparse.Namespace) -> int:
+    api = await kube.Kube.connect(args.kubeconfig)
+    try:
+        rollouts = await datarollouts.list_rollouts(api, args.namespace)
+        if args.action == "list":
+            print(listing(rollouts))
+            return 0
+        found = find(rollouts, args.source)
+        if found is None:
+            print(f"autocrane rollout: no DataRollout for source {args.source!r} in namespace {args.namespace} "
+                  "(the controller creates it when a pod uses the source)")
+            return 1
+        name = found["metadata"]["name"]
+        version = None if args.action != "pin" or args.clear else args.version
+        patch = spec_patch(args.action, dt.datetime.now(dt.UTC), version)
+        await api.request("PATCH", resource.path(args.namespace, name), body=patch, content_type=kube.MERGE_PATCH)
+        done = {"promote": "promoted (the controller passes the current stage's gate at its next pass)",
+                "abort": "aborted (the controller rolls back to the last known good at its next pass)",
+                "pin": f"pinned to {version}" if version else "unpinned"}[args.action]
+        print(f"datarollout {args.namespace}/{name}: {done}")
+        return 0
+    except errors.KubeError as exc:
+        print(f"autocrane rollout: {exc}")
+        return 1
+    finally:
+        await api.close()
+
+
+def parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--kubeconfig", type=Path, default=None)
+    common.add_argument("--namespace", "-n", default="default")
+    p = argparse.ArgumentParser(prog="autocrane rollout", description="Promote, abort, pin or list data rollouts.")
+    sub = p.add_subparsers(dest="action", required=True)
+    for action, text in (("promote", "pass the current stage's gate now, or retry a held version"),
+                         ("abort", "roll back to the last known good and hold the version")):
+        sub.add_parser(action, help=text, parents=[common]).add_argument("source")
+    pin = sub.add_parser("pin", help="put every pod on one version (or --clear the pin)", parents=[common])
+    pin.add_argument("source")
+    group = pin.add_mutually_exclusive_group(required=True)
+    group.add_argument("version", nargs="?")
+    group.add_argument("--clear", action="store_true")
+    sub.add_parser("list", help="the namespace's rollouts", parents=[common])
+    return p
+
+
+def main(argv: list[str]) -> int:
+    return asyncio.run(_run(parser().parse_args(argv)))

@@ -1,0 +1,125 @@
+"""``autocrane status``: a read-only table of pods, their watchdogs, health and data versions.
+
+One LIST of pods and one of ``DataRollout`` objects (raw JSON, through :mod:`autocrane.kube`),
+formatted by the pure :func:`table`. Columns: namespace, pod, health label, each watchdog as
+``name=level(age)``, and each data set as ``name=<requested>/<acknowledged>`` (``-`` when the
+controller has not requested one; the acknowledged version is the datadeployer's, mirrored by
+the controller in ``status.data.autocrane.io/<name>``, and absent until it reported one),
+followed by its source's rollout: ``(<source>: <phase> <stage>/<stages> -> <target>)``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from autocrane import errors, inpod, keys, kube, manifests, watchdogs
+from controller.datarollouts import loop as datarollouts
+
+
+def _age(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def _watchdogs(notes: Mapping[str, str], now: dt.datetime) -> str:
+    found, problems = watchdogs.statuses(notes)
+    cells = [f"{name}={status.level}({_age((now - status.time).total_seconds())})"
+             for name, status in sorted(found.items())]
+    cells += [f"{name}=unreadable" for name in sorted(problems)]
+    return ",".join(cells) or "-"
+
+
+def _rollout(found: Mapping[str, Any] | None) -> str:
+    if not found:
+        return ""
+    status = found.get("status") or {}
+    source = (found.get("spec") or {}).get("source", "")
+    text = f"{source}: {status.get('phase') or 'new'}"
+    if status.get("target"):
+        text += f" {status.get('stageText') or ''} -> {status['target']}"
+    return f" ({text})"
+
+
+def _data(notes: Mapping[str, str], rollouts: Mapping[str, Mapping[str, Any]]) -> str:
+    cells = []
+    for key in sorted(notes):
+        if not key.startswith(keys.DATA_PREFIX):
+            continue
+        name = key[len(keys.DATA_PREFIX):]
+        request = notes.get(keys.REQUEST_DATA_PREFIX + name)
+        version = "-"
+        if request is not None:
+            try:
+                version = manifests.parse_request(request).version
+            except manifests.ManifestError:
+                version = "invalid"
+        acked = notes.get(keys.STATUS_DATA_PREFIX + name)
+        if acked is not None:
+            try:
+                version += "/" + inpod.mirrored_version(acked, keys.STATUS_DATA_PREFIX + name)
+            except ValueError:  # UntrustedValueError and ManifestError are ValueErrors
+                version += "/invalid"
+        cells.append(f"{name}={version}{_rollout(rollouts.get(notes[key].strip()))}")
+    return ",".join(cells) or "-"
+
+
+def table(pods: Iterable[Mapping[str, Any]], now: dt.datetime,
+          rollouts: Iterable[Mapping[str, Any]] = ()) -> str:
+    """The table for raw pod JSON objects and DataRollout objects (pure)."""
+    by_source: dict[str, dict[str, Mapping[str, Any]]] = {}
+    for found in rollouts:
+        namespace = (found.get("metadata") or {}).get("namespace", "")
+        by_source.setdefault(namespace, {})[(found.get("spec") or {}).get("source", "")] = found
+    rows = [("NAMESPACE", "POD", "HEALTH", "WATCHDOGS", "DATA")]
+    for pod in sorted(pods, key=lambda p: (p["metadata"].get("namespace", ""), p["metadata"].get("name", ""))):
+        meta = pod["metadata"]
+        notes = meta.get("annotations") or {}
+        health = (meta.get("labels") or {}).get(watchdogs.HEALTH_LABEL, "-")
+        rows.append((meta.get("namespace", ""), meta.get("name", ""), health, _watchdogs(notes, now),
+                     _data(notes, by_source.get(meta.get("namespace", ""), {}))))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    return "\n".join("  ".join([*(cell.ljust(w) for cell, w in zip(row, widths, strict=False)), row[-1]]).rstrip()
+                     for row in rows)
+
+
+async def _list(kubeconfig: Path | None, namespace: str | None,
+                selector: str | None) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    api = await kube.Kube.connect(kubeconfig)
+    try:
+        path = f"/api/v1/namespaces/{namespace}/pods" if namespace else "/api/v1/pods"
+        items: list[dict[str, Any]] = (await api.request("GET", path, query={"labelSelector": selector})).get(
+            "items") or []
+        try:
+            rollouts = await datarollouts.list_rollouts(api, namespace)
+        except errors.KubeError:
+            rollouts = []  # no CRD installed, or no permission to read DataRollouts: show pods only
+        return items, rollouts
+    finally:
+        await api.close()
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="autocrane status", description=(
+        "Print pods with their watchdog statuses, health label, requested/acknowledged data versions and "
+        "their rollouts."))
+    parser.add_argument("--kubeconfig", type=Path, default=None)
+    parser.add_argument("--namespace", "-n", default="default")
+    parser.add_argument("--all-namespaces", "-A", action="store_true")
+    parser.add_argument("--selector", "-l", default=None)
+    args = parser.parse_args(argv)
+    try:
+        items, rollouts = asyncio.run(_list(args.kubeconfig, None if args.all_namespaces else args.namespace,
+                                            args.selector))
+    except (errors.KubeError, errors.ConfigError) as exc:
+        print(f"autocrane status: {exc}")
+        return 1
+    print(table(items, dt.datetime.now(dt.UTC), rollouts))
+    return 0

@@ -1,0 +1,3 @@
+"""Watchdogs: ``probing`` calls the pods' watchdog URLs (HTTP);
+``health`` turns the answers into status patches (pure).
+"""

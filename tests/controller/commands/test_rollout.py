@@ -1,0 +1,30 @@
+"""``autocrane rollout``: the spec patches it sends and the rollout it picks (pure)."""
+
+from __future__ import annotations
+
+import pytest
+
+from controller.commands import rollout as rollout_command
+from tests.controller.podfactory import NOW
+
+
+def test_promote_and_abort_send_a_new_token_each_time_and_pin_sets_or_clears_the_version() -> None:
+    first, second = (rollout_command.spec_patch("promote", NOW) for _ in range(2))
+    assert first["spec"]["promote"].startswith("20260301T120000Z-") and first != second
+    assert set(rollout_command.spec_patch("abort", NOW)["spec"]) == {"abort"}
+    assert rollout_command.spec_patch("pin", NOW, "v2") == {"spec": {"pinVersion": "v2"}}
+    assert rollout_command.spec_patch("pin", NOW, None) == {"spec": {"pinVersion": None}}
+    with pytest.raises(ValueError):
+        rollout_command.spec_patch("explode", NOW)
+
+
+def test_the_rollout_is_found_by_source_then_by_name_and_listed() -> None:
+    named = {"metadata": {"name": "models.resnet"}, "spec": {"source": "other"}}
+    exact = {"metadata": {"name": "custom"}, "spec": {"source": "models/resnet"},
+             "status": {"phase": "Progressing", "stageText": "1/3", "target": "v2", "lastKnownGood": "v1"}}
+    assert rollout_command.find([named, exact], "models/resnet") is exact
+    assert rollout_command.find([named], "models/resnet") is named
+    assert rollout_command.find([], "x") is None
+    lines = rollout_command.listing([exact]).splitlines()
+    assert lines[0].split() == ["NAME", "SOURCE", "PHASE", "STAGE", "TARGET", "LAST-KNOWN-GOOD", "MESSAGE"]
+    assert lines[1].split() == ["custom", "models/resnet", "Progressing", "1/3", "v2", "v1"]

@@ -1,0 +1,43 @@
+"""``autocrane status``: the table of pods, watchdogs, health and requested data versions."""
+
+from __future__ import annotations
+
+from controller.commands import status
+from tests.controller.podfactory import NOW, raw, stamp
+
+
+def test_the_table_shows_health_watchdogs_with_their_age_and_requested_versions() -> None:
+    web = raw("web-1", labels={"status.autocrane.io/health": "error"}, annotations={
+        "status.autocrane.io/app": f"error/{stamp(180)}/probe: http 500",
+        "status.autocrane.io/disk": f"info/{stamp(7200)}/fine",
+        "data.autocrane.io/models": "models/resnet",
+        "request.data.autocrane.io/models": '{"version":"20260102T030405Z-1a2b3c4d5e6f"}',
+    })
+    plain = raw("api-1", namespace="a")
+    lines = status.table([web, plain], NOW).splitlines()
+    assert lines[0].split() == ["NAMESPACE", "POD", "HEALTH", "WATCHDOGS", "DATA"]
+    assert lines[1].split() == ["a", "api-1", "-", "-", "-"]
+    assert lines[2].split() == ["ns", "web-1", "error", "app=error(3m),disk=info(2h)",
+                                "models=20260102T030405Z-1a2b3c4d5e6f"]
+
+
+def test_unreadable_statuses_and_requests_are_shown_as_such() -> None:
+    pod = raw("x", annotations={"status.autocrane.io/app": "garbage", "data.autocrane.io/m": "src",
+                                "request.data.autocrane.io/m": "not json"})
+    row = status.table([pod], NOW).splitlines()[1].split()
+    assert row[3:] == ["app=unreadable", "m=invalid"]
+
+
+def test_a_data_set_without_a_request_shows_a_dash() -> None:
+    row = status.table([raw("x", annotations={"data.autocrane.io/m": "src"})], NOW).splitlines()[1].split()
+    assert row[-1] == "m=-"
+
+
+def test_acknowledged_versions_and_the_rollout_follow_the_requested_version() -> None:
+    pod = raw("x", annotations={"data.autocrane.io/m": "src", "request.data.autocrane.io/m": '{"version":"v2"}',
+                                "status.data.autocrane.io/m": '{"version":"v1","deployedAt":null}'})
+    rollout = {"metadata": {"namespace": "ns", "name": "src"}, "spec": {"source": "src"},
+               "status": {"phase": "Progressing", "stageText": "2/3", "target": "v2"}}
+    other = {"metadata": {"namespace": "elsewhere", "name": "src"}, "spec": {"source": "src"}, "status": {}}
+    row = status.table([pod], NOW, [other, rollout]).splitlines()[1]
+    assert row.endswith("m=v2/v1 (src: Progressing 2/3 -> v2)")
