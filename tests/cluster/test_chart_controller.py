@@ -9,6 +9,7 @@ import yaml
 
 from devcluster import build
 from tests.cluster import harness, helmkit
+from tests.cluster.datakit import install_crd
 from tests.cluster.harness import wait_until
 
 
@@ -60,6 +61,11 @@ def test_installed_the_controller_runs_under_psa_restricted_and_may_do_exactly_i
 ) -> None:
     cluster.core.patch_namespace(namespace, {"metadata": {"labels": {
         "pod-security.kubernetes.io/enforce": "restricted"}}})
+    # The release does not install the CRD (see test_chart.py), and `kubectl auth can-i` asks about a
+    # resource the API server does not serve under the literal name, in the core group: the answer on
+    # datarollouts would be "no" for the wrong reason, so the CRD is made here rather than by whichever
+    # test ran before.
+    install_crd(cluster)
     release = "ac-ctl"
     try:
         installed = helmkit.helm("upgrade", "--install", release, str(helmkit.CHART), "-n", namespace, "--wait=false",
