@@ -67,8 +67,9 @@ def main() -> int:
         assert plane is not None and plane.node is not None
         source = injectedkit.ArchiveServer(plane.node.claim.host_address)
         repo_ns = injectedkit.create_restricted_namespace(cluster, "datarepo", inject=False)
+        content = source.publish("v1")
         repository = injectedkit.RepositoryPod(cluster, repo_ns, source).start()
-        first = repository.publish("v1")
+        first = repository.packed(content, "v1")
         sidecar = injectedkit.autocrane_images()["sidecar"]
         settings = {"datadeployer_image": sidecar, "watchdoghealthz_image": sidecar, "image_pull_policy": "Never",
                     "data_repository_url": repository.url, "datadeployer_status_port": str(STATUS_PORT)}

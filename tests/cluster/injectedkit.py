@@ -148,6 +148,10 @@ class RepositoryPod:
         return f"http://datarepo.{self.namespace}.svc:{REPOSITORY_PORT}"
 
     def start(self) -> RepositoryPod:
+        """Run it and wait until it is Ready, which it is only once its source has a version: publish a
+        first tree on the source before."""
+        if not self.source.body:
+            raise ValueError("the source serves nothing yet: the repository would never be Ready")
         config = {"sources": [{"name": SOURCE, "every": 0.2, "http": {"url": self.source.url}}]}
         self.cluster.core.create_namespaced_config_map(self.namespace, {
             "metadata": {"name": "datarepo"}, "data": {"sources.yaml": json.dumps(config)}})
@@ -178,13 +182,15 @@ class RepositoryPod:
 
     def publish(self, label: str) -> dict[str, Any]:
         """Serve a new tree; the repository's version of it once it is packed."""
-        content = self.source.publish(label)
+        return self.packed(self.source.publish(label), label)
 
-        def packed() -> dict[str, Any] | None:
+    def packed(self, content: str, label: str) -> dict[str, Any]:
+        """The repository's version of the archive whose sha256 is ``content``, once it is packed."""
+        def found() -> dict[str, Any] | None:
             return next((v for v in self.manifest().get("versions", [])
                          if v.get("origin", {}).get("contentSha256") == content), None)
 
-        return wait_until(f"the repository to pack {label}", packed, timeout=30)
+        return wait_until(f"the repository to pack {label}", found, timeout=30)
 
 
 def http_get(url: str, timeout: float = 5.0, method: str = "GET") -> bytes | None:

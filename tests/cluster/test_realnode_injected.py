@@ -45,8 +45,9 @@ def repository(cluster: harness.Cluster, real_node: str) -> Iterator[RepositoryP
     source = injectedkit.ArchiveServer(plane.node.claim.host_address)
     namespace = injectedkit.create_restricted_namespace(cluster, "datarepo", inject=False)
     try:
+        first = source.publish("v1")
         repo = RepositoryPod(cluster, namespace, source).start()
-        repo.publish("v1")
+        repo.packed(first, "v1")
         yield repo
     finally:
         cluster.delete_namespace(namespace)
