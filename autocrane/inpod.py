@@ -33,6 +33,11 @@ DATADEPLOYER_STATUS_PORT = 8098
 WATCHDOGHEALTHZ_PORT = 8097
 """The watchdoghealthz sidecar's port (``/healthz``, ``/livez``, ``/metrics``)."""
 
+DATADEPLOYER_PORT_NAME = "autocrane-sync"
+"""The name of the datadeployer's container port (the chart's PodMonitor scrapes it by name)."""
+WATCHDOGHEALTHZ_PORT_NAME = "autocrane-ready"
+"""The name of watchdoghealthz's container port (likewise)."""
+
 STATUS_PATH = "/status"
 """The datadeployer's acknowledgement, read by the controller."""
 SYNCED_PATH = "/synced"
