@@ -134,9 +134,9 @@ class ControllerProcess:
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> ControllerProcess:
-        log = self.log_path.open("wb")
-        self.process = subprocess.Popen(self.command, stdout=log, stderr=subprocess.STDOUT,
-                                        env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        with self.log_path.open("wb") as log:  # the child has its own descriptor; ours must not leak
+            self.process = subprocess.Popen(self.command, stdout=log, stderr=subprocess.STDOUT,
+                                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
         return self
 
     def lines(self) -> list[dict[str, Any]]:

@@ -59,6 +59,20 @@ def used_by_dashboard() -> set[str]:
     return {name for _, expr in panel_exprs() for name in metric_names(expr)}
 
 
+_SUFFIXES = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), "summary": ("_sum", "_count")}
+
+
+def exposition_names(text: str) -> set[str]:
+    """Every sample name a ``/metrics`` text can carry, from its ``# TYPE`` lines (families without a sample too)."""
+    names: set[str] = set()
+    for line in text.splitlines():
+        if line.startswith("# TYPE "):
+            _, _, family, kind = line.split(" ", 3)
+            base = family.removesuffix("_total") if kind == "counter" else family
+            names |= {base + suffix for suffix in _SUFFIXES.get(kind, ("",))}
+    return names
+
+
 @functools.cache
 def _binaries() -> prometheus.Binaries | str:
     try:

@@ -22,19 +22,11 @@ from tests.monitoring import monitoringkit as kit
 # Importing each program's metrics modules registers their metrics.
 PROGRAMS = (webhook.metrics, controller.metrics, sidecars.datarepo.polling, sidecars.datadeploy.metrics,
             sidecars.watchdoghealthz)
-_SUFFIXES = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), "summary": ("_sum", "_count")}
 
 
 def exposed() -> set[str]:
     """Every sample name the endpoint can serve, also for families without a sample yet."""
-    text = prometheus_client.generate_latest(metrics.REGISTRY).decode()
-    names: set[str] = set()
-    for line in text.splitlines():
-        if line.startswith("# TYPE "):
-            _, _, family, kind = line.split(" ", 3)
-            base = family.removesuffix("_total") if kind == "counter" else family
-            names |= {base + suffix for suffix in _SUFFIXES.get(kind, ("",))}
-    return names
+    return kit.exposition_names(prometheus_client.generate_latest(metrics.REGISTRY).decode())
 
 
 def test_every_name_in_the_alert_rules_is_exposed() -> None:
