@@ -35,14 +35,15 @@ def _metrics_services(docs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 def test_by_default_each_component_has_a_metrics_service_with_scrape_annotations_on_its_health_port() -> None:
     docs = _render()
     services = _metrics_services(docs)
-    assert set(services) == {"ac-injector-metrics", "ac-controller-metrics"}
-    deployments = {d["metadata"]["name"]: d for d in _kind(docs, "Deployment")}
-    for service, deployment in (("ac-injector-metrics", "ac-injector"), ("ac-controller-metrics", "ac-controller")):
-        spec, pod = services[service]["spec"], deployments[deployment]["spec"]["template"]
+    assert set(services) == {"ac-injector-metrics", "ac-controller-metrics", "ac-datarepository-metrics"}
+    workloads = {d["metadata"]["name"]: d for d in _kind(docs, "Deployment") + _kind(docs, "StatefulSet")}
+    for service, deployment in (("ac-injector-metrics", "ac-injector"), ("ac-controller-metrics", "ac-controller"),
+                                ("ac-datarepository-metrics", "ac-datarepository")):
+        spec, pod = services[service]["spec"], workloads[deployment]["spec"]["template"]
         assert spec["selector"].items() <= pod["metadata"]["labels"].items(), f"{service} selects {deployment}"
         (port,) = spec["ports"]
-        args = " ".join(pod["spec"]["containers"][0]["args"])
-        assert f"--health-port={port['targetPort']}" in args or deployment == "ac-injector"
+        served = {p["containerPort"] for c in pod["spec"]["containers"] for p in c.get("ports", [])}
+        assert port["targetPort"] in served, f"{service} targets a port {deployment} serves"
         assert services[service]["metadata"]["annotations"] == {
             "prometheus.io/scrape": "true", "prometheus.io/port": str(port["port"]), "prometheus.io/path": "/metrics"}
     assert not [d for d in docs if d["apiVersion"].startswith("monitoring.coreos.com/")]
@@ -50,9 +51,14 @@ def test_by_default_each_component_has_a_metrics_service_with_scrape_annotations
 
 
 def test_each_metrics_service_and_the_annotations_have_their_own_value() -> None:
-    assert set(_metrics_services(_render("metrics.service.webhook=false"))) == {"ac-controller-metrics"}
-    assert set(_metrics_services(_render("metrics.service.controller=false"))) == {"ac-injector-metrics"}
-    assert set(_metrics_services(_render("controller.enabled=false"))) == {"ac-injector-metrics"}
+    every = {"ac-injector-metrics", "ac-controller-metrics", "ac-datarepository-metrics"}
+    assert set(_metrics_services(_render("metrics.service.webhook=false"))) == every - {"ac-injector-metrics"}
+    assert set(_metrics_services(_render("metrics.service.controller=false"))) == every - {"ac-controller-metrics"}
+    assert set(_metrics_services(_render("controller.enabled=false"))) == every - {"ac-controller-metrics"}
+    without = every - {"ac-datarepository-metrics"}
+    assert set(_metrics_services(_render("metrics.service.dataRepository=false"))) == without
+    elsewhere = _render("dataRepository.enabled=false", "dataRepository.externalURL=http://r")
+    assert set(_metrics_services(elsewhere)) == without
     plain = _metrics_services(_render("metrics.service.scrapeAnnotations=false"))
     assert all("annotations" not in s["metadata"] for s in plain.values())
 
