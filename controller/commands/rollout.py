@@ -24,7 +24,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from autocrane import errors, kube
+from autocrane import errors, kube, output
 from controller.datarollouts import loop as datarollouts
 from controller.datarollouts import resource
 
@@ -49,6 +49,19 @@ def find(rollouts: Iterable[Mapping[str, Any]], source: str) -> Mapping[str, Any
         (r for r in listed if (r.get("metadata") or {}).get("name") == resource.object_name(source)), None)
 
 
+def records(rollouts: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The rollouts as records for ``-o json|yaml`` (pure)."""
+    found = []
+    for one in sorted(rollouts, key=lambda r: (r.get("metadata") or {}).get("name", "")):
+        status, meta = one.get("status") or {}, one.get("metadata") or {}
+        found.append({"namespace": meta.get("namespace"), "name": meta.get("name"),
+                      "source": (one.get("spec") or {}).get("source"), "phase": status.get("phase"),
+                      "stage": status.get("stageText"), "target": status.get("target"),
+                      "lastKnownGood": status.get("lastKnownGood"), "held": list(status.get("held") or []),
+                      "message": status.get("message")})
+    return found
+
+
 def listing(rollouts: Iterable[Mapping[str, Any]]) -> str:
     rows = [("NAME", "SOURCE", "PHASE", "STAGE", "TARGET", "LAST-KNOWN-GOOD", "MESSAGE")]
     for found in sorted(rollouts, key=lambda r: (r.get("metadata") or {}).get("name", "")):
@@ -66,7 +79,7 @@ async def _run(args: argparse.Namespace) -> int:
     try:
         rollouts = await datarollouts.list_rollouts(api, args.namespace)
         if args.action == "list":
-            print(listing(rollouts))
+            print(listing(rollouts) if args.output == "table" else output.render(records(rollouts), args.output))
             return 0
         found = find(rollouts, args.source)
         if found is None:
@@ -103,7 +116,7 @@ def parser() -> argparse.ArgumentParser:
     group = pin.add_mutually_exclusive_group(required=True)
     group.add_argument("version", nargs="?")
     group.add_argument("--clear", action="store_true")
-    sub.add_parser("list", help="the namespace's rollouts", parents=[common])
+    output.add_argument(sub.add_parser("list", help="the namespace's rollouts", parents=[common]))
     return p
 
 

@@ -28,3 +28,11 @@ def test_the_rollout_is_found_by_source_then_by_name_and_listed() -> None:
     lines = rollout_command.listing([exact]).splitlines()
     assert lines[0].split() == ["NAME", "SOURCE", "PHASE", "STAGE", "TARGET", "LAST-KNOWN-GOOD", "MESSAGE"]
     assert lines[1].split() == ["custom", "models/resnet", "Progressing", "1/3", "v2", "v1"]
+
+
+def test_list_records_for_json_and_yaml() -> None:
+    held = {"metadata": {"namespace": "shop", "name": "models"}, "spec": {"source": "models"},
+            "status": {"phase": "RolledBack", "lastKnownGood": "v1", "held": ["v2"], "message": "watchdog 'app'"}}
+    assert rollout_command.records([held]) == [{
+        "namespace": "shop", "name": "models", "source": "models", "phase": "RolledBack", "stage": None,
+        "target": None, "lastKnownGood": "v1", "held": ["v2"], "message": "watchdog 'app'"}]
