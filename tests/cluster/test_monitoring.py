@@ -83,6 +83,14 @@ def _metrics(target: str) -> str:
         return str(answer.read().decode())
 
 
+_ROLLOUT_STATUS = (sys.executable, "-c", "from autocrane import cli; cli.main()", "rollout", "status", "models")
+
+
+def _rollout_status(cluster: harness.Cluster, namespace: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*_ROLLOUT_STATUS, "-n", namespace, "--kubeconfig", str(cluster.kubeconfig), *args],
+                          capture_output=True, text=True, timeout=60)
+
+
 def _host(url: str) -> str:
     return url.removeprefix("http://").rstrip("/")
 
@@ -122,10 +130,16 @@ def test_a_rollout_rolled_back_by_a_failing_watchdog_fires_its_alert_and_every_m
             wait_until("every pod on v1, acknowledged", lambda: _all_on(cluster, namespace, v1, 2))
             wait_until("Prometheus to scrape every program", lambda: all(prometheus.up(t) for t in targets))
 
+            assert _rollout_status(cluster, namespace, "--version", v1).returncode == 0, "v1 is the last known good"
             bad.append(repo.publish("v2 (bad)"))
             published = time.monotonic()
+            waiter = subprocess.Popen([*_ROLLOUT_STATUS, "-n", namespace, "--kubeconfig", str(cluster.kubeconfig),
+                                       "--version", bad[0], "--wait", "--timeout", "120", "--interval", "0.3"],
+                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
             wait_until("the rollout rolled back", lambda: _status(cluster, namespace).get("phase") == "RolledBack")
             rolled_back = time.monotonic()
+            said, _ = waiter.communicate(timeout=60)
+            assert waiter.returncode == 1 and f"{bad[0]} was rolled back" in said, said  # what CI would see
             (fired,) = wait_until("AutoCraneDataRolloutRolledBack to fire", lambda: [
                 a for a in prometheus.firing("AutoCraneDataRolloutRolledBack") if a.get("namespace") == namespace])
             print(f"\nv2 published -> RolledBack {rolled_back - published:.1f}s -> alert firing "
