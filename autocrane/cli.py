@@ -44,8 +44,27 @@ SUBCOMMANDS: dict[str, Subcommand] = {
     "watchdog": Subcommand("sidecars.watchdog:main", "kube", "get or post a pod's watchdog status"),
     "testworkload": Subcommand("sidecars.testworkload:main", None,
                                "demo app: a watchdog that fails on demand, its data version"),
-    "version": Subcommand("autocrane.cli:print_version", None, "print AutoCrane's version"),
+    "version": Subcommand("autocrane.cli:print_version", None, "print AutoCrane's version (also --version)"),
+    "completion": Subcommand("autocrane.cli:completion", None, "print a bash or zsh completion script"),
 }
+
+# Completes the command names, then each command's flags as its own --help lists them (so it never
+# goes stale); `kubectl autocrane` (the plugin, kubectl-autocrane on PATH) completes the same way.
+_BASH_COMPLETION = """\
+_autocrane() {
+    local current=${COMP_WORDS[COMP_CWORD]}
+    if [[ $COMP_CWORD -eq 1 ]]; then
+        COMPREPLY=($(compgen -W "%(commands)s --help --version" -- "$current"))
+    elif [[ $current == -* ]]; then
+        local flags
+        flags=$("${COMP_WORDS[0]}" "${COMP_WORDS[1]}" --help 2>/dev/null | grep -oE -- '--[a-z][a-z0-9-]*' | sort -u)
+        COMPREPLY=($(compgen -W "$flags" -- "$current"))
+    else
+        COMPREPLY=()
+    fi
+}
+complete -o default -F _autocrane autocrane kubectl-autocrane
+"""
 
 _OWN_PACKAGES = ("autocrane", "webhook", "controller", "sidecars")
 
@@ -54,7 +73,7 @@ def _usage() -> str:
     width = max(len(name) for name in SUBCOMMANDS)
     rows = "\n".join(f"  {name:<{width}}  {command.help}" for name, command in SUBCOMMANDS.items())
     return (
-        "usage: autocrane [-h] COMMAND [ARGS...]\n\n"
+        "usage: autocrane [-h] [--version] COMMAND [ARGS...]   (or: kubectl autocrane ...)\n\n"
         "AutoCrane: watchdogs, safe evictions and staged data deployments for Kubernetes.\n\n"
         f"commands:\n{rows}\n\n"
         "Run 'autocrane COMMAND --help' for a command's options."
@@ -62,12 +81,28 @@ def _usage() -> str:
 
 
 def print_version(argv: list[str]) -> int:
-    from importlib import metadata
-
     if argv and argv[0] in ("-h", "--help"):
         print("usage: autocrane version\n\nPrint AutoCrane's version.")
         return 0
-    print(metadata.version("autocrane"))
+    print(version())
+    return 0
+
+
+def version() -> str:
+    from importlib import metadata
+
+    return metadata.version("autocrane")
+
+
+def completion(argv: list[str]) -> int:
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in ("bash", "zsh"):
+        print("usage: autocrane completion bash|zsh\n\nPrint a completion script for the shell; e.g. "
+              "`source <(autocrane completion bash)` in ~/.bashrc.")
+        return 0 if argv and argv[0] in ("-h", "--help") else 2
+    script = _BASH_COMPLETION % {"commands": " ".join(SUBCOMMANDS)}
+    if argv[0] == "zsh":  # zsh runs bash completion functions through bashcompinit
+        script = "autoload -U +X bashcompinit && bashcompinit\n" + script
+    print(script, end="")
     return 0
 
 
@@ -81,6 +116,9 @@ def run(argv: list[str]) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(_usage())
         return 0 if argv else 2
+    if argv[0] in ("--version", "-V"):
+        print(f"autocrane {version()}")
+        return 0
     name, rest = argv[0], argv[1:]
     if name not in SUBCOMMANDS:
         print(f"autocrane: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)

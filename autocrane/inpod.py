@@ -29,9 +29,14 @@ from typing import TypedDict
 from autocrane import errors, keys, manifests, untrusted
 
 DATADEPLOYER_STATUS_PORT = 8098
-"""The datadeployer sidecar's status port (``/status``, ``/synced``, ``/watchdog``, ``/livez``)."""
+"""The datadeployer sidecar's status port (``/status``, ``/synced``, ``/watchdog``, ``/livez``, ``/metrics``)."""
 WATCHDOGHEALTHZ_PORT = 8097
-"""The watchdoghealthz sidecar's port (``/healthz``, ``/livez``)."""
+"""The watchdoghealthz sidecar's port (``/healthz``, ``/livez``, ``/metrics``)."""
+
+DATADEPLOYER_PORT_NAME = "autocrane-sync"
+"""The name of the datadeployer's container port (the chart's PodMonitor scrapes it by name)."""
+WATCHDOGHEALTHZ_PORT_NAME = "autocrane-ready"
+"""The name of watchdoghealthz's container port (likewise)."""
 
 STATUS_PATH = "/status"
 """The datadeployer's acknowledgement, read by the controller."""
@@ -43,6 +48,8 @@ HEALTHZ_PATH = "/healthz"
 """watchdoghealthz's readiness answer, its container's readinessProbe."""
 LIVEZ_PATH = "/livez"
 """Both servers answer it while their work loop runs: the livenessProbe."""
+METRICS_PATH = "/metrics"
+"""Both servers' Prometheus metrics (the chart's PodMonitor scrapes them on the ports above)."""
 
 
 # --- the datadeployer's GET /status ---------------------------------------------------------------

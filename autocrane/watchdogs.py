@@ -146,3 +146,11 @@ def health(pod_annotations: Mapping[str, str]) -> tuple[str, dict[str, str]]:
         levels.append(Level.ERROR)
     level = worst(levels)
     return (UNKNOWN if level is None else str(level)), problems
+
+
+def records(annotations: Mapping[str, str]) -> dict[str, dict[str, str]]:
+    """The pod's watchdogs by name as plain records (``-o json|yaml``); an unreadable one has level ``unreadable``."""
+    found, problems = statuses(annotations)
+    shown = {name: {"level": str(s.level), "time": format_time(s.time), "message": s.message}
+             for name, s in found.items()}
+    return shown | {name: {"level": "unreadable", "message": problem} for name, problem in problems.items()}

@@ -66,3 +66,43 @@ class ApiObserver:
 
     def throttled(self, seconds: float) -> None:
         API_THROTTLE.observe(seconds)
+
+
+# Per workload (the pods' controlling owner, ``Kind/name``): what the alerts and the dashboard need to name
+# the object. Rewritten whole each pass (and cleared when this replica stops leading), so an owner that is
+# gone, or a former leader's numbers, never linger.
+WORKLOAD_LABELS = ("namespace", "owner")
+WORKLOAD_PODS = metrics.gauge(AREA, "workload_pods", "items",
+                              "Watched pods per owner and health label value (unknown, info, warning, error, none).",
+                              [*WORKLOAD_LABELS, "health"])
+BREAKER_OPEN = metrics.gauge(AREA, "circuit_breaker_open", "info",
+                             "1 per owner whose circuit breaker holds evictions (more than --max-failing-share fail).",
+                             WORKLOAD_LABELS)
+EVICTIONS_BLOCKED = metrics.gauge(AREA, "evictions_blocked", "items",
+                                  "Failing pods per owner whose last eviction a PodDisruptionBudget refused "
+                                  "(in their back-off).", WORKLOAD_LABELS)
+UNANSWERED = metrics.gauge(AREA, "watchdog_unanswered", "seconds",
+                           "Per owner, the longest time one watchdog of a running pod has had no answer (unknown) "
+                           "in consecutive passes; 0 when every watchdog answers.", WORKLOAD_LABELS)
+UNANSWERED_ERRORS = metrics.counter(AREA, "unanswered_errors",
+                                    "Probes recorded as error because the watchdog had no answer for longer than "
+                                    "--unknown-error-seconds.")
+ROLLOUT_STAGE_STARTED = metrics.gauge(AREA, "rollout_stage_started", "timestamp_seconds",
+                                      "When the running data rollout's current stage started; 0 when none runs.",
+                                      ["namespace", "source"])
+ROLLOUT_DEADLINE = metrics.gauge(AREA, "rollout_progress_deadline", "seconds",
+                                 "Seconds a stage of the data rollout may wait for acknowledgements.",
+                                 ["namespace", "source"])
+ROLLOUT_BAKE = metrics.gauge(AREA, "rollout_bake", "seconds",
+                             "Seconds a stage of the data rollout bakes once acknowledged.", ["namespace", "source"])
+PER_WORKLOAD = (WORKLOAD_PODS, BREAKER_OPEN, EVICTIONS_BLOCKED, UNANSWERED)
+
+
+def workload(namespace: str, owner_kind: str | None, owner_name: str | None) -> tuple[str, str]:
+    """The (namespace, owner) labels of a pod's workload; a bare pod's owner is ``Pod``."""
+    return namespace, "Pod" if owner_kind is None else f"{owner_kind}/{owner_name}"
+
+
+def clear_workloads() -> None:
+    for gauge in PER_WORKLOAD:
+        gauge.clear()

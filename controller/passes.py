@@ -31,7 +31,7 @@ from controller import isolation, metrics, plan, pods
 from controller.apiserver import informer, leader
 from controller.datarollouts import loop as datarollouts
 from controller.evictions import decision as eviction
-from controller.watchdogs import health, probing
+from controller.watchdogs import health, probing, unanswered
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +66,7 @@ class Controller:
     def __init__(self, informers: Sequence[informer.PodInformer], prober: Prober, writer: plan.Writer,
                  policy: eviction.Policy, *, elector: leader.LeaderElector | None = None,
                  interval: float = 10.0, rollouts: datarollouts.DataRollouts | None = None,
-                 time: clock.Clock = clock.SYSTEM) -> None:
+                 unknown_error_seconds: float | None = None, time: clock.Clock = clock.SYSTEM) -> None:
         self.informers = list(informers)
         self.prober = prober
         self.writer = writer
@@ -76,6 +76,10 @@ class Controller:
         self.rollouts = rollouts
         self.clock = time
         self.streaks: dict[str, eviction.Streak] = {}
+        self.unknown_error_seconds = unknown_error_seconds
+        """None: a watchdog without an answer stays unknown; else seconds after which it is an error."""
+        self.unanswered: dict[unanswered.Key, float] = {}
+        """Since when each watchdog of a probeable pod has had no answer (:mod:`controller.watchdogs.unanswered`)."""
         self.faults = isolation.Faults()
         self.last_pass = 0.0
         """Monotonic time at the end of the last pass (0: none yet)."""
@@ -137,12 +141,45 @@ class Controller:
                 "failing": breaker.failing, "total": breaker.total})
         return decided
 
+    def _unknown_policy(self, snapshot: Sequence[pods.Pod], probed: dict[str, dict[str, health.ProbeResult]]
+                        ) -> dict[str, dict[str, health.ProbeResult]]:
+        """Track watchdogs without an answer; with ``unknown_error_seconds``, a long silence becomes an error."""
+        now = self.clock.time()
+        self.unanswered = unanswered.observe(self.unanswered, snapshot, probed, now)
+        results = unanswered.as_errors(probed, self.unanswered, now, self.unknown_error_seconds)
+        converted = sum(1 for uid, by_name in results.items() for name, result in by_name.items()
+                        if result.outcome == "error" and probed[uid][name].outcome == "unknown")
+        if converted:
+            metrics.UNANSWERED_ERRORS.inc(converted)
+        return results
+
+    def _workload_metrics(self, snapshot: Sequence[pods.Pod], decided: eviction.Plan) -> None:
+        """The per-owner gauges, rewritten whole at once (no await in between: a scrape sees all or none)."""
+        now = self.clock.time()
+        silent = unanswered.longest(self.unanswered, snapshot, now)
+        backoff = self.writer.backoff_until
+        longest: dict[tuple[str, str], float] = {}
+        metrics.clear_workloads()
+        for pod in snapshot:
+            where = metrics.workload(pod.namespace, pod.owner.kind if pod.owner else None,
+                                     pod.owner.name if pod.owner else None)
+            metrics.WORKLOAD_PODS.labels(*where, pod.health_label or "none").inc()
+            longest[where] = max(longest.get(where, 0.0), silent.get(pod.uid, 0.0))
+            if backoff.get(pod.uid, 0.0) > now and eviction.is_failing(pod):
+                metrics.EVICTIONS_BLOCKED.labels(*where).inc()
+        for where, seconds in longest.items():
+            metrics.UNANSWERED.labels(*where).set(seconds)
+        for breaker in decided.breakers:
+            metrics.BREAKER_OPEN.labels(*metrics.workload(breaker.namespace, breaker.owner.kind,
+                                                          breaker.owner.name)).set(1)
+
     async def run_pass(self) -> Report:
         self.faults.begin()
         snapshot = self.snapshot()
-        results = await self.prober.probe_all(snapshot, self._probe)
+        probed = await self.prober.probe_all(snapshot, self._probe)
         for seconds in self.prober.take_durations():
             metrics.PROBE_DURATION.observe(seconds)
+        results = self._unknown_policy(snapshot, probed)
         statuses = self._watchdog_plan(snapshot, results, clock.utcnow(self.clock))
         written = await self.writer.execute(statuses, lambda: self.leading)
         applied = {c.pod.uid: c.applied() for c in statuses.status_changes if c.pod.uid in written.status_changes}
@@ -156,6 +193,7 @@ class Controller:
                                    eviction.Plan())
         evictions = await self.writer.execute(plan.Plan(skips=decided.skipped, evictions=decided.evict),
                                               lambda: self.leading)
+        self._workload_metrics(updated, decided)
         data = datarollouts.Report()
         rollouts = self.rollouts
         if rollouts is not None and self.leading:
@@ -177,6 +215,8 @@ class Controller:
         while True:
             if self.elector is not None and not self.elector.is_leader:
                 self.streaks = {}  # a new term starts counting afresh
+                self.unanswered = {}
+                metrics.clear_workloads()  # the leader's numbers are the ones to alert on
                 await self.elector.leading.wait()
             started = self.clock.monotonic()
             try:

@@ -60,6 +60,11 @@ class Pod:
     def opted_out(self) -> bool:
         return self.annotations.get(keys.EVICTION_OPT_OUT, "").strip().lower() == "true"
 
+    @property
+    def probeable(self) -> bool:
+        """Running, not terminating, with an IP (readiness is not required: see docs/controller.md)."""
+        return self.phase == "Running" and not self.terminating and bool(self.pod_ip)
+
     def probes(self) -> dict[str, str]:
         """``probe.autocrane.io/<name>`` annotations by name."""
         prefix = keys.PROBE_PREFIX

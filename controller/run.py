@@ -66,7 +66,8 @@ async def run(s: settings.Settings, time: clock.Clock = clock.SYSTEM) -> int:
             api, repo, prober, api_writer, namespaces=s.namespaces, policy=s.rollout,
             datadeployer_port=s.datadeployer_port, time=time)
         controller = passes.Controller(informers, prober, api_writer, s.eviction, elector=elector,
-                                       interval=s.interval, rollouts=rollouts, time=time)
+                                       interval=s.interval, rollouts=rollouts,
+                                       unknown_error_seconds=s.unknown_error_seconds, time=time)
         tasks = [asyncio.create_task(i.run(), name=f"informer-{i.namespace or 'all'}") for i in informers]
         tasks.append(asyncio.create_task(controller.run(), name="passes"))
         if elector is not None:

@@ -33,6 +33,10 @@ class Settings:
     """Seconds one watchdog probe may take in all."""
     probe_concurrency: int
     """Probes (and datadeployer /status reads) in flight at once."""
+    unknown_error_seconds: float | None
+    """A watchdog of a running pod with no answer for this long is recorded as error (the C# original's
+    timeout rule); None (the default): no answer stays ``unknown``, never evicted
+    (:mod:`controller.watchdogs.unanswered`)."""
     eviction: eviction.Policy
     """When a failing pod is evicted, and the limits on how many (its fields say why)."""
     eviction_grace_period: int | None
@@ -83,6 +87,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--interval", type=float, default=10.0, help="seconds between passes (default 10)")
     p.add_argument("--probe-timeout", type=float, default=5.0, help="seconds per watchdog probe (default 5)")
     p.add_argument("--probe-concurrency", type=int, default=64, help="probes in flight at once (default 64)")
+    p.add_argument("--unknown-error-seconds", type=float, default=None, metavar="SECONDS",
+                   help="record a watchdog that has had no answer (timeout, refused) for this long as error, "
+                   "so a hung pod is evicted (default off: no answer stays unknown)")
     g = p.add_argument_group("evictions")
     g.add_argument("--error-observations", type=int, default=3,
                    help="consecutive passes a pod must be seen in error before eviction (default 3)")
@@ -135,9 +142,12 @@ def parse(argv: list[str], *, default_identity: str) -> Settings:
         stages = datarollout.check_stages([s.strip() for s in args.rollout_stages.split(",")])
     except ValueError as exc:
         p.error(f"--rollout-stages: {exc}")
+    if args.unknown_error_seconds is not None and not args.unknown_error_seconds > 0:
+        p.error(f"--unknown-error-seconds: must be more than 0 seconds, not {args.unknown_error_seconds:g}")
     return Settings(
         kubeconfig=args.kubeconfig, namespaces=tuple(args.namespace), selector=args.selector, interval=args.interval,
         probe_timeout=args.probe_timeout, probe_concurrency=args.probe_concurrency,
+        unknown_error_seconds=args.unknown_error_seconds,
         eviction=eviction.Policy(
             observations=args.error_observations, min_error_seconds=args.error_seconds, min_pod_age=args.min_pod_age,
             max_per_pass=args.max_evictions_per_pass, max_per_namespace=args.max_evictions_per_namespace,

@@ -26,7 +26,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from autocrane import errors, kube, podinfo, watchdogs
+from autocrane import errors, kube, output, podinfo, watchdogs
 
 CONFLICT_RETRIES = 5
 
@@ -48,6 +48,10 @@ def describe(pod_annotations: Mapping[str, str]) -> list[str]:
     found, problems = watchdogs.statuses(pod_annotations)
     lines = [f"{name} {s.level} {watchdogs.format_time(s.time)} {s.message}" for name, s in sorted(found.items())]
     return lines + [f"{name} unreadable {problem}" for name, problem in sorted(problems.items())]
+
+
+def _shown(pod_annotations: Mapping[str, str], form: str) -> list[str]:
+    return describe(pod_annotations) if form == "table" else [output.render(watchdogs.records(pod_annotations), form)]
 
 
 async def pod_api(namespace: str, pod: str, make_patch: Callable[[dict[str, Any]], dict[str, Any]] | None,
@@ -83,6 +87,7 @@ def main(argv: list[str]) -> int:
     sub = p.add_subparsers(dest="action", required=True)
     get = sub.add_parser("get", help="print name, level, time and message of each watchdog")
     get.add_argument("--annotations-file", type=Path, help="read the downward-API file instead of the API")
+    output.add_argument(get)
     post = sub.add_parser("post", help="set one watchdog status and the health label")
     post.add_argument("name", help="watchdog name: status.autocrane.io/NAME")
     post.add_argument("level", help="info, warning or error")
@@ -90,13 +95,15 @@ def main(argv: list[str]) -> int:
     args = p.parse_args(argv)
     try:
         if args.action == "get" and args.annotations_file:
-            lines = describe(podinfo.read(args.annotations_file))
+            notes = podinfo.read(args.annotations_file)
+            lines = _shown(notes, args.output)
         else:
             if not args.pod:
                 raise ValueError("no pod: pass --pod or set POD_NAME")
             if args.action == "get":
                 pod = asyncio.run(pod_api(args.namespace, args.pod, None, args.kubeconfig))
-                lines = describe(pod.get("metadata", {}).get("annotations") or {})
+                notes = pod.get("metadata", {}).get("annotations") or {}
+                lines = _shown(notes, args.output)
             else:
                 status = watchdogs.Status(watchdogs.Level.parse(args.level, "level"), dt.datetime.now(dt.UTC),
                                           args.message)

@@ -16,6 +16,11 @@ No annotation value can break either: an unreadable status counts as error, an u
 ``min-ready-seconds`` as 0, and anything unexpected while reading them makes ``/healthz`` 503
 (not ready: nobody can tell) and is logged once; the background watch carries on after it, and
 ``/livez`` fails should it ever stop.
+
+``GET /metrics`` (Prometheus): ``autocrane_watchdoghealthz_ready_info`` (1 while ``/healthz``
+would answer 200), ``autocrane_watchdoghealthz_readiness_flips_total{to}`` (changes of that
+answer, seen by the background watch: a flapping canary shows here even between kubelet
+probes) and ``autocrane_watchdoghealthz_error_watchdogs_items`` (watchdogs in error now).
 """
 
 from __future__ import annotations
@@ -33,10 +38,18 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
-from autocrane import clock, errors, inpod, keys, logs, podinfo, serving, untrusted, watchdogs
+from autocrane import clock, errors, inpod, keys, logs, metrics, podinfo, serving, untrusted, watchdogs
 
 log = logging.getLogger(__name__)
 DEFAULT_ANNOTATIONS = podinfo.ANNOTATIONS_PATH
+
+READY = metrics.gauge("watchdoghealthz", "ready", "info", "1 while /healthz answers 200 (the pod may be Ready).")
+FLIPS = metrics.counter("watchdoghealthz", "readiness_flips",
+                        "Changes of the /healthz answer, by the answer it changed to (ready, unready).", ["to"])
+ERRORS = metrics.gauge("watchdoghealthz", "error_watchdogs", "items",
+                       "Watchdogs (or unreadable statuses) in error now.")
+for _to in ("ready", "unready"):
+    FLIPS.labels(_to)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -78,6 +91,8 @@ class Monitor:
                  time: clock.Clock = clock.SYSTEM) -> None:
         self.watcher, self.fixed_min_ready, self.clock = watcher, min_ready_seconds, time
         self.health = Health()
+        self.ready: bool | None = None
+        """The answer at the last tick (None before the first), for the flips metric."""
 
         self._unexpected: dict[str, str] = {}
         """Per step (tick, decide), the unexpected error last logged: a repeating one is logged once."""
@@ -106,6 +121,15 @@ class Monitor:
             self._unexpected.pop("tick", None)
         if bool(before.errors) != bool(self.health.errors) or before.errors != self.health.errors:
             log.info("watchdogs: %s", "; ".join(self.health.errors) or "no error")
+        self._measure()
+
+    def _measure(self) -> None:
+        ready, _ = self.decide()
+        if self.ready is not None and ready != self.ready:
+            FLIPS.labels("ready" if ready else "unready").inc()
+        self.ready = ready
+        READY.set(1 if ready else 0)
+        ERRORS.set(len(self.health.errors))
 
     def decide(self) -> tuple[bool, str]:
         try:
@@ -129,7 +153,8 @@ def app(monitor: Monitor, alive: serving.Liveness | None = None) -> Starlette:
         ready, reason = monitor.decide()
         return PlainTextResponse(reason, 200 if ready else 503)
 
-    return Starlette(routes=[Route(inpod.HEALTHZ_PATH, healthz), serving.livez_route(alive=alive)])
+    return Starlette(routes=[Route(inpod.HEALTHZ_PATH, healthz), serving.livez_route(alive=alive),
+                             metrics.route(inpod.METRICS_PATH)])
 
 
 async def watch(monitor: Monitor, poll: float) -> None:
@@ -163,7 +188,7 @@ def main(argv: list[str]) -> int:
                    help="seconds without error before ready (default: the pod's min-ready-seconds annotation)")
     p.add_argument("--host", default="0.0.0.0")
     p.add_argument("--port", type=int, default=inpod.WATCHDOGHEALTHZ_PORT,
-                   help=f"port of /healthz and /livez (default {inpod.WATCHDOGHEALTHZ_PORT}, the injector's)")
+                   help=f"port of /healthz, /livez and /metrics (default {inpod.WATCHDOGHEALTHZ_PORT}, the injector's)")
     p.add_argument("--poll-seconds", type=float, default=1.0, help="how often to re-check the annotations file")
     logs.add_arguments(p)
     args = p.parse_args(argv)

@@ -102,7 +102,7 @@ def datadeployer_sidecar(s: injector_settings.InjectorSettings, plan: Plan) -> b
     container = _container(
         s, DATADEPLOYER, s.datadeployer_image,
         [*_datadeployer_args(s, plan, "sidecar"), "--port", str(s.datadeployer_status_port)],
-        ports=[_port("autocrane-sync", s.datadeployer_status_port)], resources=plan.datadeployer_resources,
+        ports=[_port(inpod.DATADEPLOYER_PORT_NAME, s.datadeployer_status_port)], resources=plan.datadeployer_resources,
         mounts=[_mount(DATA_VOLUME, plan.store_location, read_only=False), *_common_mounts()])
     # A hung sidecar is restarted by the kubelet; the live data and the app are not touched.
     container["livenessProbe"] = _http_probe(inpod.LIVEZ_PATH, s.datadeployer_status_port, period=10, failures=3)
@@ -123,7 +123,8 @@ def watchdoghealthz_sidecar(s: injector_settings.InjectorSettings, plan: Plan) -
     container = _container(
         s, WATCHDOGHEALTHZ, s.watchdoghealthz_image,
         ["watchdoghealthz", "--annotations-file", ANNOTATIONS_FILE, "--port", str(s.watchdoghealthz_port)],
-        ports=[_port("autocrane-ready", s.watchdoghealthz_port)], resources=plan.watchdoghealthz_resources,
+        ports=[_port(inpod.WATCHDOGHEALTHZ_PORT_NAME, s.watchdoghealthz_port)],
+        resources=plan.watchdoghealthz_resources,
         mounts=_common_mounts())
     if plan.native:
         container["restartPolicy"] = "Always"

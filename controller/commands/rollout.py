@@ -1,4 +1,4 @@
-"""``autocrane rollout promote|abort|pin|list``: manual control of data rollouts.
+"""``autocrane rollout promote|abort|pin|list|status``: manual control of data rollouts.
 
 Each command is one merge patch of the source's ``DataRollout`` spec (the controller acts on it
 at its next pass and records what it did in the status):
@@ -9,7 +9,10 @@ at its next pass and records what it did in the status):
   (``spec.abort``, a token too);
 - ``pin SOURCE VERSION`` / ``pin SOURCE --clear``: put every pod on VERSION and roll nothing out
   until cleared (``spec.pinVersion``);
-- ``list``: the namespace's rollouts (what ``kubectl get datarollouts`` shows).
+- ``list``: the namespace's rollouts (what ``kubectl get datarollouts`` shows; ``-o json|yaml``);
+- ``status SOURCE [--version V] [--wait]``: for CI pipelines: exit 0 once V (else the running
+  version) is the last known good, 1 once it was rolled back, 3 while it is not finished
+  (:func:`verdict`); ``--wait`` polls until 0 or 1, up to ``--timeout``.
 
 Needs ``get``, ``list`` and ``patch`` on ``datarollouts.autocrane.io``.
 """
@@ -19,12 +22,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
+import time
 import uuid
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from autocrane import errors, kube
+from autocrane import errors, kube, output
 from controller.datarollouts import loop as datarollouts
 from controller.datarollouts import resource
 
@@ -49,6 +53,46 @@ def find(rollouts: Iterable[Mapping[str, Any]], source: str) -> Mapping[str, Any
         (r for r in listed if (r.get("metadata") or {}).get("name") == resource.object_name(source)), None)
 
 
+def records(rollouts: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The rollouts as records for ``-o json|yaml`` (pure)."""
+    found = []
+    for one in sorted(rollouts, key=lambda r: (r.get("metadata") or {}).get("name", "")):
+        status, meta = one.get("status") or {}, one.get("metadata") or {}
+        found.append({"namespace": meta.get("namespace"), "name": meta.get("name"),
+                      "source": (one.get("spec") or {}).get("source"), "phase": status.get("phase"),
+                      "stage": status.get("stageText"), "target": status.get("target"),
+                      "lastKnownGood": status.get("lastKnownGood"), "held": list(status.get("held") or []),
+                      "message": status.get("message")})
+    return found
+
+
+DONE, FAILED, PENDING = 0, 1, 3
+"""``rollout status`` exit codes: finished (the version is the last known good), rolled back (held), not yet."""
+
+
+def verdict(found: Mapping[str, Any], version: str | None) -> tuple[int, str]:
+    """(exit code, message) for ``rollout status`` of a DataRollout (pure).
+
+    With ``version``: DONE once it is the last known good, FAILED once it is held (rolled back),
+    PENDING before. Without: the rollout's own phase, PENDING while Progressing.
+    """
+    status = found.get("status") or {}
+    phase, lkg, held = status.get("phase") or "new", status.get("lastKnownGood"), status.get("held") or []
+    where = f"datarollout {(found.get('metadata') or {}).get('name', '')}"
+    if version is not None:
+        if lkg == version:
+            return DONE, f"{where}: {version} rolled out (the last known good)"
+        if version in held:
+            return FAILED, f"{where}: {version} was rolled back: {status.get('message') or 'see its Events'}"
+        doing = f", {status.get('stageText')} -> {status.get('target')}" if status.get("target") else ""
+        return PENDING, f"{where}: waiting for {version} ({phase}{doing})"
+    if phase == "Progressing":
+        return PENDING, f"{where}: Progressing {status.get('stageText') or ''} -> {status.get('target')}"
+    if phase == "RolledBack":
+        return FAILED, f"{where}: RolledBack: {status.get('message') or 'see its Events'}"
+    return DONE, f"{where}: {phase}" + (f", last known good {lkg}" if lkg else "")
+
+
 def listing(rollouts: Iterable[Mapping[str, Any]]) -> str:
     rows = [("NAME", "SOURCE", "PHASE", "STAGE", "TARGET", "LAST-KNOWN-GOOD", "MESSAGE")]
     for found in sorted(rollouts, key=lambda r: (r.get("metadata") or {}).get("name", "")):
@@ -66,9 +110,11 @@ async def _run(args: argparse.Namespace) -> int:
     try:
         rollouts = await datarollouts.list_rollouts(api, args.namespace)
         if args.action == "list":
-            print(listing(rollouts))
+            print(listing(rollouts) if args.output == "table" else output.render(records(rollouts), args.output))
             return 0
         found = find(rollouts, args.source)
+        if args.action == "status":
+            return await _status(api, args, found)
         if found is None:
             print(f"autocrane rollout: no DataRollout for source {args.source!r} in namespace {args.namespace} "
                   "(the controller creates it when a pod uses the source)")
@@ -89,6 +135,27 @@ async def _run(args: argparse.Namespace) -> int:
         await api.close()
 
 
+async def _status(api: kube.Kube, args: argparse.Namespace, found: Mapping[str, Any] | None) -> int:
+    """Print the verdict; with ``--wait`` poll until it is final or ``--timeout`` passes."""
+    deadline = time.monotonic() + args.timeout
+    said = ""
+    while True:
+        if found is None:
+            code, message = PENDING, f"no DataRollout for source {args.source!r} in {args.namespace} yet"
+        else:
+            code, message = verdict(found, args.version)
+        if message != said:
+            print(message, flush=True)
+            said = message
+        if code != PENDING or not args.wait:
+            return code
+        if time.monotonic() >= deadline:
+            print(f"autocrane rollout status: still not finished after {args.timeout:g}s", flush=True)
+            return PENDING
+        await asyncio.sleep(min(args.interval, max(0.0, deadline - time.monotonic())))
+        found = find(await datarollouts.list_rollouts(api, args.namespace), args.source)
+
+
 def parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--kubeconfig", type=Path, default=None)
@@ -103,7 +170,17 @@ def parser() -> argparse.ArgumentParser:
     group = pin.add_mutually_exclusive_group(required=True)
     group.add_argument("version", nargs="?")
     group.add_argument("--clear", action="store_true")
-    sub.add_parser("list", help="the namespace's rollouts", parents=[common])
+    output.add_argument(sub.add_parser("list", help="the namespace's rollouts", parents=[common]))
+    status = sub.add_parser("status", parents=[common], help="is the rollout done? exit 0 done, 1 rolled back, "
+                            "3 not yet (for CI: --wait)", description=(
+                                "Exit 0 once the version (--version, else whatever rolls out) is the last known "
+                                "good, 1 once it was rolled back, 3 while it is not finished; 1 also when the API "
+                                "cannot be read. With --wait, wait for 0 or 1 up to --timeout."))
+    status.add_argument("source")
+    status.add_argument("--version", help="the data version to wait for (default: the rollout's current one)")
+    status.add_argument("--wait", action="store_true", help="wait until it succeeds or is rolled back")
+    status.add_argument("--timeout", type=float, default=1800.0, help="seconds --wait waits (default 1800)")
+    status.add_argument("--interval", type=float, default=2.0, help="seconds between reads while waiting")
     return p
 
 

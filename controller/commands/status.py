@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from autocrane import errors, inpod, keys, kube, manifests, watchdogs
+from autocrane import errors, inpod, keys, kube, manifests, output, watchdogs
 from controller.datarollouts import loop as datarollouts
 
 
@@ -71,13 +71,59 @@ def _data(notes: Mapping[str, str], rollouts: Mapping[str, Mapping[str, Any]]) -
     return ",".join(cells) or "-"
 
 
-def table(pods: Iterable[Mapping[str, Any]], now: dt.datetime,
-          rollouts: Iterable[Mapping[str, Any]] = ()) -> str:
-    """The table for raw pod JSON objects and DataRollout objects (pure)."""
+def _data_records(notes: Mapping[str, str], rollouts: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    for key in sorted(notes):
+        if not key.startswith(keys.DATA_PREFIX):
+            continue
+        name, source = key[len(keys.DATA_PREFIX):], notes[key].strip()
+        entry: dict[str, Any] = {"source": source, "requested": None, "acknowledged": None}
+        if (request := notes.get(keys.REQUEST_DATA_PREFIX + name)) is not None:
+            try:
+                entry["requested"] = manifests.parse_request(request).version
+            except manifests.ManifestError:
+                entry["requested"] = "invalid"
+        if (acked := notes.get(keys.STATUS_DATA_PREFIX + name)) is not None:
+            try:
+                entry["acknowledged"] = inpod.mirrored_version(acked, keys.STATUS_DATA_PREFIX + name)
+            except ValueError:
+                entry["acknowledged"] = "invalid"
+        if (rollout := rollouts.get(source)) is not None:
+            status = rollout.get("status") or {}
+            entry["rollout"] = {"name": (rollout.get("metadata") or {}).get("name"), "phase": status.get("phase"),
+                                "stage": status.get("stageText"), "target": status.get("target"),
+                                "lastKnownGood": status.get("lastKnownGood")}
+        found[name] = entry
+    return found
+
+
+def records(pods: Iterable[Mapping[str, Any]], rollouts: Iterable[Mapping[str, Any]] = ()) -> list[dict[str, Any]]:
+    """What the table shows, as records for ``-o json|yaml`` (pure): per pod its health, watchdogs and data."""
+    by_source = _by_source(rollouts)
+    found = []
+    for pod in sorted(pods, key=lambda p: (p["metadata"].get("namespace", ""), p["metadata"].get("name", ""))):
+        meta = pod["metadata"]
+        notes = meta.get("annotations") or {}
+        found.append({"namespace": meta.get("namespace", ""), "name": meta.get("name", ""),
+                      "health": (meta.get("labels") or {}).get(watchdogs.HEALTH_LABEL),
+                      "watchdogs": watchdogs.records(notes),
+                      "data": _data_records(notes, by_source.get(meta.get("namespace", ""), {}))})
+    return found
+
+
+def _by_source(rollouts: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, Mapping[str, Any]]]:
+    """DataRollouts by namespace, then source."""
     by_source: dict[str, dict[str, Mapping[str, Any]]] = {}
     for found in rollouts:
         namespace = (found.get("metadata") or {}).get("namespace", "")
         by_source.setdefault(namespace, {})[(found.get("spec") or {}).get("source", "")] = found
+    return by_source
+
+
+def table(pods: Iterable[Mapping[str, Any]], now: dt.datetime,
+          rollouts: Iterable[Mapping[str, Any]] = ()) -> str:
+    """The table for raw pod JSON objects and DataRollout objects (pure)."""
+    by_source = _by_source(rollouts)
     rows = [("NAMESPACE", "POD", "HEALTH", "WATCHDOGS", "DATA")]
     for pod in sorted(pods, key=lambda p: (p["metadata"].get("namespace", ""), p["metadata"].get("name", ""))):
         meta = pod["metadata"]
@@ -114,6 +160,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--namespace", "-n", default="default")
     parser.add_argument("--all-namespaces", "-A", action="store_true")
     parser.add_argument("--selector", "-l", default=None)
+    output.add_argument(parser)
     args = parser.parse_args(argv)
     try:
         items, rollouts = asyncio.run(_list(args.kubeconfig, None if args.all_namespaces else args.namespace,
@@ -121,5 +168,8 @@ def main(argv: list[str]) -> int:
     except (errors.KubeError, errors.ConfigError) as exc:
         print(f"autocrane status: {exc}")
         return 1
-    print(table(items, dt.datetime.now(dt.UTC), rollouts))
+    if args.output == "table":
+        print(table(items, dt.datetime.now(dt.UTC), rollouts))
+    else:
+        print(output.render(records(items, rollouts), args.output))
     return 0

@@ -224,7 +224,7 @@ class DataRollouts:
             log.info(message, extra={**where, **fields})
         if one.step.rollback is not None:
             metrics.ROLLBACKS.labels(one.step.rollback).inc()
-        self._metrics(one.rollout.namespace, one.rollout.spec.source, one.step.state)
+        self._metrics(one.rollout, one.step.state)
 
     async def _write_rest(self, data_pods: Sequence[pods.Pod], acks: dict[str, dict[str, inpod.Ack]],
                           stepped: Sequence[_Decided], leading: Callable[[], bool]) -> None:
@@ -251,9 +251,15 @@ class DataRollouts:
         return (sent is not None and sent[0] == patch.pod.resource_version
                 and patch.annotations.items() <= sent[1].items())
 
-    @staticmethod
-    def _metrics(namespace: str, source: str, current: datarollout.State) -> None:
+    def _metrics(self, one: resource.Rollout, current: datarollout.State) -> None:
+        namespace, source = one.namespace, one.spec.source
         metrics.ROLLOUT_STAGE.labels(namespace, source).set(current.stage + 1 if current.target else 0)
+        metrics.ROLLOUT_STAGE_STARTED.labels(namespace, source).set(current.stage_started or 0)
+        spec = one.spec
+        metrics.ROLLOUT_DEADLINE.labels(namespace, source).set(
+            self.policy.progress_deadline if spec.progress_deadline is None else spec.progress_deadline)
+        metrics.ROLLOUT_BAKE.labels(namespace, source).set(
+            self.policy.bake_seconds if spec.bake_seconds is None else spec.bake_seconds)
         for phase in datarollout.PHASES:
             metrics.ROLLOUT_PHASE.labels(namespace, source, phase).set(1 if current.phase == phase else 0)
         if current.last_known_good:

@@ -87,11 +87,6 @@ def decode_json(data: bytes, what: str = "answer") -> object | None:
     return value
 
 
-def probeable(pod: pods.Pod) -> bool:
-    """Running, not terminating, with an IP (readiness is not required: see docs/controller.md)."""
-    return pod.phase == "Running" and not pod.terminating and bool(pod.pod_ip)
-
-
 class Prober:
     """HTTP GETs with bounded concurrency; use as ``async with Prober(...) as prober``."""
 
@@ -161,7 +156,7 @@ class Prober:
 
     async def datadeployer_status(self, pod: pods.Pod, port: int) -> object | None:
         """The pod's datadeployer ``GET /status`` (on its own IP only), or None when it does not answer."""
-        if not probeable(pod):
+        if not pod.probeable:
             return None
         shown = f"[{pod.pod_ip}]" if ":" in pod.pod_ip else pod.pod_ip
         return await self.get_json(f"http://{shown}:{port}{inpod.STATUS_PATH}")
@@ -181,7 +176,7 @@ class Prober:
                 urls[name] = where
             else:
                 results[name] = where
-        if not probeable(pod):
+        if not pod.probeable:
             unknown = health.ProbeResult("unknown", f"pod is {'terminating' if pod.terminating else pod.phase}")
             return {name: unknown for name in pod.probes()} | {
                 name: r for name, r in results.items() if r.outcome == "refused"}

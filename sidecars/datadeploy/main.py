@@ -29,11 +29,12 @@ import contextlib
 import enum
 import logging
 import os
+import time
 from pathlib import Path
 
 from autocrane import backoff, inpod, logs, podinfo, serving, untrusted
 from sidecars import archives
-from sidecars.datadeploy import fetching, hooks, requests, status, swap, syncing
+from sidecars.datadeploy import fetching, hooks, metrics, requests, status, swap, syncing
 
 log = logging.getLogger("sidecars.datadeploy")
 DEFAULT_ANNOTATIONS = podinfo.ANNOTATIONS_PATH
@@ -70,7 +71,10 @@ class Deployer:
             for name in list(self.status.sets):
                 if name not in self.sets:
                     del self.status.sets[name]
+                    metrics.forget(name)
             for name, data_set in self.sets.items():
+                if name not in self.status.sets:
+                    metrics.declared(name)
                 self.status.get(name).source = data_set.source
         return changed
 
@@ -103,6 +107,7 @@ class Deployer:
                         name, self.request_timeout, request.version)
             entry.fallback = True
         entry.requested = request.version
+        started = time.monotonic()
         try:
             deployed, changed = await asyncio.to_thread(
                 syncing.sync, self.settings, self.store, name, data_set.source, request)
@@ -111,13 +116,22 @@ class Deployer:
             if name not in self.sets:  # undeclared while it ran: recording it would resurrect the entry
                 return Outcome.DONE
             self.status.failed(name, str(error))
+            self._count(name, "failed")
             return Outcome.FAILED
         if name not in self.sets:
             return Outcome.DONE
         self.status.succeeded(name, deployed.version, deployed.sha256, deployed.time)
+        self._count(name, "swapped" if changed else "current")
         if changed:
+            metrics.SYNC_DURATION.labels(name).observe(time.monotonic() - started)
+            metrics.SWAPS.labels(name).inc()
             self.announce(deployed)
         return Outcome.DONE
+
+    def _count(self, name: str, result: str) -> None:
+        metrics.SYNCS.labels(name, result).inc()
+        since = self.status.get(name).failing_since
+        metrics.FAILING_SINCE.labels(name).set(0 if since is None else since.timestamp())
 
     def announce(self, deployed: swap.Deployed) -> None:
         if self.notifier is not None:

@@ -6,6 +6,7 @@ The controller reads ``GET /status`` when it probes the pod: that is the acknowl
 without a request, in any verified version): the startupProbe of the native-sidecar mode.
 ``GET /watchdog`` reports error once a data set has been failing for longer than the threshold,
 so data problems surface as a watchdog (``probe.autocrane.io/datadeployer``).
+``GET /metrics`` is Prometheus' (:mod:`sidecars.datadeploy.metrics`).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from autocrane import clock, inpod, manifests, serving
+from autocrane import clock, inpod, manifests, metrics, serving
 
 
 @dataclasses.dataclass(slots=True)
@@ -108,4 +109,5 @@ def app(status: Status, alive: serving.Liveness | None = None) -> Starlette:
         return PlainTextResponse(f"{level}: {message}", 500 if level == "error" else 200)
 
     return Starlette(routes=[Route(inpod.STATUS_PATH, get_status), Route(inpod.SYNCED_PATH, synced),
-                             Route(inpod.WATCHDOG_PATH, watchdog), serving.livez_route(alive=alive)])
+                             Route(inpod.WATCHDOG_PATH, watchdog), serving.livez_route(alive=alive),
+                             metrics.route(inpod.METRICS_PATH)])

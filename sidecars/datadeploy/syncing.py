@@ -20,7 +20,7 @@ from pathlib import Path
 
 from autocrane import errors, manifests
 from sidecars import archives
-from sidecars.datadeploy import fetching, streaming, swap
+from sidecars.datadeploy import fetching, metrics, streaming, swap
 
 log = logging.getLogger(__name__)
 STALE_PART_SECONDS = 3600
@@ -106,6 +106,7 @@ def sync(settings: Settings, store: swap.Store, name: str, source: str,
     finally:
         part.unlink(missing_ok=True)
     log.info("%s: extracted %.1f MiB in %.2fs", label, size / 2**20, time.monotonic() - started)
+    metrics.EXTRACTED.labels(name).inc(size)
     try:
         deployed = store.publish(name, tree)
     except OSError as error:

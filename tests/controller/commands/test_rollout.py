@@ -28,3 +28,30 @@ def test_the_rollout_is_found_by_source_then_by_name_and_listed() -> None:
     lines = rollout_command.listing([exact]).splitlines()
     assert lines[0].split() == ["NAME", "SOURCE", "PHASE", "STAGE", "TARGET", "LAST-KNOWN-GOOD", "MESSAGE"]
     assert lines[1].split() == ["custom", "models/resnet", "Progressing", "1/3", "v2", "v1"]
+
+
+def test_list_records_for_json_and_yaml() -> None:
+    held = {"metadata": {"namespace": "shop", "name": "models"}, "spec": {"source": "models"},
+            "status": {"phase": "RolledBack", "lastKnownGood": "v1", "held": ["v2"], "message": "watchdog 'app'"}}
+    assert rollout_command.records([held]) == [{
+        "namespace": "shop", "name": "models", "source": "models", "phase": "RolledBack", "stage": None,
+        "target": None, "lastKnownGood": "v1", "held": ["v2"], "message": "watchdog 'app'"}]
+
+
+def test_status_verdicts_for_a_version_and_for_the_running_rollout() -> None:
+    def rollout(**status: object) -> dict[str, object]:
+        return {"metadata": {"name": "models"}, "status": status}
+
+    going = rollout(phase="Progressing", stageText="2/3", target="v2", lastKnownGood="v1")
+    assert rollout_command.verdict(going, "v2")[0] == rollout_command.PENDING
+    assert rollout_command.verdict(going, None) == (
+        rollout_command.PENDING, "datarollout models: Progressing 2/3 -> v2")
+    assert rollout_command.verdict(going, "v1")[0] == rollout_command.DONE
+    done = rollout(phase="Succeeded", lastKnownGood="v2")
+    assert rollout_command.verdict(done, "v2")[0] == rollout_command.DONE == rollout_command.verdict(done, None)[0]
+    back = rollout(phase="RolledBack", lastKnownGood="v1", held=["v2"], message="watchdog 'app' failed")
+    assert rollout_command.verdict(back, "v2") == (
+        rollout_command.FAILED, "datarollout models: v2 was rolled back: watchdog 'app' failed")
+    assert rollout_command.verdict(back, None)[0] == rollout_command.FAILED
+    assert rollout_command.verdict(back, "v3")[0] == rollout_command.PENDING  # not started yet
+    assert (rollout_command.DONE, rollout_command.FAILED, rollout_command.PENDING) == (0, 1, 3)

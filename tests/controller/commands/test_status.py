@@ -41,3 +41,18 @@ def test_acknowledged_versions_and_the_rollout_follow_the_requested_version() ->
     other = {"metadata": {"namespace": "elsewhere", "name": "src"}, "spec": {"source": "src"}, "status": {}}
     row = status.table([pod], NOW, [other, rollout]).splitlines()[1]
     assert row.endswith("m=v2/v1 (src: Progressing 2/3 -> v2)")
+
+
+def test_the_records_for_json_and_yaml_hold_what_the_table_shows() -> None:
+    pod = raw("x", labels={"status.autocrane.io/health": "error"}, annotations={
+        "status.autocrane.io/app": f"error/{stamp(90)}/probe: http 500", "status.autocrane.io/bad": "fatal/x/y",
+        "data.autocrane.io/m": "src", "request.data.autocrane.io/m": '{"version":"v2"}',
+        "status.data.autocrane.io/m": '{"version":"v1","deployedAt":null}'})
+    rollout = {"metadata": {"namespace": "ns", "name": "src"}, "spec": {"source": "src"},
+               "status": {"phase": "Progressing", "stageText": "2/3", "target": "v2", "lastKnownGood": "v1"}}
+    (record,) = status.records([pod], [rollout])
+    assert record["namespace"] == "ns" and record["name"] == "x" and record["health"] == "error"
+    assert record["watchdogs"]["app"] == {"level": "error", "time": stamp(90), "message": "probe: http 500"}
+    assert record["watchdogs"]["bad"]["level"] == "unreadable"
+    assert record["data"] == {"m": {"source": "src", "requested": "v2", "acknowledged": "v1", "rollout": {
+        "name": "src", "phase": "Progressing", "stage": "2/3", "target": "v2", "lastKnownGood": "v1"}}}
