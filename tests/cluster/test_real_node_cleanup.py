@@ -88,8 +88,11 @@ def test_a_killed_runs_node_is_swept_by_the_next_start_and_a_stop_leaves_the_hos
                           start_new_session=True)
     log.close()
     try:
-        wait_until("the killed cluster to start", lambda: b"\nready." in (scratch / "up.log").read_bytes()
-                   or up.poll() is not None, 180)
+        try:
+            wait_until("the killed cluster to start", lambda: b"\nready in " in (scratch / "up.log").read_bytes()
+                       or up.poll() is not None, 300)
+        except AssertionError as timed_out:
+            raise AssertionError(f"{timed_out}; its log ends:\n{(scratch / 'up.log').read_text()[-3000:]}") from None
         assert up.poll() is None, (scratch / "up.log").read_text()[-3000:]
         _run_pod(killed_dir / "kubeconfig")
         killed = _claim_of(killed_dir / "node")
