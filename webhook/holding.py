@@ -13,16 +13,23 @@ is compared with what the group's ``AppRollout`` status records for the Deployme
 - the status could not be read (``status`` is None): an update that changes the template is held,
   and one that keeps the template keeps ``paused`` as it was. Holding only ever delays.
 
-Creates pass unchanged: a new Deployment has no version to protect.
+Creates pass unchanged: a new Deployment has no version to protect. A Deployment whose update
+removes the group label has left the group: it passes as it is (docs/app-rollouts.md, removal).
+
+:func:`parse` reads what a decision needs from an AdmissionReview, :func:`answer` turns the
+decision into one (pure both); ``webhook.server`` reads the ``AppRollout`` in between.
 """
 
 from __future__ import annotations
 
+import base64
 import dataclasses
+import json
 from collections.abc import Mapping
 from typing import Any
 
-from autocrane import approllouts
+from autocrane import approllouts, bodies
+from webhook import admission
 
 HELD = "held"
 PASSED = "passed"
@@ -75,3 +82,52 @@ def decide(operation: str, old: Mapping[str, Any] | None, new: Mapping[str, Any]
     if wanted in record.rejected:
         return _hold(f"template {wanted} was rejected; it stays paused on the last known good version", new)
     return _hold(f"template {wanted} is held until its stage is released", new)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Request:
+    """What :func:`decide` needs from one AdmissionReview of a Deployment."""
+
+    uid: str
+    operation: str
+    namespace: str
+    name: str
+    group: str | None
+    """The group of the new object (None: not, or no longer, in a group)."""
+    old: Mapping[str, Any] | None
+    new: Mapping[str, Any]
+
+
+def parse(review: object) -> Request:
+    """The request of an AdmissionReview v1 of a Deployment; ``admission.MalformedReview`` if it is none."""
+    request = admission.request_of(review)
+    new = request.get("object")
+    if not isinstance(new, Mapping):
+        raise admission.MalformedReview("request.object must be the Deployment")
+    old = request.get("oldObject")
+    meta = new.get("metadata")
+    labels = meta.get("labels") if isinstance(meta, Mapping) else None
+    name = request.get("name") or (meta.get("name") if isinstance(meta, Mapping) else "")
+    return Request(uid=request["uid"], operation=str(request.get("operation") or ""),
+                   namespace=str(request.get("namespace") or ""), name=str(name or ""),
+                   group=approllouts.group_of(labels if isinstance(labels, Mapping) else None),
+                   old=old if isinstance(old, Mapping) else None, new=new)
+
+
+def decide_request(request: Request, status: approllouts.Status | None) -> Decision:
+    """:func:`decide` for a parsed request; a Deployment outside any group passes."""
+    if request.group is None:
+        return Decision(PASSED, "not in a group (or it left its group)")
+    return decide(request.operation, request.old, request.new, request.name, status)
+
+
+def answer(request: Request, decision: Decision) -> bodies.AdmissionReview:
+    """The AdmissionReview for ``decision``: always allowed, with the pause as a JSON patch when one is
+    needed, the reason as an audit annotation, and a warning when the Deployment is held."""
+    response: bodies.AdmissionResponse = {"allowed": True, "auditAnnotations": {"hold": decision.reason[:256]}}
+    if decision.patch:
+        response["patchType"] = "JSONPatch"
+        response["patch"] = base64.b64encode(json.dumps(list(decision.patch)).encode()).decode()
+    if decision.verdict == HELD:
+        response["warnings"] = [f"held by AutoCrane (spec.paused): {decision.reason}"]
+    return admission.answer(request.uid, response)
