@@ -221,16 +221,18 @@ def _judge(work: _Work, spec: A.Spec, current: Sequence[objects.Deployment], see
     if not rolled:
         return _rolling(work, spec, current, seen.deployments, released_at, now)
     rolled_out_at = work.status.rolled_out_at or now
+    if work.status.rolled_out_at is None:
+        work.log.append(("stage rolled out", {"stage": stage, "seconds": round(now - released_at, 1)}))
     work.set(rolled_out_at=rolled_out_at)
     promote = bool(spec.promote) and spec.promote != work.status.observed_promote
     if promote:
         work.set(observed_promote=spec.promote)
         work.log.append(("stage promoted by hand", {"stage": stage}))
     elif now - rolled_out_at < spec.bake_seconds:
-        left = spec.bake_seconds - (now - rolled_out_at)
+        # No time left in the message: it would change the status (a write) every pass; phase_of shows it.
         work.set(phase=A.BAKING, reason="Baking",
-                 message=f"stage {stage}: baking {len(new_pods)} pod(s), {left:.0f}s left (until "
-                         f"{untrusted.rfc3339(rolled_out_at + spec.bake_seconds)})")
+                 message=f"stage {stage}: baking {len(new_pods)} pod(s) until "
+                         f"{untrusted.rfc3339(rolled_out_at + spec.bake_seconds)}")
         return False
     elif unsure := _inconclusive(new_pods, seen.unanswered):
         work.set(phase=A.BAKING, reason="Inconclusive",
