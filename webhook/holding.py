@@ -10,6 +10,10 @@ is compared with what the group's ``AppRollout`` status records for the Deployme
   ``T`` starts before the controller releases it. That holds on every update while it is held, so
   an apply that leaves ``paused`` out, or sets it false, does not release it;
 - the Deployment has no record yet (new to the group): it passes (nothing to protect yet);
+- a rejected template re-applied while its rollback still runs (the old object has the last known
+  good template and has not rolled it out yet) is refused (409): pausing it there would stop the
+  rollback half-way with pods of the rejected template running; a GitOps tool retries, and once
+  the rollback is done the re-apply is accepted and held;
 - the status could not be read (``status`` is None): an update that changes the template is held,
   and one that keeps the template keeps ``paused`` as it was. Holding only ever delays.
 
@@ -33,12 +37,13 @@ from webhook import admission
 
 HELD = "held"
 PASSED = "passed"
+REFUSED = "refused"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Decision:
     verdict: str
-    """``held`` or ``passed``."""
+    """``held``, ``passed`` or ``refused``."""
     reason: str
     """Why, in words (an audit annotation and the log line)."""
     patch: tuple[dict[str, Any], ...] = ()
@@ -62,6 +67,28 @@ def _hold(reason: str, new: Mapping[str, Any], paused: bool = True) -> Decision:
     return Decision(HELD, reason, ({"op": "add", "path": "/spec/paused", "value": paused},))
 
 
+def _rolling_back(old: Mapping[str, Any] | None, record: approllouts.Record) -> bool:
+    """The old object has the last known good template and has not fully rolled it out."""
+    if old is None or approllouts.template_hash(_template(old)) != record.last_known_good:
+        return False
+    def part(key: str) -> Mapping[str, Any]:
+        found = old.get(key) if old is not None else None
+        return found if isinstance(found, Mapping) else {}
+
+    meta, spec, status = part("metadata"), part("spec"), part("status")
+    if not status:
+        return False  # nothing observed yet: nothing seen rolling back
+
+    def number(parent: Mapping[str, Any], key: str, default: int = 0) -> int:
+        value = parent.get(key, default)
+        return value if isinstance(value, int) and not isinstance(value, bool) else default
+
+    replicas = number(spec, "replicas", 1)
+    updated = number(status, "updatedReplicas")
+    return (number(status, "observedGeneration") < number(meta, "generation") or updated < replicas
+            or number(status, "availableReplicas") < replicas or number(status, "replicas") > updated)
+
+
 def decide(operation: str, old: Mapping[str, Any] | None, new: Mapping[str, Any], name: str,
            status: approllouts.Status | None) -> Decision:
     """Hold or pass one admission of Deployment ``name``; ``status`` None: the AppRollout could not be read."""
@@ -80,6 +107,9 @@ def decide(operation: str, old: Mapping[str, Any] | None, new: Mapping[str, Any]
     if record.settled(wanted):
         return Decision(PASSED, f"template {wanted} is released or the last known good")
     if wanted in record.rejected:
+        if _rolling_back(old, record):
+            return Decision(REFUSED, f"template {wanted} was rejected and the rollback to {record.last_known_good} "
+                                     "is still rolling out; apply it again once that is done (it is then kept paused)")
         return _hold(f"template {wanted} was rejected; it stays paused on the last known good version", new)
     return _hold(f"template {wanted} is held until its stage is released", new)
 
@@ -122,8 +152,11 @@ def decide_request(request: Request, status: approllouts.Status | None) -> Decis
 
 
 def answer(request: Request, decision: Decision) -> bodies.AdmissionReview:
-    """The AdmissionReview for ``decision``: always allowed, with the pause as a JSON patch when one is
-    needed, the reason as an audit annotation, and a warning when the Deployment is held."""
+    """The AdmissionReview for ``decision``: allowed (but for a refusal), with the pause as a JSON patch when
+    one is needed, the reason as an audit annotation, and a warning when the Deployment is held."""
+    if decision.verdict == REFUSED:
+        return admission.answer(request.uid, {"allowed": False, "status": {
+            "code": 409, "reason": "Conflict", "message": f"autocrane: {decision.reason}"}})
     response: bodies.AdmissionResponse = {"allowed": True, "auditAnnotations": {"hold": decision.reason[:256]}}
     if decision.patch:
         response["patchType"] = "JSONPatch"

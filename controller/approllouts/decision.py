@@ -163,14 +163,15 @@ def _hold_later(work: _Work, pending: Sequence[objects.Deployment], stage: int) 
 def _settled(work: _Work, seen: Observed) -> Step:
     """Nothing pending: Healthy, or still RolledBack while a rejected template is applied (held).
 
-    A rejected template that runs pods is restored again (the restore was refused, say its
-    resourceVersion precondition lost a race with the Deployment controller); one that runs none
-    (re-applied by GitOps) is only kept paused."""
+    A rejected template that still runs pods is restored again (the restore was refused, say its
+    resourceVersion precondition lost a race with the Deployment controller, or the template was
+    re-applied while the rollback ran and the webhook was down); one that runs none (re-applied
+    by GitOps once the rollback was done) is only kept paused."""
     deployments = seen.deployments
     rejected = [d for d in deployments if d.template_hash in work.status.deployments.get(d.name, A.Record()).rejected]
     for d in rejected:
         record = work.status.deployments[d.name]
-        if not d.paused and record.last_known_good_template and _revision_pods([d], seen, lambda x: x.template_hash):
+        if record.last_known_good_template and _revision_pods([d], seen, lambda x: x.template_hash):
             work.actions.append(Action("restore", d, record.last_known_good_template))
         elif not d.paused:
             work.actions.append(Action("hold", d))

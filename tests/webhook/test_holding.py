@@ -105,3 +105,22 @@ def test_a_review_without_the_deployment_is_malformed() -> None:
 
     with pytest.raises(admission.MalformedReview):
         holding.parse({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {"uid": "u"}})
+
+
+def _rolling(image: str, updated: int) -> dict[str, Any]:
+    found = _deployment(image)
+    found["metadata"]["generation"] = 4
+    found["status"] = {"observedGeneration": 4, "replicas": 3 + (3 - updated), "updatedReplicas": updated,
+                       "availableReplicas": 3}
+    return found
+
+
+def test_a_rejected_template_re_applied_while_the_rollback_runs_is_refused_and_after_it_held() -> None:
+    rejected = _status(rejected=(_hash("web:2"),))
+    during = holding.decide("UPDATE", _rolling("web:1", updated=1), _deployment("web:2"), "web", rejected)
+    assert during.verdict == holding.REFUSED and "still rolling out" in during.reason
+    request = holding.parse(_review("UPDATE", _rolling("web:1", updated=1), _deployment("web:2")))
+    response = holding.answer(request, during)["response"]
+    assert response["allowed"] is False and response["status"]["code"] == 409
+    after = holding.decide("UPDATE", _rolling("web:1", updated=3), _deployment("web:2"), "web", rejected)
+    assert after.verdict == holding.HELD and after.patch == PAUSE

@@ -336,3 +336,14 @@ def test_a_rejected_template_still_running_pods_is_restored_again() -> None:
     # the restore did not land: the Deployment still runs web:2, unpaused
     result = world.step(T0 + 3)
     assert [(a.verb, a.template) for a in result.actions] == [("restore", template("web:1"))]
+
+
+def test_a_rejected_template_paused_mid_rollback_with_its_pods_still_running_is_restored() -> None:
+    """Re-applied while the rollback ran and the webhook was down: paused half-way, the bad pods stay."""
+    world = _adopted(("web", 0))
+    _apply(world, "web", "web:2")
+    world.step(T0 + 1)
+    _roll_out(world, "web", "web:2", status=FAIL)
+    world.step(T0 + 2)
+    world.put(deployment("web", "web:2", paused=True, generation=5, observed=5))  # pods of web:2 still there
+    assert [(a.verb, a.template) for a in world.step(T0 + 3).actions] == [("restore", template("web:1"))]
