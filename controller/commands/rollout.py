@@ -120,18 +120,24 @@ async def _groups(api: kube.Api, namespace: str) -> list[dict[str, Any]]:
         return []
 
 
+async def _data(api: kube.Api, namespace: str) -> list[dict[str, Any]]:
+    try:
+        return await datarollouts.list_rollouts(api, namespace)
+    except errors.NotFound:  # no DataRollout CRD installed
+        return []
+
+
 async def _run(args: argparse.Namespace) -> int:
     api = await kube.Kube.connect(args.kubeconfig)
     try:
         groups = await _groups(api, args.namespace)
         if args.action == "list":
-            rollouts = await datarollouts.list_rollouts(api, args.namespace)
+            rollouts = await _data(api, args.namespace)
             print(listing(rollouts) + ("\n\n" + app_listing(groups) if groups else ""))
             return 0
         name = args.name
         app = next((g for g in groups if (g.get("metadata") or {}).get("name") == name), None)
-        data = None if args.action in APP_ONLY or args.kind == "app" else find(
-            await datarollouts.list_rollouts(api, args.namespace), name)
+        data = None if args.action in APP_ONLY or args.kind == "app" else find(await _data(api, args.namespace), name)
         chosen = choose(args.action, name, data, app, args.kind)
         if isinstance(chosen, str):
             print(f"autocrane rollout: {chosen} in namespace {args.namespace}")

@@ -127,4 +127,9 @@ def wait_phase(cluster: harness.Cluster, namespace: str, group: str, phase: str,
         ok = found.get("phase") == phase and all(found.get(k) == v for k, v in fields.items())
         return found if ok else {}
 
-    return wait_until(f"group {group} {phase} {fields or ''}", reached, timeout=timeout)
+    try:
+        return wait_until(f"group {group} {phase} {fields or ''}", reached, timeout=timeout)
+    except AssertionError as exc:
+        last = status(cluster, namespace, group)
+        raise AssertionError(f"{exc}; last status: phase {last.get('phase')} stage {last.get('stage')} "
+                             f"reason {last.get('reason')}: {last.get('message')}") from None

@@ -111,7 +111,7 @@ class Fleet:
             with contextlib.suppress(Exception):
                 for pod in self.cluster.core.list_namespaced_pod(self.namespace).items:
                     ip = pod.status.pod_ip
-                    if ip and pod.status.phase == "Running":
+                    if ip and pod.status.phase == "Running" and pod.metadata.deletion_timestamp is None:
                         self._names[ip] = pod.metadata.name
                         self._images[ip] = frozenset(c.image for c in pod.spec.containers)
                         if ip not in self._servers:

@@ -10,8 +10,11 @@ from the controller's own log lines, written once the AppRollout status they des
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -202,3 +205,86 @@ def test_a_lone_deployment_rolls_itself_back(world: World, logs_on_failure: None
     wait_until("the next release rolled out", lambda: kit.runs(cluster, ns, "lone", "registry.invalid/app:3"))
     done = kit.wait_phase(cluster, ns, "lone", "Healthy")
     assert done["deployments"]["lone"]["lastKnownGood"]["hash"] == kit.live_hash(cluster, ns, "lone")
+
+
+def _cli(world: World, *args: str) -> str:
+    done = subprocess.run([str(Path(sys.executable).parent / "autocrane"), "rollout", *args, "-n", world.namespace,
+                           "--kubeconfig", str(world.cluster.kubeconfig)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
+def test_v3_during_v2s_bake_rolls_back_to_v1_without_old_replica_sets_and_promote_abort_retry_from_the_cli(
+        world: World, logs_on_failure: None) -> None:
+    cluster, ns = world.cluster, world.namespace
+    body = world.deployment("cli", "cli", None)
+    body["spec"]["revisionHistoryLimit"] = 0  # old ReplicaSets are deleted: a rollback needs our own copy
+    kit.create_group(cluster, ns, "cli", body, bakeSeconds=600, progressDeadlineSeconds=60)
+    v2, v3 = "registry.invalid/app:2", "registry.invalid/app:flaky"
+    kit.set_image(cluster, ns, "cli", v2)
+    kit.wait_phase(cluster, ns, "cli", "Baking", stage=0)
+    wait_until("v1's ReplicaSet deleted", lambda: set(kit.replica_set_images(cluster, ns, "cli")) == {v2})
+    # v3 arrives while v2 bakes and fails: the rollback target stays v1 (v2 never passed its gate).
+    world.fleet.failing_images.add(v3)
+    kit.set_image(cluster, ns, "cli", v3)
+    kit.wait_phase(cluster, ns, "cli", "RolledBack", reason="Watchdog")
+    wait_until("back on v1", lambda: kit.runs(cluster, ns, "cli", GOOD))
+
+    # retry: the rejected v3, re-applied (held), rolls out again once its watchdog is fixed.
+    assert kit.set_image(cluster, ns, "cli", v3).spec.paused is True
+    world.fleet.failing_images.discard(v3)
+    assert "retried" in _cli(world, "retry", "cli")
+    kit.wait_phase(cluster, ns, "cli", "Baking", stage=0)
+    # promote: pass the 600 s bake now; v3 becomes the last known good.
+    assert "promoted" in _cli(world, "promote", "cli")
+    done = kit.wait_phase(cluster, ns, "cli", "Healthy")
+    assert kit.runs(cluster, ns, "cli", v3)
+    assert done["deployments"]["cli"]["lastKnownGood"]["hash"] == kit.live_hash(cluster, ns, "cli")
+    # abort: roll the baking release back now, to v3.
+    kit.set_image(cluster, ns, "cli", "registry.invalid/app:5")
+    kit.wait_phase(cluster, ns, "cli", "Baking", stage=0)
+    assert "aborted" in _cli(world, "abort", "cli")
+    kit.wait_phase(cluster, ns, "cli", "RolledBack", reason="Abort")
+    wait_until("back on v3", lambda: kit.runs(cluster, ns, "cli", v3))
+    status_text = subprocess.run([str(Path(sys.executable).parent / "autocrane"), "status", "-n", ns, "--kubeconfig",
+                                  str(cluster.kubeconfig)], capture_output=True, text=True, timeout=60).stdout
+    assert f"group {ns}/cli: RolledBack" in status_text and "autocrane rollout retry cli" in status_text
+
+
+def test_old_revision_pods_failing_too_hold_the_stage_without_rollback_until_the_environment_heals(
+        world: World, logs_on_failure: None) -> None:
+    cluster, ns = world.cluster, world.namespace
+    old, new = "registry.invalid/app:env-1", "registry.invalid/app:env-2"
+    kit.create_group(cluster, ns, "env", world.deployment("env-canary", "env", 0, image=old),
+                     world.deployment("env-zone", "env", 1, image=old), bakeSeconds=1, progressDeadlineSeconds=60)
+    world.fleet.failing_images.update({old, new})  # the environment fails: every pod, old and new
+    for name in ("env-canary", "env-zone"):
+        kit.set_image(cluster, ns, name, new)
+    stuck = kit.wait_phase(cluster, ns, "env", "Stuck", reason="BaselineFailing")
+    assert "held without rollback" in stuck["message"]
+    assert kit.image_of(cluster.apps.read_namespaced_deployment("env-canary", ns)) == new
+    assert not world.lines("deployment written", verb="restore", deployment=f"{ns}/env-canary")
+    assert kit.deployment_events(cluster, ns, "env-canary", "BaselineFailing")
+    world.fleet.failing_images.difference_update({old, new})  # healed: the stage goes on
+    wait_until("both stages on the new template", lambda: all(
+        kit.runs(cluster, ns, n, new) for n in ("env-canary", "env-zone")), timeout=60)
+    kit.wait_phase(cluster, ns, "env", "Healthy")
+
+
+def test_with_the_webhook_down_updates_pass_and_the_controller_holds_the_later_stages(
+        world: World, logs_on_failure: None) -> None:
+    """failurePolicy Ignore (last in the module: it stops the injector)."""
+    cluster, ns = world.cluster, world.namespace
+    v2 = "registry.invalid/app:2"
+    kit.create_group(cluster, ns, "down", world.deployment("down-canary", "down", 0),
+                     world.deployment("down-zone", "down", 1), bakeSeconds=2, progressDeadlineSeconds=60)
+    assert world.injector is not None
+    world.injector.stop()
+    for name in ("down-canary", "down-zone"):
+        assert kit.set_image(cluster, ns, name, v2).spec.paused is not True, "admitted unheld: the webhook is down"
+    wait_until("the controller pauses the later stage", lambda: world.lines(
+        "deployment written", verb="hold", deployment=f"{ns}/down-zone"))
+    wait_until("both stages on the new template, one after the other", lambda: all(
+        kit.runs(cluster, ns, n, v2) for n in ("down-canary", "down-zone")), timeout=60)
+    released = [line["stage"] for line in world.lines("stage released", group="down")]
+    assert released == [0, 1]
