@@ -149,12 +149,12 @@ class DataFleet:
     def _start_deployer(self, ip: str, notes_file: Path) -> None:
         root = self.dir / ip / "root"
         root.mkdir(parents=True, exist_ok=True)
-        self.deployers[ip] = subprocess.Popen(
-            [AUTOCRANE, "datadeployer", "--mode", "sidecar", "--repository", self.repository, "--root", str(root),
-             "--annotations-file", str(notes_file), "--host", ip, "--port", str(self.status_port),
-             "--poll-seconds", "0.1", "--log-format", "text"],
-            stdout=(self.dir / ip / "datadeployer.log").open("wb"), stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        with (self.dir / ip / "datadeployer.log").open("ab") as log:  # the child keeps its own descriptor
+            self.deployers[ip] = subprocess.Popen(
+                [AUTOCRANE, "datadeployer", "--mode", "sidecar", "--repository", self.repository, "--root",
+                 str(root), "--annotations-file", str(notes_file), "--host", ip, "--port", str(self.status_port),
+                 "--poll-seconds", "0.1", "--log-format", "text"],
+                stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
 
     def _sync(self) -> None:
         for pod in self.cluster.core.list_namespaced_pod(self.namespace).items:
