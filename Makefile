@@ -1,5 +1,6 @@
 # The two commands of the README. Everything else here is what they need.
-#   make dev   - AutoCrane on a local control plane (built from Go modules on first use);
+#   make dev   - AutoCrane installed by helm on a local cluster's real node (built from Go modules
+#                on first use), with a sample app reading a data set you can edit;
 #                make dev CLUSTER=path/to/kubeconfig installs the chart on that cluster instead
 #                (its nodes must be able to pull the images: HELM_ARGS="--set image.repository=...")
 #   make test  - lint and the whole test suite, including the real-control-plane tests

@@ -275,6 +275,9 @@ class Kube:
         name = body["metadata"]["name"]
         return await self.request("PUT", f"/api/v1/namespaces/{namespace}/secrets/{name}", body=body)
 
+    async def get_deployment(self, namespace: str, name: str) -> Body:
+        return await self.request("GET", f"/apis/apps/v1/namespaces/{namespace}/deployments/{name}")
+
     async def get_mutating_webhook_configuration(self, name: str) -> Body:
         return await self.request("GET", f"{_MWC}/{name}")
 

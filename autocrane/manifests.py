@@ -13,10 +13,16 @@ requested version's archive and sha256. JSON, camelCase::
 
 The repository-wide manifest is ``{"sources": {"<name>": <source manifest>}}``.
 
+A ``DataRollout`` is per namespace and source, so the last known good is too: the controller
+writes its namespace's (``PUT .../last-known-good`` with ``"namespace"``), kept in
+``"lastKnownGoodByNamespace": {"<namespace>": "<id>"}`` (absent while empty). ``lastKnownGood``
+is the source's own: the first version, then the newest any namespace's rollout completed; a
+namespace without an entry of its own falls back to it (:meth:`SourceManifest.for_namespace`).
+
 A version id is ``<creation time>-<first 12 hex of the sha256>``: sortable by time, unique by
 content, and safe as a path component. ``lastKnownGood`` is the version a pod falls back to when
 no request arrives in time: the first version a source ever had, until the controller sets it
-(``PUT /v1/sources/<name>/last-known-good``). It is never removed by retention.
+(``PUT /v1/sources/<name>/last-known-good``). No last known good is ever removed by retention.
 
 The controller asks a pod for a version with the annotation
 ``request.data.autocrane.io/<name>: {"version": "<id>", "sha256": "<hex>"}`` (``sha256``
@@ -40,6 +46,7 @@ _SEGMENT = r"[a-z0-9]([-a-z0-9_.]{0,61}[a-z0-9])?"
 _SOURCE = re.compile(rf"{_SEGMENT}(/{_SEGMENT})*")
 _VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.]*(-[A-Za-z0-9_.]+)*")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
+_NAMESPACE = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 MAX_REQUEST_BYTES = 4096
 """Longest ``request.data.autocrane.io/<name>`` value read (the controller writes about 110 bytes)."""
 MAX_REQUEST_DEPTH = 4
@@ -66,6 +73,13 @@ def check_version(version: object, what: str = "version") -> str:
         raise ManifestError(
             f"{what} {untrusted.shown(version)}: expected [A-Za-z0-9_.-], starting alphanumeric, at most 128")
     return version
+
+
+def check_namespace(namespace: object, what: str = "namespace") -> str:
+    """A Kubernetes namespace name (an RFC 1123 label)."""
+    if not isinstance(namespace, str) or not _NAMESPACE.fullmatch(namespace):
+        raise ManifestError(f"{what} {untrusted.shown(namespace)}: expected a namespace name ([a-z0-9-], at most 63)")
+    return namespace
 
 
 def check_sha256(value: object, what: str = "sha256") -> str:
@@ -133,18 +147,36 @@ class SourceManifest:
     versions: tuple[Version, ...] = ()
     """Oldest first."""
     last_known_good: str | None = None
-    """The version to fall back to, if any."""
+    """The source's version to fall back to, if any."""
+    namespaces: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    """Namespace -> the last known good of that namespace's rollout."""
 
     def find(self, version: str) -> Version | None:
         return next((v for v in self.versions if v.version == version), None)
+
+    def for_namespace(self, namespace: str | None) -> SourceManifest:
+        """This manifest as ``namespace``'s rollout sees it: its own last known good, else the source's."""
+        if namespace is None or namespace not in self.namespaces:
+            return self
+        return dataclasses.replace(self, last_known_good=self.namespaces[namespace])
+
+    def newer(self, version: str, than: str | None) -> bool:
+        """Whether ``version`` comes after ``than`` in this manifest (anything is newer than a missing one)."""
+        order = {v.version: i for i, v in enumerate(self.versions)}
+        if version not in order:
+            return False
+        return than is None or than not in order or order[version] > order[than]
 
     @property
     def latest(self) -> Version | None:
         return self.versions[-1] if self.versions else None
 
     def to_json(self) -> dict[str, Any]:
-        return {"source": self.source, "lastKnownGood": self.last_known_good,
-                "versions": [v.to_json() for v in self.versions]}
+        body: dict[str, Any] = {"source": self.source, "lastKnownGood": self.last_known_good,
+                                "versions": [v.to_json() for v in self.versions]}
+        if self.namespaces:
+            body["lastKnownGoodByNamespace"] = dict(sorted(self.namespaces.items()))
+        return body
 
     @classmethod
     def from_json(cls, data: Any, where: str = "manifest") -> SourceManifest:
@@ -156,8 +188,15 @@ class SourceManifest:
         lkg = data.get("lastKnownGood")
         if lkg is not None:
             check_version(lkg, f"{where}.lastKnownGood")
+        scoped = data.get("lastKnownGoodByNamespace")
+        scoped = {} if scoped is None else scoped
+        if not isinstance(scoped, Mapping):
+            raise ManifestError(f"{where}.lastKnownGoodByNamespace: expected an object")
+        namespaces = {check_namespace(ns, f"{where}.lastKnownGoodByNamespace key"):
+                      check_version(v, f"{where}.lastKnownGoodByNamespace.{ns}") for ns, v in scoped.items()}
         return cls(check_source(data.get("source"), f"{where}.source"),
-                   tuple(Version.from_json(v, f"{where}.versions[{i}]") for i, v in enumerate(versions)), lkg)
+                   tuple(Version.from_json(v, f"{where}.versions[{i}]") for i, v in enumerate(versions)), lkg,
+                   namespaces)
 
 
 def parse_manifest(text: str | bytes) -> dict[str, SourceManifest]:

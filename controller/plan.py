@@ -68,10 +68,15 @@ class AppRolloutStatus:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class LastKnownGood:
-    """Tell the data repository the last known good version of a source (its init fallback)."""
+    """Tell the data repository the last known good version of a source (its init fallback).
+
+    One per rollout: with ``namespace`` the repository keeps it as that namespace's, so two
+    namespaces sharing a source never overwrite each other's.
+    """
 
     source: str
     version: str
+    namespace: str | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -7,9 +7,10 @@ import os
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
 
-from devcluster import build, controlplane, images, linuxhost, nodeclaim, stack
+from devcluster import build, controlplane, helmstack, images, linuxhost, nodeclaim, stack
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -28,13 +29,16 @@ def _parser() -> argparse.ArgumentParser:
                        f"on a base made from Debian packages, into {images.images_dir()}; print refs and sizes.")
     i.add_argument("--force", action="store_true", help="rebuild the base and every image even when cached")
     up = sub.add_parser("up", help="run a local cluster in the foreground until Ctrl-C",
-                        description="Start a local cluster, print its kubeconfig, and keep it running "
-                        "until interrupted (Ctrl-C or SIGTERM); everything is stopped on exit.")
+                        description="Start a local cluster, install AutoCrane with helm from the images built "
+                        "here onto its real node, deploy a sample app that reads a data set from the chart's "
+                        "repository, print what to try, and keep it all running until interrupted (Ctrl-C or "
+                        "SIGTERM); everything is stopped on exit. Without a real node (not Linux, not root) "
+                        "AutoCrane runs as local processes beside KWOK instead, and the sample gets no data.")
     up.add_argument("--dir", type=Path, default=build.cache_dir() / "devcluster",
                     help="cluster directory; its kubeconfig is DIR/kubeconfig (default: %(default)s)")
     up.add_argument("--nodes", type=int, default=3, help="fake KWOK nodes (default: %(default)s)")
     up.add_argument("--cluster-only", action="store_true",
-                    help="only the control plane: no AutoCrane programs, no sample workload")
+                    help="only the control plane: no AutoCrane, no sample workload")
     up.add_argument("--no-real-node", action="store_true",
                     help="no real kubelet node (by default one starts where the host can run it: Linux, root)")
     sub.add_parser("sweep", help="release what killed runs' real nodes left on this host",
@@ -54,16 +58,25 @@ def _up(directory: Path, nodes: int, with_autocrane: bool, real_node: bool) -> i
         signal.signal(sig, lambda *_: stop.set())
     print("starting the local control plane (the first run builds binaries: tens of minutes)", file=sys.stderr)
     options = controlplane.Options(nodes=nodes, real_node="auto" if real_node else "off")
+    started = time.monotonic()
     with controlplane.ControlPlane.start(options, directory=directory) as plane:
         kubectl = build.bin_dir() / "kubectl"
-        print(controlplane.environment_summary(plane))
-        autocrane = stack.Stack(plane) if with_autocrane else None
+        print(controlplane.environment_summary(plane), flush=True)
+        autocrane: helmstack.HelmStack | stack.Stack | None = None
+        if with_autocrane and plane.node is not None:
+            autocrane = helmstack.HelmStack(plane)
+        elif with_autocrane:
+            print("devcluster: no real node here, so the chart cannot run: falling back to AutoCrane as local "
+                  "processes beside KWOK, with a stand-in running the sample app on each pod's IP (no data "
+                  "sets: KWOK runs no datadeployer)", file=sys.stderr, flush=True)
+            autocrane = stack.Stack(plane)
         try:
             if autocrane is not None:
                 autocrane.start()
                 print(autocrane.summary())
-            print(f"\nready. In another shell:\n  export KUBECONFIG={plane.kubeconfig}\n"
-                  f"  {kubectl if kubectl.exists() else 'kubectl'} get pods -A\n\nCtrl-C stops the cluster.",
+            print(f"\nready in {time.monotonic() - started:.0f}s. In another shell:\n"
+                  f"  export KUBECONFIG={plane.kubeconfig}\n"
+                  f"  {kubectl if kubectl.exists() else 'kubectl'} get pods -A\n\nCtrl-C stops everything.",
                   flush=True)
             while not stop.wait(1.0):
                 plane.check_alive()

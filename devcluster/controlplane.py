@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from devcluster import build, certs, linuxhost, node, nodeclaim
+from devcluster import build, certs, linuxhost, node, nodeclaim, volumes
 
 KWOK_NODE_ANNOTATION = "kwok.x-k8s.io/node"
 SERVICE_CIDR = "10.96.0.0/24"
@@ -78,6 +78,8 @@ class Options:
     this host can run it and says why not elsewhere; ``required`` fails instead."""
     node_app_images: bool = True
     """Import AutoCrane's images into the real node (``devcluster.images``), not only its own."""
+    volumes: bool = True
+    """The default StorageClass and its provisioner (:mod:`devcluster.volumes`), for PersistentVolumeClaims."""
 
     def client_rate_flags(self) -> list[str]:
         """The ``--kube-api-qps``/``--kube-api-burst`` flags for KCM and the scheduler (none by default)."""
@@ -173,6 +175,7 @@ class ControlPlane:
         self.api_port = free_port()
         self.server = f"https://{self.address}:{self.api_port}"
         self.node = node.RealNode(self, claim, with_app_images=options.node_app_images) if claim else None
+        self.volumes = volumes.Provisioner(self) if options.volumes else None
         self.node_status = node_status
         """One line: the real node, or why there is none."""
         self.kubeconfig = directory / "kubeconfig"
@@ -252,6 +255,8 @@ class ControlPlane:
         if self.node is not None:
             self.node.start()
             self.node_status = self.node.describe()
+        if self.volumes is not None:
+            self.volumes.start()
 
     def stop(self) -> None:
         """Stop every process, newest first, each before the next: SIGTERM, then SIGKILL after a grace period.
@@ -259,6 +264,8 @@ class ControlPlane:
         One at a time because each may need those started before it to stop well: the apiserver
         withdraws its ``kubernetes`` endpoint from etcd (with etcd gone it waits out the grace period).
         """
+        if self.volumes is not None:
+            self.volumes.stop()
         for proc in reversed(self.processes):
             _terminate(proc)
         self.processes.clear()
@@ -414,6 +421,10 @@ class ControlPlane:
     def create(self, path: str, body: dict[str, object]) -> None:
         """POST ``body`` to the API path (admin credentials)."""
         self._request("POST", path, body)
+
+    def delete(self, path: str) -> None:
+        """DELETE the API path (admin credentials); already gone is fine."""
+        self._request("DELETE", path)
 
     def get(self, path: str) -> dict[str, Any] | None:
         """GET an API path; None when it does not exist."""

@@ -18,15 +18,21 @@ For clusters without cert-manager. Each pass (:meth:`SelfSigned.step`, every ``i
    has passed, when the CA changed, or when the wanted names changed, and install it into the
    live SSLContext (webhook/tls.py).
 
+With ``owner_deployment`` (the chart passes the webhook's own Deployment) the CA Secret carries an
+ownerReference to that Deployment, set when it is created and added to a Secret made before, so
+``helm uninstall`` (which deletes the Deployment) has the garbage collector delete the Secret too:
+Helm never made it and would leave it behind.
+
 A failed pass is logged and retried after ``retry_interval``; the old certificate keeps being
 served meanwhile. Needs RBAC: get/create/update on the Secret in our namespace, get/patch on
-the MutatingWebhookConfiguration.
+the MutatingWebhookConfiguration, and get on the owner Deployment (by name).
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import datetime
 import ipaddress
 import logging
@@ -50,6 +56,7 @@ class KubePort(Protocol):
     async def replace_secret(self, namespace: str, body: Body) -> Body: ...
     async def get_mutating_webhook_configuration(self, name: str) -> Body: ...
     async def json_patch_mutating_webhook_configuration(self, name: str, operations: list[Body]) -> Body: ...
+    async def get_deployment(self, namespace: str, name: str) -> Body: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +79,8 @@ class SelfSignedSettings:
     """Seconds between passes; a renewal is noticed at most this late."""
     retry_interval: float = 5.0
     """Seconds before retrying a pass that failed."""
+    owner_deployment: str | None = None
+    """The Deployment (in ``namespace``) that owns the CA Secret: deleting it deletes the Secret."""
 
     def dns_names(self) -> list[str]:
         base = [self.service, f"{self.service}.{self.namespace}", f"{self.service}.{self.namespace}.svc",
@@ -132,13 +141,35 @@ class SelfSigned:
     clock: Callable[[], datetime.datetime] = tls.utcnow
     serving: tls.KeyPair | None = field(default=None, init=False)
     """The pair installed last by this loop."""
+    _owner: Body | None = field(default=None, init=False)
 
-    def _secret(self, ca: tls.KeyPair, resource_version: str | None = None) -> Body:
+    async def owner(self) -> Body | None:
+        """The ownerReference to ``owner_deployment`` (looked up once), or None without one.
+
+        A failed lookup is logged and the Secret is written without it this pass: serving matters
+        more than its clean-up, and the next pass adds it.
+        """
+        name = self.settings.owner_deployment
+        if name is None or self._owner is not None:
+            return self._owner
+        try:
+            deployment = await self.kube.get_deployment(self.settings.namespace, name)
+        except errors.KubeError as error:
+            log.warning("the CA Secret's owner Deployment cannot be read; the Secret stays without "
+                        "an ownerReference for now", extra={"deployment": name, "error": str(error)})
+            return None
+        self._owner = {"apiVersion": "apps/v1", "kind": "Deployment", "name": name,
+                       "uid": deployment["metadata"]["uid"]}
+        return self._owner
+
+    def _secret(self, ca: tls.KeyPair, resource_version: str | None = None, owner: Body | None = None) -> Body:
         metadata: Body = {"name": self.settings.secret_name, "namespace": self.settings.namespace,
                           "labels": {"app.kubernetes.io/managed-by": "autocrane",
                                      "app.kubernetes.io/component": "webhook"}}
         if resource_version:
             metadata["resourceVersion"] = resource_version
+        if owner is not None:
+            metadata["ownerReferences"] = [owner]
         return {"apiVersion": "v1", "kind": "Secret", "metadata": metadata, "type": "Opaque",
                 "data": {"ca.crt": _b64(ca.cert_pem), "ca.key": _b64(ca.key_pem)}}
 
@@ -159,24 +190,31 @@ class SelfSigned:
     async def ensure_ca(self, now: datetime.datetime) -> tls.KeyPair:
         """The CA every replica uses, created or rotated here if needed."""
         namespace, name = self.settings.namespace, self.settings.secret_name
+        owner = await self.owner()
         try:
             secret = await self.kube.get_secret(namespace, name)
         except errors.NotFound:
             ca = self._new_ca(now)
             try:
-                await self.kube.create_secret(namespace, self._secret(ca))
+                await self.kube.create_secret(namespace, self._secret(ca, owner=owner))
                 log.info("created the webhook CA", extra={"secret": f"{namespace}/{name}",
                                                            "ca": tls.describe(ca.cert_pem).subject})
                 return ca
             except errors.AlreadyExists:  # another replica won the race: use its CA
                 secret = await self.kube.get_secret(namespace, name)
         ca_or_none = self._read_ca(secret)
+        version = secret["metadata"].get("resourceVersion")
         if ca_or_none is not None and not tls.renewal_due(ca_or_none.cert_pem, now):
+            if owner is not None and owner not in (secret["metadata"].get("ownerReferences") or []):
+                with contextlib.suppress(errors.Conflict):  # changed meanwhile: the next pass adds it
+                    await self.kube.replace_secret(namespace, self._secret(ca_or_none, version, owner))
+                    log.info("the webhook CA Secret is now owned by its Deployment",
+                             extra={"secret": f"{namespace}/{name}", "deployment": owner["name"]})
             return ca_or_none
         ca = self._new_ca(now)
         why = "is unreadable" if ca_or_none is None else "reached 2/3 of its life"
         try:
-            await self.kube.replace_secret(namespace, self._secret(ca, secret["metadata"].get("resourceVersion")))
+            await self.kube.replace_secret(namespace, self._secret(ca, version, owner))
         except errors.Conflict:  # another replica rotated it first
             secret = await self.kube.get_secret(namespace, name)
             winner = self._read_ca(secret)

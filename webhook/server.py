@@ -299,6 +299,9 @@ def _parser() -> argparse.ArgumentParser:
     self_signed.add_argument("--service", help="the webhook's Service name (its DNS names go into the certificate)")
     self_signed.add_argument("--webhook-config-name", help="the MutatingWebhookConfiguration to keep the caBundle of")
     self_signed.add_argument("--ca-secret-name", default="autocrane-webhook-ca", help="default %(default)s")
+    self_signed.add_argument("--ca-secret-owner-deployment", metavar="NAME",
+                             help="the Deployment (in --namespace) that owns the CA Secret, so deleting it "
+                                  "(helm uninstall) deletes the Secret; needs get on that Deployment")
     self_signed.add_argument("--tls-san", action="append", default=[], metavar="NAME",
                              help="another DNS name or IP address for the certificate (repeatable)")
     self_signed.add_argument("--kubeconfig", type=Path,
@@ -342,7 +345,7 @@ async def serve(arguments: argparse.Namespace, injector: settings.InjectorSettin
         signer = selfsigned.SelfSigned(client, reloader, selfsigned.SelfSignedSettings(
             namespace=arguments.namespace, service=arguments.service,
             webhook_config_name=arguments.webhook_config_name, secret_name=arguments.ca_secret_name,
-            extra_names=tuple(arguments.tls_san)))
+            extra_names=tuple(arguments.tls_san), owner_deployment=arguments.ca_secret_owner_deployment))
         background.append(asyncio.create_task(signer.run(), name="self-signed"))
     else:
         reloader = tls.CertReloader(arguments.tls_cert_file, arguments.tls_key_file,

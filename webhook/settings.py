@@ -73,7 +73,7 @@ class InjectorSettings:
     """Default for pods without ``injector.autocrane.io/native-sidecar``: inject sidecars as init containers
     with ``restartPolicy: Always`` (needs Kubernetes >= 1.29). Pods meant to finish (restartPolicy Never or
     OnFailure, e.g. Jobs) always get native sidecars unless they opt out per pod."""
-    data_repository_url: str = "http://autocrane-datarepository.autocrane.svc:8080"
+    data_repository_url: str = "http://autocrane-datarepository.autocrane-system.svc:8080"
     """Base URL of the data repository the datadeployer downloads from."""
     store_location: str = options.DEFAULT_STORE_LOCATION
     """Store location for pods without ``store.autocrane.io/location``."""

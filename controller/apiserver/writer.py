@@ -81,7 +81,7 @@ class _Blocked:
 class Repository(Protocol):
     """The data repository's one write (``controller.datarollouts.repository.Repository`` has it)."""
 
-    async def set_last_known_good(self, source: str, version: str) -> None: ...
+    async def set_last_known_good(self, source: str, version: str, namespace: str | None = None) -> None: ...
 
 
 class Writer:
@@ -310,18 +310,17 @@ class Writer:
         return result
 
     async def set_last_known_good(self, lkg: plan.LastKnownGood) -> bool:
-        source, version = lkg.source, lkg.version
+        where = {"source": lkg.source, "version": lkg.version, "namespace": lkg.namespace}
         if self.repository is None:
             raise RuntimeError("this writer has no data repository to tell the last known good")
         try:
-            await self.repository.set_last_known_good(source, version)
+            await self.repository.set_last_known_good(lkg.source, lkg.version, lkg.namespace)
         except repository.RepositoryError as exc:
             metrics.DATA_WRITES.labels("repository_lkg", "error").inc()
-            log.warning("last known good not set in the repository", extra={
-                "source": source, "version": version, "error": str(exc)})
+            log.warning("last known good not set in the repository", extra={**where, "error": str(exc)})
             return False
         metrics.DATA_WRITES.labels("repository_lkg", "ok").inc()
-        log.info("last known good set in the repository", extra={"source": source, "version": version})
+        log.info("last known good set in the repository", extra=where)
         return True
 
     async def create_app_rollout(self, namespace: str, group: str) -> dict[str, Any] | None:

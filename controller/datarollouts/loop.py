@@ -9,8 +9,10 @@ only while leading. For every namespace and source its pods use:
 3. a first plan writes the new statuses (with their resourceVersion; a rollout whose status is
    refused, say 409, does nothing else this pass and decides again on fresh state); a second
    plan writes, for the rollouts whose status went through, the pods' requests (merged with the
-   acknowledgement mirror into one patch per pod), the repository's last known good and the
-   Events. The writer executes both (:mod:`controller.plan`).
+   acknowledgement mirror into one patch per pod), the repository's last known good (the
+   namespace's: the manifest is read through
+   :meth:`~autocrane.manifests.SourceManifest.for_namespace`) and the Events. The writer
+   executes both (:mod:`controller.plan`).
 
 A pod patch is not repeated while the informer still shows the version of the pod it was made
 on (our own write not seen yet), so informer lag never doubles a request.
@@ -207,8 +209,9 @@ class DataRollouts:
     def _decide(self, one: resource.Rollout, raw_status: object, manifest: dict[str, manifests.SourceManifest],
                 by_namespace: dict[str, list[pods.Pod]], acks: dict[str, dict[str, inpod.Ack]]) -> _Decided:
         """One rollout's step, and the status patch that records it."""
-        step = datarollout.step(one.spec, one.state, manifest.get(one.spec.source), by_namespace.get(one.namespace, []),
-                                acks, self.clock.time(), self.policy)
+        found = manifest.get(one.spec.source)
+        step = datarollout.step(one.spec, one.state, None if found is None else found.for_namespace(one.namespace),
+                                by_namespace.get(one.namespace, []), acks, self.clock.time(), self.policy)
         stages = len(one.spec.stages or self.policy.stages)
         new_status = resource.status_json(step.state, stages, one, self.clock.time())
         patch = resource.status_patch(one, raw_status if isinstance(raw_status, dict) else None, new_status)
@@ -235,7 +238,7 @@ class DataRollouts:
                     for d in stepped for r in d.step.requests]
         data = tuple(patch for patch in plan.data_patches(mirrored, requests) if not self._seen(patch))
         rest = plan.Plan(data=data, events=tuple(e for d in stepped for e in d.step.events), repository=tuple(
-            plan.LastKnownGood(d.rollout.spec.source, d.step.repository_lkg) for d in stepped
+            plan.LastKnownGood(d.rollout.spec.source, d.step.repository_lkg, d.rollout.namespace) for d in stepped
             if d.step.repository_lkg is not None))
         written = await self.writer.execute(rest, leading)
         for patch in data:

@@ -1,9 +1,11 @@
 """The controller's client of the data repository: read the manifest, set the last known good.
 
 ``GET /v1/manifest`` each pass that has pods with data sets (one small JSON document), and
-``PUT /v1/sources/<source>/last-known-good`` when a rollout completes (called by
-:mod:`controller.apiserver.writer`, the only writer). With a token file, requests carry
-``Authorization: Bearer <token>``, read from the file at each request so a rotated token is used.
+``PUT /v1/sources/<source>/last-known-good`` with the rollout's namespace when a rollout
+completes (called by :mod:`controller.apiserver.writer`, the only writer): the repository keeps
+one last known good per namespace, so two namespaces sharing a source never overwrite each
+other's. With a token file, requests carry ``Authorization: Bearer <token>``, read from the file
+at each request so a rotated token is used.
 """
 
 from __future__ import annotations
@@ -61,5 +63,6 @@ class Repository:
         except manifests.ManifestError as exc:
             raise RepositoryError(f"unusable manifest: {exc}") from None
 
-    async def set_last_known_good(self, source: str, version: str) -> None:
-        await self._call("PUT", f"/v1/sources/{urllib.parse.quote(source)}/last-known-good", {"version": version})
+    async def set_last_known_good(self, source: str, version: str, namespace: str | None = None) -> None:
+        body = {"version": version} | ({"namespace": namespace} if namespace else {})
+        await self._call("PUT", f"/v1/sources/{urllib.parse.quote(source)}/last-known-good", body)

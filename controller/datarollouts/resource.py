@@ -1,7 +1,7 @@
 """Rollout state in the cluster: the ``DataRollout`` custom resource (``autocrane.io/v1alpha1``).
 
 One namespaced ``DataRollout`` per source a namespace's pods use (the CRD is in
-``charts/autocrane/crds/``). The controller creates it when it first sees a pod using the
+``charts/autocrane/files/crds/``). The controller creates it when it first sees a pod using the
 source; people may create it first to choose stages and bake time. Its ``spec`` is people's:
 ``stages``, ``bakeSeconds``, ``progressDeadlineSeconds``, and the manual controls ``pinVersion``,
 ``promote``, ``abort``. Its ``status`` is the controller's, and the only memory a rollout has

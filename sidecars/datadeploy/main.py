@@ -6,8 +6,9 @@ reads when it probes the pod (see docs/data-plane.md).
 
 - ``init``: bring every declared data set to its requested version, then exit 0. A data set
   without a request after ``--request-timeout`` keeps a verified version already on disk, else
-  gets the repository's last-known-good version (the manifest's ``lastKnownGood``), and the
-  log says so. A data set that fails ``--max-failures`` times in a row ends the program with
+  gets the repository's last-known-good version for the pod's namespace (the manifest's
+  ``lastKnownGoodByNamespace`` entry, else its ``lastKnownGood``), and the log says so. A data
+  set that fails ``--max-failures`` times in a row ends the program with
   exit 1 and a message naming each failing data set and why.
 - ``sidecar``: serve the status endpoints and follow the requests for as long as the pod lives,
   one task per data set so a failing one never holds back the others; failures are retried
@@ -275,6 +276,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--annotations-file", type=Path, default=Path(DEFAULT_ANNOTATIONS),
                    help=f"downward-API file of the pod's annotations (default {DEFAULT_ANNOTATIONS})")
     p.add_argument("--token-file", type=Path, help="file holding the repository's bearer token")
+    p.add_argument("--namespace", default=os.environ.get("POD_NAMESPACE") or None,
+                   help="the pod's namespace, whose last known good is the fallback (default $POD_NAMESPACE)")
     p.add_argument("--request-timeout", type=float, default=90.0,
                    help="seconds to wait for a request before falling back to last known good (default 90)")
     p.add_argument("--max-failures", type=int, default=5, help="init: attempts per data set before exit 1")
@@ -304,7 +307,7 @@ def main(argv: list[str]) -> int:
         return 2
     settings = syncing.Settings(
         root=args.root, repository=fetching.Repository(args.repository, token),
-        limits=archives.Limits(args.max_entries, args.max_file_bytes, args.max_total_bytes))
+        limits=archives.Limits(args.max_entries, args.max_file_bytes, args.max_total_bytes), namespace=args.namespace)
     try:
         notifier = hooks.Notifier(args.notify_url) if args.notify_url and args.mode == "sidecar" else None
     except hooks.HookError as error:

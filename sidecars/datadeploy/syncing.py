@@ -36,6 +36,8 @@ class Settings:
     repository: fetching.Repository
     limits: archives.Limits = dataclasses.field(default_factory=archives.Limits)
     retry: fetching.Retry = dataclasses.field(default_factory=fetching.Retry)
+    namespace: str | None = None
+    """The pod's namespace: its rollout's last known good is the one to fall back to."""
 
     @property
     def downloads(self) -> Path:
@@ -43,9 +45,9 @@ class Settings:
 
 
 def last_known_good(settings: Settings, source: str) -> manifests.DataRequest:
-    """The repository's last-known-good version of ``source``, as a request."""
+    """The last-known-good version of ``source`` for this pod's namespace (else the source's), as a request."""
     try:
-        manifest = settings.repository.source(source)
+        manifest = settings.repository.source(source).for_namespace(settings.namespace)
     except fetching.FetchError as error:
         raise SyncError(f"cannot learn the last known good version: {error}") from error
     version = manifest.find(manifest.last_known_good) if manifest.last_known_good else None

@@ -3,19 +3,29 @@
 ======================================================  ==================================================
 ``GET /v1/manifest``                                    every source: ``{"sources": {name: manifest}}``
 ``GET /v1/sources/<source>``                            one source's manifest (versions oldest first)
-``PUT /v1/sources/<source>/last-known-good``            body ``{"version": "<id>"}`` (at most 4 KiB); the controller
+``PUT /v1/sources/<source>/last-known-good``            body ``{"version": "<id>", "namespace": "<ns>"}`` (at most
+                                                        4 KiB; ``namespace`` optional: the source's own); the controller
 ``GET /v1/archives/<sha256>.tar.gz``                    the archive; ``Range`` supported (resume)
 ``GET /livez``, ``/readyz``, ``/metrics``               health (``/readyz`` also lists each source's polls)
 ======================================================  ==================================================
 
-With a bearer token configured, every ``/v1`` request needs ``Authorization: Bearer <token>``
-(compared in constant time); health and metrics stay open for the kubelet and Prometheus.
+Two bearer tokens (``Authorization: Bearer <token>``, compared in constant time), each optional:
+
+- the **write token** guards the one write, ``PUT .../last-known-good`` (the controller's), and
+  is read from its file at each write, so a rotated Secret is picked up;
+- the **token** guards every ``/v1`` request, reads included (and writes, unless a write token
+  is set). Pods' datadeployers cannot mount a Secret of the repository's namespace, so the
+  chart leaves reads open and relies on the sha256 checks (docs/data-plane.md, "Threat model").
+
+Health and metrics stay open for the kubelet and Prometheus. ``/readyz`` is 503 until every
+source has a version; ``/livez`` is 503 while a poll is wedged (:mod:`sidecars.datarepo.polling`).
 Archives are immutable and content-addressed, so they are served with a long ``Cache-Control``.
 """
 
 from __future__ import annotations
 
 import hmac
+from collections.abc import Callable
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -29,12 +39,24 @@ MAX_LKG_BODY = 4096
 """Largest ``PUT .../last-known-good`` body read: ``{"version": "<id>"}`` is under 200 bytes."""
 
 
-def app(repo: store.Store, poller: polling.Poller, token: str | None = None) -> Starlette:
-    def authorized(request: Request) -> bool:
-        if not token:
-            return True
+def app(repo: store.Store, poller: polling.Poller, token: str | None = None,
+        write_token: Callable[[], str] | None = None) -> Starlette:
+    """``token`` guards every ``/v1`` request; ``write_token`` (called at each write) guards writes instead."""
+    def matches(request: Request, expected: str) -> bool:
         given = request.headers.get("authorization", "")
-        return hmac.compare_digest(given.encode(), f"Bearer {token}".encode())
+        return hmac.compare_digest(given.encode(), f"Bearer {expected}".encode())
+
+    def authorized(request: Request) -> bool:
+        return not token or matches(request, token)
+
+    def may_write(request: Request) -> bool:
+        if write_token is None:
+            return authorized(request)
+        try:
+            expected = write_token()
+        except OSError:
+            return False  # an unreadable token file refuses writes; it never opens them
+        return bool(expected) and matches(request, expected)
 
     def denied() -> Response:
         return PlainTextResponse("missing or wrong bearer token", 401, headers={"WWW-Authenticate": "Bearer"})
@@ -54,18 +76,19 @@ def app(repo: store.Store, poller: polling.Poller, token: str | None = None) -> 
         return JSONResponse(found.to_json())
 
     async def last_known_good(request: Request) -> Response:
-        if not authorized(request):
+        if not may_write(request):
             return denied()
         try:
             body = untrusted.json_value(await serving.read_body(request, MAX_LKG_BODY), what="body",
                                         max_bytes=MAX_LKG_BODY)
             version = manifests.check_version(body["version"])  # its error quotes the value cut short
+            namespace = None if body.get("namespace") is None else manifests.check_namespace(body["namespace"])
         except serving.BodyTooLarge as error:
             return error.response()
         except (ValueError, KeyError, TypeError) as error:
-            return PlainTextResponse(f'expected {{"version": "<id>"}}: {error}', 400)  # the messages cut values
+            return PlainTextResponse(f'expected {{"version": "<id>", "namespace": "<ns>"}}: {error}', 400)  # cut
         try:
-            updated = repo.set_last_known_good(request.path_params["source"], version)
+            updated = repo.set_last_known_good(request.path_params["source"], version, namespace)
         except KeyError as error:
             return PlainTextResponse(str(error.args[0]), 404)
         return JSONResponse(updated.to_json())
@@ -83,7 +106,7 @@ def app(repo: store.Store, poller: polling.Poller, token: str | None = None) -> 
                             headers={"Cache-Control": "public, max-age=31536000, immutable"})
 
     async def readyz(request: Request) -> Response:
-        body = {"ready": poller.ready(), "sources": {n: s.to_json() for n, s in sorted(poller.status.items())}}
+        body = poller.health()
         return JSONResponse(body, 200 if body["ready"] else 503)
 
     return Starlette(routes=[
@@ -91,7 +114,7 @@ def app(repo: store.Store, poller: polling.Poller, token: str | None = None) -> 
         Route("/v1/sources/{source:path}/last-known-good", last_known_good, methods=["PUT"]),
         Route("/v1/sources/{source:path}", source),
         Route("/v1/archives/{sha256}.tar.gz", archive),
-        serving.livez_route(),
+        serving.livez_route(alive=poller.wedged),
         Route("/readyz", readyz),
         metrics.route(),
     ])

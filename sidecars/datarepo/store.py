@@ -10,12 +10,14 @@
 A version is packed once: into ``tmp/``, then renamed to its hash (after the file is fsynced),
 and only then added to the manifest, which is replaced atomically. A crash leaves at worst an
 unreferenced archive, removed by the next garbage collection. Retention keeps the newest
-``keep`` versions plus the last known good; archives that no version references are deleted.
+``keep`` versions plus every last known good (the source's and each namespace's); archives that
+no version references are deleted.
 All changes go through one lock; readers get immutable snapshots.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import logging
@@ -98,19 +100,30 @@ class Store:
                 version = manifests.Version(version_id, sha, size, created, dict(snapshot.origin))
                 versions = (*current.versions, version)
                 lkg = current.last_known_good or version.version
-                self._write(manifests.SourceManifest(source, _retain(versions, keep, lkg), lkg))
+                kept = _retain(versions, keep, {lkg, *current.namespaces.values()})
+                self._write(manifests.SourceManifest(source, kept, lkg, current.namespaces))
                 self._collect()
                 return version
         finally:
             if os.path.exists(name):
                 os.unlink(name)
 
-    def set_last_known_good(self, source: str, version: str) -> manifests.SourceManifest:
+    def set_last_known_good(self, source: str, version: str, namespace: str | None = None) -> manifests.SourceManifest:
+        """Set the source's last known good, or (``namespace``) that namespace's rollout's.
+
+        A namespace's also becomes the source's when it is newer: the source's is what namespaces
+        without one of their own fall back to, the newest version a rollout completed.
+        """
         with self._lock:
             current = self._manifests.get(source)
             if current is None or current.find(version) is None:
                 raise KeyError(f"source {untrusted.shown(source)} has no version {version!r}")
-            updated = manifests.SourceManifest(source, current.versions, version)
+            if namespace is None:
+                updated = dataclasses.replace(current, last_known_good=version)
+            else:
+                lkg = version if current.newer(version, current.last_known_good) else current.last_known_good
+                updated = dataclasses.replace(current, last_known_good=lkg,
+                                              namespaces={**current.namespaces, namespace: version})
             self._write(updated)
             return updated
 
@@ -131,6 +144,6 @@ class Store:
                 path.unlink(missing_ok=True)
 
 
-def _retain(versions: tuple[manifests.Version, ...], keep: int, lkg: str) -> tuple[manifests.Version, ...]:
+def _retain(versions: tuple[manifests.Version, ...], keep: int, lkgs: set[str]) -> tuple[manifests.Version, ...]:
     newest = {v.version for v in versions[-keep:]}
-    return tuple(v for v in versions if v.version in newest or v.version == lkg)
+    return tuple(v for v in versions if v.version in newest or v.version in lkgs)

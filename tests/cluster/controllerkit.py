@@ -145,7 +145,7 @@ class ControllerProcess:
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> ControllerProcess:
-        with self.log_path.open("ab") as log:  # the child keeps its own copy of the descriptor
+        with self.log_path.open("wb") as log:  # the child has its own descriptor; ours would leak
             self.process = subprocess.Popen(self.command, stdout=log, stderr=subprocess.STDOUT,
                                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
         return self

@@ -38,7 +38,8 @@ from devcluster import downwardapi
 from tests.cluster import harness, podkit
 from tests.cluster.harness import wait_until
 
-CRD = Path(__file__).resolve().parents[2] / "charts" / "autocrane" / "crds" / "datarollouts.autocrane.io.yaml"
+CRD = Path(__file__).resolve().parents[2] / "charts" / "autocrane" / "files" / "crds" / "datarollouts.autocrane.io.yaml"
+"""The CRD as the chart renders it into templates (crds.install), without its labels and annotations."""
 AUTOCRANE = str(Path(sys.executable).parent / "autocrane")
 
 
@@ -149,10 +150,10 @@ class DataFleet:
     def _start_deployer(self, ip: str, notes_file: Path) -> None:
         root = self.dir / ip / "root"
         root.mkdir(parents=True, exist_ok=True)
-        with (self.dir / ip / "datadeployer.log").open("ab") as log:  # the child keeps its own descriptor
+        with (self.dir / ip / "datadeployer.log").open("wb") as log:  # the child has its own descriptor
             self.deployers[ip] = subprocess.Popen(
-                [AUTOCRANE, "datadeployer", "--mode", "sidecar", "--repository", self.repository, "--root",
-                 str(root), "--annotations-file", str(notes_file), "--host", ip, "--port", str(self.status_port),
+                [AUTOCRANE, "datadeployer", "--mode", "sidecar", "--repository", self.repository, "--root", str(root),
+                 "--annotations-file", str(notes_file), "--host", ip, "--port", str(self.status_port),
                  "--poll-seconds", "0.1", "--log-format", "text"],
                 stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
 

@@ -61,7 +61,10 @@ def test_helm_upgrade_install_runs_the_injector_in_a_restricted_namespace_and_un
     cluster.core.patch_namespace(namespace, {"metadata": {"labels": {
         "pod-security.kubernetes.io/enforce": "restricted"}}})
     release = "ac-chart"
-    install = ["upgrade", "--install", release, str(helmkit.CHART), "-n", namespace, "--wait=false"]
+    # crds.install=false: the CRD is cluster-wide, kept on uninstall, and owned by the first release
+    # that made it; Helm refuses to adopt it into another (test_platform.py installs it).
+    install = ["upgrade", "--install", release, str(helmkit.CHART), "-n", namespace, "--wait=false",
+               "--set", "crds.install=false"]
     try:
         first = helmkit.helm(*install, kubeconfig=cluster.kubeconfig)
         assert first.returncode == 0, first.stderr

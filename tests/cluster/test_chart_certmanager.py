@@ -107,6 +107,8 @@ def _values() -> dict[str, Any]:
         **_image_values(),
         "tls": {"mode": "cert-manager"},
         "controller": {"enabled": False},  # only the injector is under test
+        "dataRepository": {"enabled": False},
+        "crds": {"install": False},  # cluster-wide and kept: owned by whichever release made it first
         "webhook": {"nodeSelector": placement["nodeSelector"], "tolerations": placement["tolerations"]},
     }
 

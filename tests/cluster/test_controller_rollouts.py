@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from devcluster import build
+from devcluster import build, downwardapi
 from tests.cluster import harness
 from tests.cluster.controllerkit import (
     ControllerProcess,
@@ -275,3 +275,54 @@ def test_promote_abort_and_pin_from_the_command_line(cluster: harness.Cluster, n
         _cli(cluster, namespace, "pin", "models", "--clear")
         wait_until("back on the last known good once unpinned", lambda: _all_on(cluster, namespace, v1, 3))
         assert repo.manifest()["lastKnownGood"] == v1, "a pin never moves the last known good"
+
+
+def test_two_namespaces_sharing_a_source_keep_their_own_last_known_good(
+    cluster: harness.Cluster, namespace: str, tmp_path: Path
+) -> None:
+    """One namespace rolls v2 back, the other completes it: each writes its own last known good once,
+    and never the other's, pass after pass; a new pod of each falls back to its own."""
+    other = f"{namespace[:55]}-b"
+    cluster.create_namespace(other)
+    try:
+        status_port, watchdog_port = free_port(), free_port()
+        for ns in (namespace, other):
+            cluster.apps.create_namespaced_deployment(ns, _deployment("web", 2, watchdog_port))
+            ready_pods(cluster, ns, "web", 2)
+        _create_rollout(cluster, other, stages=["1", "100%"], bakeSeconds=1)
+        bad: list[str] = []
+
+        def broken(notes: Mapping[str, str]) -> bool:
+            return bool(bad) and _version(notes.get(REQUEST)) == bad[0]
+
+        with Repository() as repo, DataFleet(cluster, namespace, repo.url, status_port, watchdog_port, broken), \
+                DataFleet(cluster, other, repo.url, status_port, watchdog_port), \
+                controller(cluster, namespace, "--namespace", other, *_flags(repo, status_port, bake=600)) as proc:
+            (v1,) = repo.versions
+            for ns in (namespace, other):
+                wait_until(f"{ns}: every pod on v1", lambda ns=ns: _all_on(cluster, ns, v1, 2))
+            bad.append(v2 := repo.publish("v2"))
+            wait_until("rolled back here", lambda: _status(cluster, namespace).get("phase") == "RolledBack")
+            wait_until("completed there", lambda: _status(cluster, other).get("lastKnownGood") == v2, timeout=90)
+            wait_until("each namespace's last known good in the repository", lambda: repo.manifest().get(
+                "lastKnownGoodByNamespace") == {namespace: v1, other: v2})
+            assert repo.manifest()["lastKnownGood"] == v2, "the source's is the newest a rollout completed"
+            writes = proc.count("last known good set in the repository")
+            passes = proc.count("pass done")
+            wait_until("ten more passes", lambda: proc.count("pass done") >= passes + 10)
+            assert proc.count("last known good set in the repository") == writes == 2, \
+                "each namespace wrote its own once; nobody overwrites the other's every pass"
+
+            for ns, expected in ((namespace, v1), (other, v2)):
+                notes, root = tmp_path / f"{ns}.annotations", tmp_path / ns
+                notes.write_text(downwardapi.format_annotations({"data.autocrane.io/model": "models"}))
+                root.mkdir()
+                done = subprocess.run(
+                    [str(Path(sys.executable).parent / "autocrane"), "datadeployer", "--mode", "init",
+                     "--repository", repo.url, "--root", str(root), "--annotations-file", str(notes),
+                     "--request-timeout", "0", "--namespace", ns, "--log-format", "text"],
+                    capture_output=True, text=True, timeout=60)
+                assert done.returncode == 0, done.stdout + done.stderr
+                assert f"last known good version {expected}" in done.stdout + done.stderr, ns
+    finally:
+        cluster.delete_namespace(other)

@@ -66,7 +66,7 @@ def test_a_pod_runs_and_kubectl_logs_exec_and_port_forward_reach_it(
         assert wait_until("kubectl port-forward to answer", forwarded, 30) == f"{name} /forwarded\n"
     finally:
         forward.terminate()
-        forward.wait(10)
+        forward.communicate(timeout=10)  # reaps it and closes its pipe
 
 
 def test_a_service_of_two_pods_resolves_by_dns_and_routes_to_both(

@@ -26,6 +26,29 @@ def test_a_source_manifest_round_trips_through_json() -> None:
     assert parsed.find(version.version) == version and parsed.latest == version
 
 
+def test_each_namespace_sees_its_own_last_known_good_else_the_sources() -> None:
+    old, new = (manifests.Version(f"v{i}", SHA, 1, T) for i in (1, 2))
+    source = manifests.SourceManifest("m", (old, new), "v2", {"team-a": "v1"})
+    parsed = manifests.parse_manifest(json.dumps({"sources": {"m": source.to_json()}}))["m"]
+    assert parsed == source and source.to_json()["lastKnownGoodByNamespace"] == {"team-a": "v1"}
+    assert parsed.for_namespace("team-a").last_known_good == "v1"
+    assert parsed.for_namespace("team-b").last_known_good == "v2" and parsed.for_namespace(None) is parsed
+    assert "lastKnownGoodByNamespace" not in manifests.SourceManifest("m", (old,), "v1").to_json()
+    assert source.newer("v2", "v1") and not source.newer("v1", "v2") and source.newer("v1", None)
+    assert not source.newer("v9", "v1") and source.newer("v1", "gone")
+
+
+@pytest.mark.parametrize("scoped, message", [
+    ([], "lastKnownGoodByNamespace: expected an object"),
+    ({"Team": "v1"}, "lastKnownGoodByNamespace key 'Team'"),
+    ({"team": "../x"}, r"lastKnownGoodByNamespace\.team"),
+])
+def test_a_hostile_namespace_map_is_rejected_saying_where(scoped: object, message: str) -> None:
+    body = {"source": "m", "versions": [], "lastKnownGood": None, "lastKnownGoodByNamespace": scoped}
+    with pytest.raises(manifests.ManifestError, match=message):
+        manifests.SourceManifest.from_json(body, "sources.m")
+
+
 @pytest.mark.parametrize("mutate, message", [
     (lambda d: d.update(sha256="AB" * 32), "64 lower-case hex"),
     (lambda d: d.update(size=-1), "not a byte count"),

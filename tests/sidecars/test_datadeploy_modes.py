@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import logging
 import subprocess
@@ -58,6 +59,20 @@ def test_init_falls_back_to_last_known_good_without_a_request(tmp_path: Path, re
         assert asyncio.run(main.run_init(d, max_failures=3, poll=0)) == 0
     assert swap.Store(tmp_path / "root").current("ds").version == "v1"  # type: ignore[union-attr]
     assert d.status.get("ds").fallback and "falling back to the repository's last known good" in caplog.text
+
+
+def test_init_falls_back_to_its_own_namespaces_last_known_good_else_the_sources(
+        tmp_path: Path, repo: FakeRepository, url: str) -> None:
+    repo.add("src", "v1", tree_archive("v1"))
+    repo.add("src", "v2", tree_archive("v2"), lkg=True)
+    repo.sources["src"]["lastKnownGoodByNamespace"] = {"team-a": "v1"}  # team-a rolled v2 back
+    write_annotations(tmp_path / "annotations", {"ds": "src"}, {})
+    for namespace, expected in (("team-a", "v1"), ("team-b", "v2"), (None, "v2")):
+        root = tmp_path / f"root-{namespace}"
+        d = main.Deployer(dataclasses.replace(settings(root, url), namespace=namespace),
+                          podinfo.Watcher(tmp_path / "annotations"), status.Status(failure_threshold=60), 0)
+        assert asyncio.run(main.run_init(d, max_failures=3, poll=0)) == 0
+        assert swap.Store(root).current("ds").version == expected, namespace  # type: ignore[union-attr]
 
 
 def test_init_fails_clearly_without_request_or_last_known_good(tmp_path: Path, repo: FakeRepository, url: str,

@@ -216,7 +216,82 @@ def test_a_failing_source_does_not_stop_the_others(tmp_path: Path) -> None:
                   config.Source("ok", config.Directory(tmp_path / "ok")))
     assert poller.poll("bad") is False and "git fetch failed" in (poller.status["bad"].last_error or "")
     assert poller.poll("ok") is True
-    assert poller.ready()
+    assert not poller.ready() and poller.unready() == ["bad"]  # polled, but never successfully
+
+
+class Ticks:
+    """A monotonic clock the test moves."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_not_ready_until_every_source_has_a_version_from_this_run_or_the_volume(tmp_path: Path) -> None:
+    (tmp_path / "d").mkdir()
+    broken = config.Source("d", config.Git(f"file://{tmp_path}/missing"))
+    poller = make(tmp_path, broken)
+    assert not poller.ready()  # nothing polled yet
+    poller.poll("d")
+    assert not poller.ready() and poller.health()["unready"] == ["d"]
+    working = make(tmp_path, config.Source("d", config.Directory(tmp_path / "d")))
+    working.poll("d")
+    assert working.ready()
+    after_restart = make(tmp_path, broken)  # its upstream is down now, but the volume has its versions
+    assert after_restart.ready()
+    after_restart.poll("d")
+    assert after_restart.ready()
+
+
+def test_a_source_failing_for_long_is_stale_but_stays_ready_and_live(tmp_path: Path) -> None:
+    (tmp_path / "d").mkdir()
+    ticks = Ticks()
+    poller = polling.Poller(store.Store(tmp_path / "state", Clock()),
+                            [config.Source("d", config.Directory(tmp_path / "d")),
+                             config.Source("g", config.Git(f"file://{tmp_path}/missing"))],
+                            stale_after=300, monotonic=ticks)
+    poller.poll("d")
+    ticks.now += 299
+    assert poller.health()["stale"] == []
+    ticks.now += 2
+    assert poller.health()["stale"] == ["d", "g"]  # g never succeeded: counted from the start
+    poller.poll("d")
+    health = poller.health()
+    assert health["stale"] == ["g"] and health["sources"]["g"]["stale"] is True  # type: ignore[index]
+    assert polling.STALE.labels("g")._value.get() == 1 and polling.STALE.labels("d")._value.get() == 0
+    assert poller.wedged() is None
+
+
+def test_a_poll_that_never_returns_fails_liveness(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "d").mkdir()
+    ticks = Ticks()
+    poller = polling.Poller(store.Store(tmp_path / "state", Clock()),
+                            [config.Source("d", config.Directory(tmp_path / "d"))], stale_after=60, monotonic=ticks)
+    entered, release = threading.Event(), threading.Event()
+
+    def hang(*_: object) -> NoReturn:
+        entered.set()
+        release.wait(10)
+        raise OSError("released")
+
+    monkeypatch.setattr(polling.sources, "poll", hang)
+    thread = threading.Thread(target=poller.poll, args=("d",))
+    thread.start()
+    try:
+        assert entered.wait(10)
+        ticks.now += 59
+        assert poller.wedged() is None
+        ticks.now += 2
+        assert poller.wedged() == "polls running for over 60s (wedged): d"
+        with serve_asgi(server.app(poller.store, poller)) as base:
+            livez = httpx.get(f"{base}/livez")
+            assert livez.status_code == 503 and "wedged" in livez.text
+    finally:
+        release.set()
+        thread.join(10)
+    assert poller.wedged() is None
 
 
 def test_state_survives_a_restart(tmp_path: Path) -> None:
@@ -264,6 +339,33 @@ def test_the_api_requires_the_bearer_token_except_for_health(api: tuple[str, pol
     assert "autocrane_datarepository_polls_total" in httpx.get(f"{base}/metrics").text
 
 
+def test_with_a_write_token_reads_are_open_and_writes_need_it(tmp_path: Path) -> None:
+    (tmp_path / "d").mkdir()
+    poller = make(tmp_path, config.Source("d", config.Directory(tmp_path / "d")))
+    poller.poll("d")
+    version = poller.store.manifest("d").latest.version  # type: ignore[union-attr]
+    token_file = tmp_path / "write-token"
+    token_file.write_text("s3cret\n")
+
+    def write_token() -> str:
+        return token_file.read_text().strip() if token_file.exists() else ""
+
+    with serve_asgi(server.app(poller.store, poller, write_token=write_token)) as base:
+        assert httpx.get(f"{base}/v1/manifest").status_code == 200
+        assert httpx.get(f"{base}/v1/sources/d").status_code == 200
+        put = f"{base}/v1/sources/d/last-known-good"
+        body = {"version": version}
+        assert httpx.put(put, json=body).status_code == 401
+        assert httpx.put(put, json=body, headers={"Authorization": "Bearer wrong"}).status_code == 401
+        assert httpx.put(put, json=body, headers={"Authorization": "Bearer s3cret"}).status_code == 200
+        token_file.write_text("r0tated")  # a rotated Secret: the next write needs the new token
+        assert httpx.put(put, json=body, headers={"Authorization": "Bearer s3cret"}).status_code == 401
+        assert httpx.put(put, json=body, headers={"Authorization": "Bearer r0tated"}).status_code == 200
+        token_file.unlink()  # unreadable or empty: writes are refused, never opened
+        assert httpx.put(put, json=body).status_code == 401
+        assert httpx.put(put, json=body, headers={"Authorization": "Bearer"}).status_code == 401
+
+
 def test_the_controller_sets_the_last_known_good(api: tuple[str, polling.Poller], tmp_path: Path) -> None:
     base, poller = api
     auth = {"Authorization": "Bearer t0ken"}
@@ -274,6 +376,39 @@ def test_the_controller_sets_the_last_known_good(api: tuple[str, polling.Poller]
     assert answer.status_code == 200 and answer.json()["lastKnownGood"] == newest
     assert httpx.put(f"{base}/v1/sources/team/d/last-known-good", headers=auth,
                      json={"version": "nope"}).status_code == 404
+
+
+def test_each_namespace_keeps_its_own_last_known_good_and_the_source_moves_only_forward(tmp_path: Path) -> None:
+    data = tmp_path / "d"
+    data.mkdir()
+    poller = make(tmp_path, config.Source("d", config.Directory(data), keep=3))
+    ids = []
+    for i in range(3):
+        (data / "f").write_text(str(i))
+        poller.poll("d")
+        ids.append(poller.store.manifest("d").latest.version)  # type: ignore[union-attr]
+    v1, v2, v3 = ids
+    with serve_asgi(server.app(poller.store, poller)) as base:
+        put = f"{base}/v1/sources/d/last-known-good"
+        assert httpx.put(put, json={"version": v3, "namespace": "team-b"}).status_code == 200
+        answer = httpx.put(put, json={"version": v1, "namespace": "team-a"})  # team-a rolled back
+        assert answer.status_code == 200
+        assert answer.json()["lastKnownGoodByNamespace"] == {"team-a": v1, "team-b": v3}
+        assert answer.json()["lastKnownGood"] == v3, "the source's is the newest a rollout completed"
+        for body in ({"version": v1, "namespace": "Team_A"}, {"version": v1, "namespace": "a" * 64},
+                     {"version": v1, "namespace": 3}):
+            refused = httpx.put(put, json=body)
+            assert refused.status_code == 400 and "namespace" in refused.text
+        assert httpx.put(put, json={"version": v2}).json()["lastKnownGood"] == v2  # unscoped: the source's, as before
+        manifest = manifests.parse_manifest(httpx.get(f"{base}/v1/manifest").content)["d"]
+    assert manifest.for_namespace("team-a").last_known_good == v1
+    assert manifest.for_namespace("team-c").last_known_good == v2
+    (data / "f").write_text("newest")
+    again = make(tmp_path, config.Source("d", config.Directory(data), keep=1))  # restarted, keeping fewer
+    assert again.store.manifest("d").namespaces == {"team-a": v1, "team-b": v3}  # type: ignore[union-attr]
+    again.poll("d")
+    kept = [v.version for v in again.store.manifest("d").versions]  # type: ignore[union-attr]
+    assert kept[:3] == [v1, v2, v3] and len(kept) == 4, "retention keeps every last known good, and the newest"
 
 
 @pytest.mark.parametrize("document, message", [
@@ -288,3 +423,17 @@ def test_the_controller_sets_the_last_known_good(api: tuple[str, polling.Poller]
 def test_config_errors_name_the_key(document: Any, message: str) -> None:
     with pytest.raises(errors.ConfigError, match=message):
         config.parse(document)
+
+
+@pytest.mark.parametrize("flag", ["--token-file", "--write-token-file"])
+def test_an_empty_or_missing_token_file_stops_the_start_instead_of_opening_the_api(
+        tmp_path: Path, flag: str, capfd: pytest.CaptureFixture[str]) -> None:
+    from sidecars.datarepo import main
+
+    (tmp_path / "sources.yaml").write_text("sources: []\n")
+    (tmp_path / "empty").write_text("\n")
+    base = ["--config", str(tmp_path / "sources.yaml"), "--data-dir", str(tmp_path / "state"), "--log-format=text"]
+    assert main.main([*base, flag, str(tmp_path / "empty")]) == 2
+    assert f"{flag} {tmp_path / 'empty'}: the file is empty" in capfd.readouterr().err
+    assert main.main([*base, flag, str(tmp_path / "missing")]) == 2
+    assert "No such file" in capfd.readouterr().err

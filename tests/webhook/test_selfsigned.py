@@ -105,6 +105,7 @@ class MemoryApi:
         self.version = 100
         self.patches = 0
         self.before_create: list[Body] = []  # Secrets another replica creates just before ours
+        self.deployments: dict[tuple[str, str], Body] = {}
 
     def _bump(self, body: Body) -> Body:
         self.version += 1
@@ -133,6 +134,11 @@ class MemoryApi:
         self.secrets[key] = self._bump(copy.deepcopy(body))
         return copy.deepcopy(self.secrets[key])
 
+    async def get_deployment(self, namespace: str, name: str) -> Body:
+        if (namespace, name) not in self.deployments:
+            raise errors.NotFound(f"deployment {name}", status=404)
+        return copy.deepcopy(self.deployments[namespace, name])
+
     async def get_mutating_webhook_configuration(self, name: str) -> Body:
         if name not in self.configurations:
             raise errors.NotFound(name, status=404)
@@ -156,9 +162,10 @@ class Clock:
         return self.now
 
 
-def _replica(api: MemoryApi, clock: Clock) -> selfsigned.SelfSigned:
+def _replica(api: MemoryApi, clock: Clock, owner: str | None = None) -> selfsigned.SelfSigned:
     settings = selfsigned.SelfSignedSettings(namespace="autocrane", service="autocrane-webhook",
-                                             webhook_config_name="autocrane", extra_names=("127.0.0.1",))
+                                             webhook_config_name="autocrane", extra_names=("127.0.0.1",),
+                                             owner_deployment=owner)
     return selfsigned.SelfSigned(api, tls.CertReloader(), settings, clock=clock)
 
 
@@ -191,6 +198,32 @@ def test_a_second_pass_changes_nothing(api: MemoryApi) -> None:
     serial, patches = replica.reloader.current.serial, api.patches  # type: ignore[union-attr]
     asyncio.run(replica.step())
     assert replica.reloader.current.serial == serial and api.patches == patches  # type: ignore[union-attr]
+
+
+def test_the_ca_secret_is_owned_by_the_webhooks_deployment_so_deleting_it_deletes_the_secret(
+        api: MemoryApi) -> None:
+    clock = Clock(datetime.datetime.now(datetime.UTC))
+    owner = {"apiVersion": "apps/v1", "kind": "Deployment", "name": "ac-injector", "uid": "u-1"}
+    unowned = _replica(api, clock)  # an older webhook made the Secret without an owner
+    asyncio.run(unowned.step())
+    ca = _secret_ca(api)
+    assert "ownerReferences" not in api.secrets["autocrane", "autocrane-webhook-ca"]["metadata"]
+
+    replica = _replica(api, clock, owner="ac-injector")
+    asyncio.run(replica.step())  # the Deployment cannot be read yet: served all the same, no owner
+    assert replica.reloader.ready()
+    assert "ownerReferences" not in api.secrets["autocrane", "autocrane-webhook-ca"]["metadata"]
+    api.deployments["autocrane", "ac-injector"] = {"metadata": {"name": "ac-injector", "uid": "u-1"}}
+    asyncio.run(replica.step())
+    secret = api.secrets["autocrane", "autocrane-webhook-ca"]
+    assert secret["metadata"]["ownerReferences"] == [owner] and _secret_ca(api) == ca, "owned, same CA"
+    version = secret["metadata"]["resourceVersion"]
+    asyncio.run(replica.step())
+    assert api.secrets["autocrane", "autocrane-webhook-ca"]["metadata"]["resourceVersion"] == version
+
+    api.secrets.clear()  # a new install: the Secret is created owned
+    asyncio.run(_replica(api, clock, owner="ac-injector").step())
+    assert api.secrets["autocrane", "autocrane-webhook-ca"]["metadata"]["ownerReferences"] == [owner]
 
 
 def test_two_replicas_racing_to_create_the_ca_end_up_with_the_same_one(api: MemoryApi) -> None:

@@ -109,6 +109,57 @@ def test_a_standby_writes_nothing() -> None:
     assert fake_writer.writes == []
 
 
+class ScopedRepo(FakeRepo):
+    """Keeps last known goods per namespace, as the repository does, and records the writes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lkg = "b"
+        self.scoped: dict[str, str] = {}
+        self.puts: list[tuple[str, str, str | None]] = []
+
+    async def manifest(self) -> dict[str, manifests.SourceManifest]:
+        found = (await super().manifest())["models"]
+        return {"models": manifests.SourceManifest("models", found.versions, self.lkg, dict(self.scoped))}
+
+    async def set_last_known_good(self, source: str, version: str, namespace: str | None = None) -> None:
+        self.puts.append((source, version, namespace))
+        if namespace is None:
+            self.lkg = version
+        else:
+            self.scoped[namespace] = version
+
+
+def test_two_namespaces_sharing_a_source_each_write_their_own_last_known_good_once() -> None:
+    repo = ScopedRepo()
+    api = FakeApi()
+    for namespace, lkg in (("ns-a", "a"), ("ns-b", "b")):  # ns-a rolled b back, ns-b completed it
+        obj = resource.new_object(namespace, "models")
+        obj["metadata"] |= {"resourceVersion": "1", "generation": 1}
+        obj["status"] = {"phase": "RolledBack" if lkg == "a" else "Succeeded", "lastKnownGood": lkg,
+                         "held": ["b"] if lkg == "a" else []}
+        api.rollouts.append(obj)
+
+    class ScopedWriter(writer.Writer):
+        """The real writer with the real repository call; the status writes are accepted unsent."""
+
+        async def write_rollout_status(self, status: plan.RolloutStatus) -> str:
+            return "ok"
+
+        async def event(self, *args: Any) -> bool:
+            return True
+
+    snapshot = [pods.from_json(raw(f"web-{ns}", namespace=ns, annotations={"data.autocrane.io/model": "models"}))
+                for ns in ("ns-a", "ns-b")]
+    scoped_writer = ScopedWriter(api, identity="test", repository=repo)  # type: ignore[arg-type]
+    rollouts = datarollouts.DataRollouts(api, repo, FakeProber(), scoped_writer,  # type: ignore[arg-type]
+                                         time=clock.ManualClock(T0))
+    for _ in range(4):
+        asyncio.run(rollouts.run_pass(snapshot, lambda: True))
+    assert repo.puts == [("models", "a", "ns-a")], "ns-a's own once; ns-b agrees with the source's: no write"
+    assert repo.scoped == {"ns-a": "a"} and repo.lkg == "b"
+
+
 def test_a_declaration_the_datadeployer_refuses_is_left_out_and_said_once(caplog: pytest.LogCaptureFixture) -> None:
     api = FakeApi()
     fake_writer = FakeWriter(api)
