@@ -254,6 +254,10 @@ class RealNode:
             "evictionHard": {"memory.available": "100Mi", "nodefs.available": "1%", "imagefs.available": "1%",
                              "nodefs.inodesFree": "1%"},
             "shutdownGracePeriod": "0s",
+            # A pod's Secret and ConfigMap volumes are rewritten when the kubelet resyncs it: every
+            # syncFrequency (1 min by default) plus up to half again of jitter. 10 s lets the tests of
+            # certificate renewals wait seconds, not minutes; docs/injector.md gives both figures.
+            "syncFrequency": "10s",
         }
 
     def _start_kube_proxy(self) -> None:
