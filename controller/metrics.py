@@ -54,6 +54,17 @@ DATA_WRITES = metrics.counter(
 FAULTS = metrics.counter(
     AREA, "faults", "Pods and rollouts left out of a pass because handling them raised, by step (probe, status, "
     "eviction, acks, rollout...); each is also logged once.", ["step"])
+APP_WRITES = metrics.counter(
+    AREA, "app_rollout_writes", "Writes for app rollouts by kind (create, status, release, hold, restore) and result "
+    "(ok, conflict, gone, error).", ["kind", "result"])
+APP_ROLLBACKS = metrics.counter(AREA, "app_rollbacks", "App rollout stages rolled back, by reason (watchdog, "
+                                "deadline, abort).", ["reason"])
+APP_STAGE_DURATION = metrics.histogram(
+    AREA, "app_stage_duration", "seconds", "From a stage's release to its passing the gate (rolled out and baked).",
+    buckets=(1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200))
+APP_PHASE = metrics.gauge(AREA, "app_rollout_phase", "info",
+                          "1 on each app rollout group's current phase (Healthy, Progressing, Baking, RolledBack, "
+                          "Stuck, Paused).", ["namespace", "group", "phase"])
 REPOSITORY_READS = metrics.counter(AREA, "repository_reads", "Data repository manifest reads by result (ok, error).",
                                    ["result"])
 

@@ -5,7 +5,8 @@ the informers' current pods and probes every probe annotation; :mod:`controller.
 decides the status patches, and the writer writes that plan; :mod:`controller.evictions.decision`
 plans evictions on the pods as those patches left them, and the writer carries them out; then
 every data rollout takes its step (:mod:`controller.datarollouts.loop`, when a data repository is
-configured), all on that one snapshot. The plans are :mod:`controller.plan`'s records; the only
+configured), then every staged app rollout (:mod:`controller.approllouts.loop`, unless turned
+off), all on that one snapshot and its probe results. The plans are :mod:`controller.plan`'s records; the only
 writer is ``controller.apiserver.writer.Writer``. Everything that reads time reads the clock the
 pass was given, so a whole pass runs on a manual clock in tests.
 
@@ -29,6 +30,7 @@ from typing import Protocol
 from autocrane import clock, keys
 from controller import isolation, metrics, plan, pods
 from controller.apiserver import informer, leader
+from controller.approllouts import loop as approllouts
 from controller.datarollouts import loop as datarollouts
 from controller.evictions import decision as eviction
 from controller.watchdogs import health, probing, unanswered
@@ -47,6 +49,8 @@ class Report:
     breakers: int
     data_requests: int = 0
     rollout_writes: int = 0
+    app_writes: int = 0
+    """AppRollout statuses and Deployment writes."""
     faults: int = 0
     """Pods and rollouts left out of this pass because handling them raised (each logged once)."""
 
@@ -66,7 +70,8 @@ class Controller:
     def __init__(self, informers: Sequence[informer.PodInformer], prober: Prober, writer: plan.Writer,
                  policy: eviction.Policy, *, elector: leader.LeaderElector | None = None,
                  interval: float = 10.0, rollouts: datarollouts.DataRollouts | None = None,
-                 unknown_error_seconds: float | None = None, time: clock.Clock = clock.SYSTEM) -> None:
+                 apps: approllouts.AppRollouts | None = None, unknown_error_seconds: float | None = None,
+                 time: clock.Clock = clock.SYSTEM) -> None:
         self.informers = list(informers)
         self.prober = prober
         self.writer = writer
@@ -74,6 +79,7 @@ class Controller:
         self.elector = elector
         self.interval = interval
         self.rollouts = rollouts
+        self.apps = apps
         self.clock = time
         self.streaks: dict[str, eviction.Streak] = {}
         self.unknown_error_seconds = unknown_error_seconds
@@ -200,12 +206,19 @@ class Controller:
             data = await self.faults.acall("(every rollout)", "data-rollouts",
                                            lambda: rollouts.run_pass(usable, lambda: self.leading),
                                            datarollouts.Report())
+        app = approllouts.Report()
+        apps = self.apps
+        if apps is not None and self.leading:
+            app = await self.faults.acall("(every group)", "app-rollouts",
+                                          lambda: apps.run_pass(usable, results, lambda: self.leading),
+                                          approllouts.Report())
         self.writer.forget(p.uid for p in snapshot)
-        faults = len(self.faults.failed) + data.faults
+        faults = len(self.faults.failed) + data.faults + app.faults
         self.faults.settle()
         return Report(pods=len(snapshot), probed=len(results), status_writes=len(applied), evicted=evictions.evicted,
                       skipped=tuple((d.pod.key, d.reason) for d in decided.skipped), breakers=len(decided.breakers),
-                      data_requests=data.requests, rollout_writes=data.status_writes, faults=faults)
+                      data_requests=data.requests, rollout_writes=data.status_writes,
+                      app_writes=app.status_writes + app.deployment_writes, faults=faults)
 
     async def run(self) -> None:
         """Pass after pass while synced and leading; a failing pass is logged, never fatal."""
@@ -223,7 +236,8 @@ class Controller:
                 report = await self.run_pass()
                 metrics.PASS_DURATION.observe(self.clock.monotonic() - started)
                 level = logging.INFO if (report.status_writes or report.evicted or report.skipped or report.faults
-                                         or report.data_requests or report.rollout_writes) else logging.DEBUG
+                                         or report.data_requests or report.rollout_writes or report.app_writes
+                                         ) else logging.DEBUG
                 log.log(level, "pass done", extra={**dataclasses.asdict(report),
                                                    "seconds": round(self.clock.monotonic() - started, 3)})
             except Exception:

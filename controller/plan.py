@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol
 
 from controller import pods
+from controller.approllouts import decision as approllout
 from controller.evictions import decision as eviction
 from controller.watchdogs import health
 
@@ -55,6 +56,17 @@ class RolloutStatus:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class AppRolloutStatus:
+    """An ``AppRollout``'s whole new status, written only on the resourceVersion it was decided on (else:
+    decide again). Whole, not merged: a merge patch would keep keys of an old template copy."""
+
+    namespace: str
+    name: str
+    resource_version: str
+    status: Mapping[str, Any]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class LastKnownGood:
     """Tell the data repository the last known good version of a source (its init fallback).
 
@@ -79,6 +91,11 @@ class Plan:
     evictions: tuple[eviction.Decision, ...] = ()
     data: tuple[DataPatch, ...] = ()
     repository: tuple[LastKnownGood, ...] = ()
+    app_statuses: tuple[AppRolloutStatus, ...] = ()
+    app_actions: tuple[approllout.Action, ...] = ()
+    """Writes to group Deployments (release, hold, restore), each with the resourceVersion it was decided on."""
+    app_events: tuple[approllout.Event, ...] = ()
+    """Events on group Deployments."""
     events: tuple[Event, ...] = ()
 
 
@@ -94,6 +111,10 @@ class Written:
     """``namespace/name`` of the pods evicted (or that would be, in a dry run)."""
     data: frozenset[str] = frozenset()
     """uids of the pods whose data patch was written."""
+    app_statuses: frozenset[tuple[str, str]] = frozenset()
+    """(namespace, name) of the AppRollouts whose status was written."""
+    app_actions: frozenset[tuple[str, str]] = frozenset()
+    """(verb, ``namespace/name``) of the Deployment writes that went through."""
 
 
 class Writer(Protocol):
@@ -107,6 +128,8 @@ class Writer(Protocol):
     async def execute(self, plan: Plan, leading: Callable[[], bool]) -> Written: ...
 
     async def create_rollout(self, namespace: str, source: str) -> dict[str, Any] | None: ...
+
+    async def create_app_rollout(self, namespace: str, group: str) -> dict[str, Any] | None: ...
 
     def forget(self, live_uids: Iterable[str]) -> None: ...
 

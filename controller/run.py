@@ -26,6 +26,7 @@ from autocrane import clock, errors, kube, logs, metrics, serving
 from controller import metrics as controller_metrics
 from controller import passes, settings
 from controller.apiserver import informer, leader, writer
+from controller.approllouts import loop as approllouts
 from controller.datarollouts import loop as datarollouts
 from controller.datarollouts import repository
 from controller.watchdogs import probing
@@ -65,8 +66,10 @@ async def run(s: settings.Settings, time: clock.Clock = clock.SYSTEM) -> int:
         rollouts = None if repo is None else datarollouts.DataRollouts(
             api, repo, prober, api_writer, namespaces=s.namespaces, policy=s.rollout,
             datadeployer_port=s.datadeployer_port, time=time)
+        apps = approllouts.AppRollouts(api, api_writer, namespaces=s.namespaces, time=time) if s.app_rollouts \
+            else None
         controller = passes.Controller(informers, prober, api_writer, s.eviction, elector=elector,
-                                       interval=s.interval, rollouts=rollouts,
+                                       interval=s.interval, rollouts=rollouts, apps=apps,
                                        unknown_error_seconds=s.unknown_error_seconds, time=time)
         tasks = [asyncio.create_task(i.run(), name=f"informer-{i.namespace or 'all'}") for i in informers]
         tasks.append(asyncio.create_task(controller.run(), name="passes"))
@@ -77,7 +80,8 @@ async def run(s: settings.Settings, time: clock.Clock = clock.SYSTEM) -> int:
         await site.start()
         log.info("controller started", extra={"identity": s.identity, "dry_run": s.dry_run,
                                               "namespaces": list(s.namespaces) or "all", "selector": s.selector,
-                                              "data_repository": s.data_repository})
+                                              "data_repository": s.data_repository,
+                                              "app_rollouts": s.app_rollouts})
         crashed = asyncio.ensure_future(asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED))
         await asyncio.wait([crashed, asyncio.ensure_future(stop.wait())], return_when=asyncio.FIRST_COMPLETED)
         code = 0 if stop.is_set() else 1

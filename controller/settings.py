@@ -51,6 +51,8 @@ class Settings:
     """Port of the datadeployer's ``GET /status`` on each pod: the injector's default."""
     rollout: datarollout.Policy
     """Default stages, bake time and progress deadline of data rollouts (a DataRollout may override each)."""
+    app_rollouts: bool
+    """Roll Deployments labelled ``rollout.autocrane.io/group`` out stage by stage (docs/app-rollouts.md)."""
     qps: float
     """Client-side limit on API writes per second: 10,000 patches at once would be felt by every API client."""
     burst: int
@@ -77,8 +79,9 @@ def parser() -> argparse.ArgumentParser:
     """The command line of ``autocrane controller``."""
     p = argparse.ArgumentParser(prog="autocrane controller", description=(
         "Probe watchdog annotations, record statuses and the health label, evict pods stuck in error "
-        "through the Eviction API (PDBs respected, circuit breaker when most of a workload fails), and roll "
-        "data versions out in watchdog-gated stages with rollback (with --data-repository)."))
+        "through the Eviction API (PDBs respected, circuit breaker when most of a workload fails), roll "
+        "data versions out in watchdog-gated stages with rollback (with --data-repository), and roll staged "
+        "Deployments (rollout.autocrane.io/group) out stage by stage with rollback."))
     p.add_argument("--kubeconfig", type=Path, default=None,
                    help="kubeconfig file (default: in-cluster service account, else $KUBECONFIG or ~/.kube/config)")
     p.add_argument("--namespace", "-n", action="append", default=[],
@@ -119,6 +122,9 @@ def parser() -> argparse.ArgumentParser:
                    help="default seconds a stage must stay free of error watchdogs once acknowledged (default 600)")
     d.add_argument("--progress-deadline", type=float, default=600.0,
                    help="default seconds a stage may wait for acknowledgements before rolling back (default 600)")
+    p.add_argument("--no-app-rollouts", dest="app_rollouts", action="store_false",
+                   help="do not stage Deployments labelled rollout.autocrane.io/group (default: staged, "
+                   "docs/app-rollouts.md)")
     a = p.add_argument_group("API server")
     a.add_argument("--qps", type=float, default=20.0, help="client-side limit on API writes per second (default 20)")
     a.add_argument("--burst", type=int, default=40, help="writes allowed in a burst (default 40)")
@@ -157,6 +163,7 @@ def parse(argv: list[str], *, default_identity: str) -> Settings:
         datadeployer_port=args.datadeployer_port,
         rollout=datarollout.Policy(stages=stages, bake_seconds=args.bake_seconds,
                                    progress_deadline=args.progress_deadline),
-        qps=args.qps, burst=args.burst, leader_elect=args.leader_elect, lease_namespace=args.lease_namespace,
+        app_rollouts=args.app_rollouts, qps=args.qps, burst=args.burst, leader_elect=args.leader_elect,
+        lease_namespace=args.lease_namespace,
         lease_name=args.lease_name, identity=args.identity or default_identity, health_host=args.health_host,
         health_port=args.health_port, log_format=args.log_format, log_level=args.log_level)

@@ -140,6 +140,11 @@ def outcome(review_response: bodies.AdmissionReview) -> str:
     return "injected" if "patch" in response else "allowed"
 
 
+def request_of(body: object) -> Mapping[str, Any]:
+    """``request`` of an AdmissionReview v1 with a usable ``uid``; :class:`MalformedReview` otherwise."""
+    return _request(body)
+
+
 def _request(body: object) -> Mapping[str, Any]:
     if not isinstance(body, Mapping):
         raise MalformedReview("the body must be a JSON object (an AdmissionReview)")

@@ -11,6 +11,7 @@
 - ``autocrane_webhook_cert_expiry_timestamp_seconds``: notAfter of the certificate now served.
 - ``autocrane_webhook_cert_reloads_total{result}``: serving-certificate loads (``ok``/``error``).
 - ``autocrane_webhook_ca_bundle_updates_total{result}``: caBundle patches in self-signed mode.
+- ``autocrane_webhook_holds_total{result}``: ``POST /hold`` decisions (``held``/``passed``/``refused``).
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ CERT_EXPIRY = metrics.gauge("webhook", "cert_expiry", "timestamp_seconds",
 CERT_RELOADS = metrics.counter("webhook", "cert_reloads", "Serving-certificate loads, by result", ["result"])
 CA_BUNDLE_UPDATES = metrics.counter("webhook", "ca_bundle_updates",
                                     "caBundle patches of the MutatingWebhookConfiguration, by result", ["result"])
+HOLDS = metrics.counter("webhook", "holds", "Staged Deployment admissions at /hold, by result (held, passed, refused)",
+                        ["result"])
 
 # Pre-create the label sets so every series exists (at 0) from the first scrape.
 for _result in RESULTS:
@@ -36,3 +39,5 @@ for _result in RESULTS:
 for _result in ("ok", "error"):
     CERT_RELOADS.labels(_result)
     CA_BUNDLE_UPDATES.labels(_result)
+for _result in ("held", "passed", "refused"):
+    HOLDS.labels(_result)

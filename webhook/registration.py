@@ -20,6 +20,16 @@ that cannot be reached or answers garbage.
 
 ``reinvocationPolicy: IfNeeded``: if a later webhook adds a container, we run again and mount the
 data into it too; injection is idempotent, so a second run over an unchanged pod returns no patch.
+
+A second webhook, ``hold.autocrane.io`` at ``/hold``, holds staged Deployments
+(``webhook.holding``, docs/app-rollouts.md): ``apps/v1`` ``deployments`` CREATE and UPDATE, only
+those labelled ``rollout.autocrane.io/group`` (an objectSelector), never ``deployments/scale``
+(HPA is never in its way), in every namespace but the system ones and the injector's own. Its
+``failurePolicy`` is ``Ignore``: with ``Fail`` a webhook that is down would refuse every update
+of a group's Deployments, the controller's own rollbacks and releases included; with ``Ignore`` a
+new template passes unheld while it is down and the controller pauses the stages that must wait
+at its next pass (holding only ever delays; a stage's first pods may start early, which the gate
+then judges like any other).
 """
 
 from __future__ import annotations
@@ -35,6 +45,9 @@ NAMESPACE_LABEL = "autocrane-inject"
 NAMESPACE_LABEL_VALUE = "enabled"
 SYSTEM_NAMESPACES = ("kube-system", "kube-public", "kube-node-lease")
 PATH = "/mutate"
+HOLD_WEBHOOK_NAME = "hold.autocrane.io"
+HOLD_PATH = "/hold"
+HOLD_TIMEOUT_SECONDS = 5
 FAILURE_POLICIES = ("Fail", "Ignore")
 
 OPT_IN_CEL = (
@@ -54,38 +67,46 @@ def mutating_webhook_configuration(
     failure_policy: str = "Fail",
     timeout_seconds: int = 5,
     name: str = NAME,
+    hold_failure_policy: str = "Ignore",
+    app_rollouts: bool = True,
 ) -> dict[str, Any]:
     """The MutatingWebhookConfiguration for an injector running in ``namespace``.
 
     ``ca_bundle`` is the PEM (bytes or text) of the CA(s) that signed the serving certificate (base64-encoded here);
     ``None`` leaves ``caBundle`` out, for cert-manager's CA injector to fill. The client config is
     ``url`` when given (e.g. ``https://127.0.0.1:PORT/mutate`` in tests), else the Service ``service``
-    in ``namespace`` at ``service_port``, path ``/mutate``.
+    in ``namespace`` at ``service_port``, path ``/mutate``; the hold webhook's is the same with the path
+    ``/hold``. ``hold_failure_policy`` is the hold webhook's (see the module docstring); without
+    ``app_rollouts`` there is no hold webhook.
     """
-    if failure_policy not in FAILURE_POLICIES:
-        raise ValueError(f"failure_policy must be one of {', '.join(FAILURE_POLICIES)}, not {failure_policy!r}")
+    for what, policy in (("failure_policy", failure_policy), ("hold_failure_policy", hold_failure_policy)):
+        if policy not in FAILURE_POLICIES:
+            raise ValueError(f"{what} must be one of {', '.join(FAILURE_POLICIES)}, not {policy!r}")
     if not 1 <= timeout_seconds <= 30:
         raise ValueError(f"timeout_seconds must be from 1 to 30 (the API server's bounds), not {timeout_seconds}")
-    client_config: dict[str, Any]
-    if url is not None:
-        client_config = {"url": url}
-    elif service is not None:
-        client_config = {"service": {"namespace": namespace, "name": service, "path": PATH, "port": service_port}}
-    else:
-        raise ValueError("either url or service is needed")
-    if ca_bundle is not None:
-        pem = ca_bundle.encode() if isinstance(ca_bundle, str) else ca_bundle
-        client_config["caBundle"] = base64.b64encode(pem).decode()
+    def client_config(path: str) -> dict[str, Any]:
+        config: dict[str, Any]
+        if url is not None:
+            config = {"url": url.removesuffix(PATH) + path}
+        elif service is not None:
+            config = {"service": {"namespace": namespace, "name": service, "path": path, "port": service_port}}
+        else:
+            raise ValueError("either url or service is needed")
+        if ca_bundle is not None:
+            pem = ca_bundle.encode() if isinstance(ca_bundle, str) else ca_bundle
+            config["caBundle"] = base64.b64encode(pem).decode()
+        return config
+
+    excluded = {"key": "kubernetes.io/metadata.name", "operator": "NotIn",
+                "values": sorted({*SYSTEM_NAMESPACES, namespace})}
     webhook = {
         "name": WEBHOOK_NAME,
         "admissionReviewVersions": ["v1"],
-        "clientConfig": client_config,
+        "clientConfig": client_config(PATH),
         "rules": [{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"], "resources": ["pods"],
                    "scope": "Namespaced"}],
         "namespaceSelector": {"matchExpressions": [
-            {"key": NAMESPACE_LABEL, "operator": "In", "values": [NAMESPACE_LABEL_VALUE]},
-            {"key": "kubernetes.io/metadata.name", "operator": "NotIn",
-             "values": sorted({*SYSTEM_NAMESPACES, namespace})},
+            {"key": NAMESPACE_LABEL, "operator": "In", "values": [NAMESPACE_LABEL_VALUE]}, excluded,
         ]},
         "matchConditions": [{"name": "autocrane-opt-in", "expression": OPT_IN_CEL}],
         "matchPolicy": "Equivalent",
@@ -94,10 +115,24 @@ def mutating_webhook_configuration(
         "failurePolicy": failure_policy,
         "reinvocationPolicy": "IfNeeded",
     }
+    hold = {
+        "name": HOLD_WEBHOOK_NAME,
+        "admissionReviewVersions": ["v1"],
+        "clientConfig": client_config(HOLD_PATH),
+        "rules": [{"apiGroups": ["apps"], "apiVersions": ["v1"], "operations": ["CREATE", "UPDATE"],
+                   "resources": ["deployments"], "scope": "Namespaced"}],
+        "namespaceSelector": {"matchExpressions": [excluded]},
+        "objectSelector": {"matchExpressions": [{"key": keys.ROLLOUT_GROUP_LABEL, "operator": "Exists"}]},
+        "matchPolicy": "Equivalent",
+        "sideEffects": "None",
+        "timeoutSeconds": HOLD_TIMEOUT_SECONDS,
+        "failurePolicy": hold_failure_policy,
+        "reinvocationPolicy": "Never",
+    }
     return {
         "apiVersion": "admissionregistration.k8s.io/v1",
         "kind": "MutatingWebhookConfiguration",
         "metadata": {"name": name, "labels": {"app.kubernetes.io/name": "autocrane",
                                               "app.kubernetes.io/component": "injector"}},
-        "webhooks": [webhook],
+        "webhooks": [webhook, hold] if app_rollouts else [webhook],
     }

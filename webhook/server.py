@@ -3,6 +3,9 @@
 Two apps, served together by autocrane.serving:
 
 - **admission** (TLS, ``--port``): ``POST /mutate`` takes an AdmissionReview v1 and answers one.
+  ``POST /hold`` holds staged Deployments (``webhook.holding``): it reads the group's
+  ``AppRollout`` through the API (at most :data:`HOLD_READ_TIMEOUT` seconds; unreadable, or no
+  credentials: the fail-safe decision) and always allows, pausing when the Deployment is held.
   The body must be ``application/json`` (else 415) and at most 3 MiB (else 413; the API server
   caps objects at 3 MiB, so a larger review is not from it). A body that is not JSON, or not an
   AdmissionReview v1 (``webhook.admission.MalformedReview``), gets 400 with a one-line JSON
@@ -45,14 +48,16 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from autocrane import bodies, errors, kube, logs, malloc, serving
+from autocrane import approllouts, bodies, errors, kube, logs, malloc, serving
 from autocrane import metrics as core_metrics
-from webhook import admission, metrics, registration, selfsigned, settings, tls
+from webhook import admission, holding, metrics, registration, selfsigned, settings, tls
 
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 3 * 1024 * 1024
 """The API server's own limit on an object; a review around one pod is far smaller."""
+HOLD_READ_TIMEOUT = 2.0
+"""Seconds /hold waits for the AppRollout: well inside the hold webhook's 5 s timeout."""
 
 
 def _failure_review(uid: str) -> bodies.AdmissionReview:
@@ -181,8 +186,57 @@ async def _read_body(receive: Receive, declared: bytes | None) -> bytes | None:
     return b"".join(chunks)
 
 
-def admission_app(injector: settings.InjectorSettings) -> Starlette:
-    return Starlette(routes=[Route("/mutate", Mutate(injector), methods=["POST"])])
+async def read_status(api: kube.Api | None, namespace: str, group: str) -> approllouts.Status | None:
+    """The group's AppRollout status; an empty one when there is none yet; None when it cannot be read."""
+    if api is None:
+        return None
+    try:
+        found = await api.request("GET", approllouts.path(namespace, group), timeout=HOLD_READ_TIMEOUT)
+    except errors.NotFound:
+        return approllouts.Status()
+    except errors.KubeError as exc:
+        log.warning("AppRollout not readable; holding fail-safe", extra={"namespace": namespace, "group": group,
+                                                                         "error": str(exc)[:300]})
+        return None
+    status = found.get("status")
+    return approllouts.status_from_json(status if isinstance(status, dict) else None)
+
+
+class Hold:
+    """``POST /hold``: hold a staged Deployment whose new template is not released yet."""
+
+    def __init__(self, api: kube.Api | None) -> None:
+        self.api = api
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = time.perf_counter()
+        request = Request(scope, receive)
+        if request.headers.get("content-type", "").split(";")[0].strip().lower() != "application/json":
+            response: Response = JSONResponse({"error": "expected Content-Type: application/json"}, 415)
+            return await response(scope, receive, send)
+        body = await _read_body(receive, request.headers.get("content-length", "").encode() or None)
+        if body is None:
+            return await JSONResponse({"error": f"body larger than {MAX_BODY_BYTES} bytes"}, 413)(scope, receive, send)
+        try:
+            parsed = holding.parse(orjson.loads(body))
+        except (orjson.JSONDecodeError, admission.MalformedReview) as exc:
+            return await JSONResponse({"error": f"not an AdmissionReview v1 of a Deployment: {exc}"}, 400)(
+                scope, receive, send)
+        status = None if parsed.group is None or parsed.operation != "UPDATE" else await read_status(
+            self.api, parsed.namespace, parsed.group)
+        decision = holding.decide_request(parsed, status)
+        metrics.HOLDS.labels(decision.verdict).inc()
+        log.info("hold", extra={"uid": parsed.uid, "namespace": parsed.namespace, "deployment": parsed.name,
+                                "operation": parsed.operation, "group": parsed.group, "result": decision.verdict,
+                                "reason": decision.reason, "patched": bool(decision.patch),
+                                "duration_ms": round((time.perf_counter() - started) * 1000, 3)})
+        await Response(orjson.dumps(holding.answer(parsed, decision)), media_type="application/json")(
+            scope, receive, send)
+
+
+def admission_app(injector: settings.InjectorSettings, api: kube.Api | None = None) -> Starlette:
+    return Starlette(routes=[Route("/mutate", Mutate(injector), methods=["POST"]),
+                             Route("/hold", Hold(api), methods=["POST"])])
 
 
 @dataclass
@@ -251,7 +305,8 @@ def _parser() -> argparse.ArgumentParser:
     self_signed.add_argument("--tls-san", action="append", default=[], metavar="NAME",
                              help="another DNS name or IP address for the certificate (repeatable)")
     self_signed.add_argument("--kubeconfig", type=Path,
-                             help="kubeconfig for the API calls (default: in-cluster, then $KUBECONFIG)")
+                             help="kubeconfig for the API calls (the CA Secret, the registration, /hold's "
+                             "AppRollout reads; default: in-cluster, then $KUBECONFIG)")
     register = parser.add_argument_group(
         "self-registration (running outside the cluster, e.g. `python -m devcluster up`)")
     register.add_argument("--register-url", metavar="URL",
@@ -303,9 +358,16 @@ async def serve(arguments: argparse.Namespace, injector: settings.InjectorSettin
             namespace=arguments.namespace or "default", ca_bundle=arguments.register_ca_file.read_bytes(),
             url=arguments.register_url, name=arguments.webhook_config_name or registration.NAME))
         log.info("registered", extra={"url": arguments.register_url})
+    if client is None:
+        try:  # /hold reads AppRollouts; without credentials it holds fail-safe
+            client = await kube.Kube.connect(arguments.kubeconfig)
+        except errors.ConfigError as exc:
+            log.warning("no API credentials: /hold cannot read AppRollouts and holds every new template",
+                        extra={"error": str(exc)})
     health = Health(reloader, config_loaded=True)
     server = serving.Serving([
-        serving.Site("admission", admission_app(injector), arguments.host, arguments.port, reloader.context),
+        serving.Site("admission", admission_app(injector, client), arguments.host, arguments.port,
+                     reloader.context),
         serving.Site("health", health_app(health), arguments.host, arguments.health_port),
     ], graceful_timeout=arguments.graceful_timeout, drain_delay=arguments.drain_delay)
     server.on_stopping.append(lambda: setattr(health, "stopping", True))

@@ -21,6 +21,11 @@ except the reports of what was held (skips and Events). Each write is one of the
   ``resourceVersion`` (only the leader writes them, and a merge patch of single keys loses nothing);
   ``DataRollout`` creation and status patches *with* the ``resourceVersion`` (409 -> decide again);
   the repository's last known good (``PUT``). Every rollback gets a Warning Event on the pod.
+- App rollouts (:mod:`controller.approllouts.loop`): ``AppRollout`` creation and status patches with
+  the ``resourceVersion`` (409 -> decide again); writes to a group's Deployments, each carrying the
+  resourceVersion the step was decided on: release and hold are merge patches of ``spec.paused``
+  only, restore is a JSON patch (``test`` of the resourceVersion, ``replace /spec/template``,
+  ``add /spec/paused false``). Never ``replicas`` or ``strategy``. Events on the Deployments.
 - Every eviction, block and skip gets an Event on the pod (core/v1, shown by ``kubectl describe``),
   at most one per pod and reason per ``event_window`` seconds, so a pod held for an hour does
   not spam its namespace.
@@ -35,9 +40,10 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Protocol, TypeVar
 
-from autocrane import backoff, bodies, clock, errors, kube, untrusted
+from autocrane import approllouts, backoff, bodies, clock, errors, kube, untrusted
 from controller import metrics, plan, pods
 from controller.apiserver import fanout
+from controller.approllouts import decision as approllout
 from controller.datarollouts import repository, resource
 from controller.evictions import decision as eviction
 from controller.watchdogs import health
@@ -127,9 +133,23 @@ class Writer:
         for lkg in todo.repository:
             if leading():
                 await self._safely("repository", self.set_last_known_good(lkg))
+        apps = set()
+        for app in todo.app_statuses:
+            if leading() and await self._safely("app-status", self.write_app_status(app)) == "ok":
+                apps.add((app.namespace, app.name))
+        actions = set()
+        for action in todo.app_actions:
+            if leading() and await self._safely("deployment", self.write_deployment(action)) == "ok":
+                actions.add((action.verb, action.deployment.key))
+        for app_event in todo.app_events:
+            d = app_event.deployment
+            await self._safely("event", self._event(
+                d.uid, {"apiVersion": "apps/v1", "kind": "Deployment", "namespace": d.namespace, "name": d.name,
+                        "uid": d.uid}, app_event.kind, app_event.reason, app_event.message))
         for event in todo.events:
             await self._safely("event", self.event(event.pod, event.kind, event.reason, event.message))
-        return plan.Written(frozenset(rollouts), statuses, tuple(evicted), frozenset(data))
+        return plan.Written(frozenset(rollouts), statuses, tuple(evicted), frozenset(data), frozenset(apps),
+                            frozenset(actions))
 
     @staticmethod
     async def _safely(what: str, write: Awaitable[T]) -> T | str:
@@ -212,28 +232,35 @@ class Writer:
 
     async def event(self, pod: pods.Pod, kind: str, reason: str, message: str) -> bool:
         """Create an Event on ``pod`` unless the same reason was reported within the window."""
+        return await self._event(pod.uid, {"apiVersion": "v1", "kind": "Pod", "namespace": pod.namespace,
+                                           "name": pod.name, "uid": pod.uid}, kind, reason, message)
+
+    async def _event(self, uid: str, involved: bodies.ObjectReference, kind: str, reason: str, message: str,
+                     ) -> bool:
+        """Create an Event on ``involved`` unless the same reason was reported within the window."""
         now = self.clock.time()
-        last = self._events.get((pod.uid, reason))
+        last = self._events.get((uid, reason))
         if last is not None and now - last < self.event_window:
             metrics.EVENTS.labels("suppressed").inc()
             return False
-        self._events[(pod.uid, reason)] = now
+        self._events[(uid, reason)] = now
         stamp = untrusted.rfc3339(now)
+        namespace, name = involved.get("namespace", ""), involved.get("name", "")
         body: bodies.Event = {
             "apiVersion": "v1", "kind": "Event",
-            "metadata": {"generateName": f"{pod.name}.", "namespace": pod.namespace},
-            "involvedObject": {"apiVersion": "v1", "kind": "Pod", "namespace": pod.namespace, "name": pod.name,
-                               "uid": pod.uid},
+            "metadata": {"generateName": f"{name}.", "namespace": namespace},
+            "involvedObject": involved,
             "type": kind, "reason": reason, "message": message[:1024], "count": 1,
             "firstTimestamp": stamp, "lastTimestamp": stamp,
             "source": {"component": COMPONENT},
             "reportingComponent": REPORTING_CONTROLLER, "reportingInstance": self.identity[:128],
         }
         try:
-            await self.api.request("POST", f"/api/v1/namespaces/{pod.namespace}/events", body=body)
+            await self.api.request("POST", f"/api/v1/namespaces/{namespace}/events", body=body)
         except errors.KubeError as exc:
             metrics.EVENTS.labels("error").inc()
-            log.warning("event not recorded", extra={"pod": pod.key, "reason": reason, "error": str(exc)})
+            log.warning("event not recorded", extra={"object": f"{involved.get('kind')} {namespace}/{name}",
+                                                     "reason": reason, "error": str(exc)})
             return False
         metrics.EVENTS.labels("created").inc()
         return True
@@ -295,3 +322,67 @@ class Writer:
         metrics.DATA_WRITES.labels("repository_lkg", "ok").inc()
         log.info("last known good set in the repository", extra=where)
         return True
+
+    async def create_app_rollout(self, namespace: str, group: str) -> dict[str, Any] | None:
+        """Create the AppRollout of ``group``; the object, or None (already there: the next pass reads it)."""
+        try:
+            created = await self.api.request("POST", approllouts.path(namespace),
+                                             body=approllouts.new_object(namespace, group))
+        except errors.KubeError as exc:
+            result = "conflict" if isinstance(exc, errors.AlreadyExists | errors.Conflict) else "error"
+            metrics.APP_WRITES.labels("create", result).inc()
+            if result == "error":
+                log.warning("AppRollout not created", extra={"namespace": namespace, "group": group,
+                                                            "error": str(exc)})
+            return None
+        metrics.APP_WRITES.labels("create", "ok").inc()
+        log.info("AppRollout created", extra={"namespace": namespace, "group": group})
+        return created
+
+    async def write_app_status(self, status: plan.AppRolloutStatus) -> str:
+        """Replace an AppRollout's status if its resourceVersion is still the one decided on; ok, conflict,
+        gone or error."""
+        operations = [{"op": "test", "path": "/metadata/resourceVersion", "value": status.resource_version},
+                      {"op": "add", "path": "/status", "value": dict(status.status)}]
+        try:
+            await self.api.request("PATCH", approllouts.path(status.namespace, status.name) + "/status",
+                                   body=operations, content_type=kube.JSON_PATCH)
+            result = "ok"
+        except errors.Invalid:  # the test failed: the object changed since it was read
+            result = "conflict"
+        except errors.KubeError as exc:
+            result = _result(exc)
+            if result == "error":
+                log.warning("AppRollout status not written", extra={
+                    "approllout": f"{status.namespace}/{status.name}", "error": str(exc)})
+        metrics.APP_WRITES.labels("status", result).inc()
+        return result
+
+    async def write_deployment(self, action: approllout.Action) -> str:
+        """Release, hold or restore one Deployment, on the resourceVersion it was judged on; ok, conflict, gone
+        or error. Only ``spec.paused`` is written, and ``spec.template`` by a restore."""
+        d = action.deployment
+        where = f"/apis/apps/v1/namespaces/{d.namespace}/deployments/{d.name}"
+        try:
+            if action.verb == "restore":
+                operations = [{"op": "test", "path": "/metadata/resourceVersion", "value": d.resource_version},
+                              {"op": "replace", "path": "/spec/template", "value": dict(action.template or {})},
+                              {"op": "add", "path": "/spec/paused", "value": False}]
+                await self.api.request("PATCH", where, body=operations, content_type=kube.JSON_PATCH)
+            else:
+                body = {"metadata": {"resourceVersion": d.resource_version},
+                        "spec": {"paused": action.verb == "hold"}}
+                await self.api.request("PATCH", where, body=body, content_type=kube.MERGE_PATCH)
+            result = "ok"
+        except errors.Invalid:  # the JSON patch's test failed: the Deployment changed since it was judged
+            result = "conflict"
+        except errors.KubeError as exc:
+            result = _result(exc)
+            if result == "error":
+                log.warning("Deployment not written", extra={"deployment": d.key, "verb": action.verb,
+                                                             "error": str(exc)})
+        metrics.APP_WRITES.labels(action.verb, result).inc()
+        if result == "ok":
+            log.info("deployment written", extra={"deployment": d.key, "verb": action.verb,
+                                                  "template": d.template_hash})
+        return result

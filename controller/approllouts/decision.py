@@ -103,7 +103,7 @@ def step(spec: A.Spec, status: A.Status, seen: Observed, now: float) -> Step:
     while True:
         pending = _pending(work.status, seen.deployments)
         if not pending:
-            return _settled(work, seen.deployments)
+            return _settled(work, seen)
         stage = min(d.stage for d in pending)
         current = [d for d in pending if d.stage == stage]
         _hold_later(work, pending, stage)
@@ -160,11 +160,20 @@ def _hold_later(work: _Work, pending: Sequence[objects.Deployment], stage: int) 
             work.actions.append(Action("hold", d))
 
 
-def _settled(work: _Work, deployments: Sequence[objects.Deployment]) -> Step:
-    """Nothing pending: Healthy, or still RolledBack while a rejected template is applied (held)."""
+def _settled(work: _Work, seen: Observed) -> Step:
+    """Nothing pending: Healthy, or still RolledBack while a rejected template is applied (held).
+
+    A rejected template that still runs pods is restored again (the restore was refused, say its
+    resourceVersion precondition lost a race with the Deployment controller, or the template was
+    re-applied while the rollback ran and the webhook was down); one that runs none (re-applied
+    by GitOps once the rollback was done) is only kept paused."""
+    deployments = seen.deployments
     rejected = [d for d in deployments if d.template_hash in work.status.deployments.get(d.name, A.Record()).rejected]
     for d in rejected:
-        if not d.paused:
+        record = work.status.deployments[d.name]
+        if record.last_known_good_template and _revision_pods([d], seen, lambda x: x.template_hash):
+            work.actions.append(Action("restore", d, record.last_known_good_template))
+        elif not d.paused:
             work.actions.append(Action("hold", d))
     if rejected:
         names = ", ".join(d.name for d in rejected)
@@ -206,20 +215,25 @@ def _judge(work: _Work, spec: A.Spec, current: Sequence[objects.Deployment], see
         return _on_errors(work, current, seen, failing)
     if work.status.phase == A.STUCK:
         work.set(reason="", message="")  # the errors are gone: judge the stage anew
+    for d in current:
+        if d.paused:  # released in the status, but the unpause was lost (a crash, a 409): unpause again
+            work.actions.append(Action("release", d))
     rolled = all(d.rolled_out for d in current)
     if not rolled:
         return _rolling(work, spec, current, seen.deployments, released_at, now)
     rolled_out_at = work.status.rolled_out_at or now
+    if work.status.rolled_out_at is None:
+        work.log.append(("stage rolled out", {"stage": stage, "seconds": round(now - released_at, 1)}))
     work.set(rolled_out_at=rolled_out_at)
     promote = bool(spec.promote) and spec.promote != work.status.observed_promote
     if promote:
         work.set(observed_promote=spec.promote)
         work.log.append(("stage promoted by hand", {"stage": stage}))
     elif now - rolled_out_at < spec.bake_seconds:
-        left = spec.bake_seconds - (now - rolled_out_at)
+        # No time left in the message: it would change the status (a write) every pass; phase_of shows it.
         work.set(phase=A.BAKING, reason="Baking",
-                 message=f"stage {stage}: baking {len(new_pods)} pod(s), {left:.0f}s left (until "
-                         f"{untrusted.rfc3339(rolled_out_at + spec.bake_seconds)})")
+                 message=f"stage {stage}: baking {len(new_pods)} pod(s) until "
+                         f"{untrusted.rfc3339(rolled_out_at + spec.bake_seconds)}")
         return False
     elif unsure := _inconclusive(new_pods, seen.unanswered):
         work.set(phase=A.BAKING, reason="Inconclusive",
@@ -233,7 +247,7 @@ def _rolling(work: _Work, spec: A.Spec, current: Sequence[objects.Deployment],
              everyone: Sequence[objects.Deployment], released_at: float, now: float) -> bool:
     stage = work.status.stage
     late = now - released_at > spec.progress_deadline or any(d.deadline_exceeded for d in current)
-    if late and not any(d.paused for d in current):  # a Deployment paused by hand stops the clock, as in Kubernetes
+    if late:
         _roll_back(work, current, everyone, "deadline", "Deadline",
                    f"not rolled out within {spec.progress_deadline:.0f}s of its release")
         return False

@@ -14,7 +14,17 @@ at its next pass and records what it did in the status):
   version) is the last known good, 1 once it was rolled back, 3 while it is not finished
   (:func:`verdict`); ``--wait`` polls until 0 or 1, up to ``--timeout``.
 
-Needs ``get``, ``list`` and ``patch`` on ``datarollouts.autocrane.io``.
+For a group of staged Deployments (its ``AppRollout``, docs/app-rollouts.md) the same commands
+and three more, each one merge patch of the AppRollout's spec:
+
+- ``promote GROUP``: pass the current stage's gate now (skip the rest of the bake);
+- ``abort GROUP``: roll the current stage back now;
+- ``retry GROUP``: forget the rejection of the templates the Deployments have now, so they roll out;
+- ``pause GROUP`` / ``resume GROUP``: release no further stage (rollbacks still happen) / go on.
+
+``promote`` and ``abort`` act on the AppRollout named NAME when there is one and no DataRollout
+of that source (``--app`` or ``--data`` chooses when both exist). ``list`` shows both kinds.
+Needs ``get``, ``list`` and ``patch`` on ``datarollouts.autocrane.io`` / ``approllouts.autocrane.io``.
 """
 
 from __future__ import annotations
@@ -24,13 +34,24 @@ import asyncio
 import datetime as dt
 import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from autocrane import errors, kube, output
+from autocrane import approllouts, errors, kube, output
+from controller.approllouts import loop as app_loop
 from controller.datarollouts import loop as datarollouts
 from controller.datarollouts import resource
+
+APP_ONLY = ("retry", "pause", "resume")
+RESULTS = {
+    # what each command asks the controller to do, said back to the user
+    "promote": "promoted (the controller passes the current stage's gate at its next pass)",
+    "abort": "aborted (the controller rolls the current stage back at its next pass)",
+    "retry": "retried (the controller forgets the rejection of the current templates at its next pass)",
+    "pause": "paused (no further stage is released; rollbacks still happen)",
+    "resume": "resumed (the next stage is released when the current one passes)",
+}
 
 
 def token(now: dt.datetime) -> str:
@@ -39,8 +60,10 @@ def token(now: dt.datetime) -> str:
 
 def spec_patch(action: str, now: dt.datetime, version: str | None = None) -> dict[str, Any]:
     """The merge patch for one command (pure but for the token's randomness)."""
-    if action in ("promote", "abort"):
+    if action in ("promote", "abort", "retry"):
         return {"spec": {action: token(now)}}
+    if action in ("pause", "resume"):
+        return {"spec": {"paused": action == "pause"}}
     if action == "pin":
         return {"spec": {"pinVersion": version}}
     raise ValueError(f"unknown action {action!r}")
@@ -93,6 +116,38 @@ def verdict(found: Mapping[str, Any], version: str | None) -> tuple[int, str]:
     return DONE, f"{where}: {phase}" + (f", last known good {lkg}" if lkg else "")
 
 
+def app_listing(groups: Iterable[Mapping[str, Any]]) -> str:
+    """The AppRollouts, one line each (what ``kubectl get approllouts -o wide`` shows)."""
+    rows = [("GROUP", "PHASE", "STAGE", "REASON", "MESSAGE")]
+    for found in sorted(groups, key=lambda r: (r.get("metadata") or {}).get("name", "")):
+        status = found.get("status") or {}
+        stage = status.get("stage")
+        rows.append(((found.get("metadata") or {}).get("name", ""), status.get("phase") or "-",
+                     "-" if stage is None else str(stage), status.get("reason") or "-", status.get("message") or ""))
+    return _columns(rows)
+
+
+def choose(action: str, name: str, data: Mapping[str, Any] | None, app: Mapping[str, Any] | None,
+           kind: str | None) -> tuple[str, Mapping[str, Any]] | str:
+    """("app" | "data", the object) the command acts on, or why there is none (pure)."""
+    if kind == "data" and action in APP_ONLY:
+        return f"{action} is for app rollouts (AppRollout) only"
+    if kind == "app" or action in APP_ONLY or (kind is None and app is not None and data is None):
+        return ("app", app) if app is not None else (
+            f"no AppRollout {name!r} (the controller creates one per group of Deployments labelled "
+            f"{approllouts.GROUP_LABEL}={name})")
+    if kind is None and app is not None and data is not None:
+        return f"both an AppRollout and a DataRollout answer to {name!r}: add --app or --data"
+    return ("data", data) if data is not None else (
+        f"no DataRollout for source {name!r} (the controller creates it when a pod uses the source)")
+
+
+def _columns(rows: Sequence[tuple[str, ...]]) -> str:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    return "\n".join("  ".join([*(c.ljust(w) for c, w in zip(row, widths, strict=False)), row[-1]]).rstrip()
+                     for row in rows)
+
+
 def listing(rollouts: Iterable[Mapping[str, Any]]) -> str:
     rows = [("NAME", "SOURCE", "PHASE", "STAGE", "TARGET", "LAST-KNOWN-GOOD", "MESSAGE")]
     for found in sorted(rollouts, key=lambda r: (r.get("metadata") or {}).get("name", "")):
@@ -100,33 +155,53 @@ def listing(rollouts: Iterable[Mapping[str, Any]]) -> str:
         rows.append(((found.get("metadata") or {}).get("name", ""), (found.get("spec") or {}).get("source", ""),
                      status.get("phase") or "-", status.get("stageText") or "-", status.get("target") or "-",
                      status.get("lastKnownGood") or "-", status.get("message") or ""))
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
-    return "\n".join("  ".join([*(c.ljust(w) for c, w in zip(row, widths, strict=False)), row[-1]]).rstrip()
-                     for row in rows)
+    return _columns(rows)
+
+
+async def _groups(api: kube.Api, namespace: str) -> list[dict[str, Any]]:
+    try:
+        return await app_loop.list_groups(api, namespace)
+    except errors.NotFound:  # no AppRollout CRD installed
+        return []
+
+
+async def _data(api: kube.Api, namespace: str) -> list[dict[str, Any]]:
+    try:
+        return await datarollouts.list_rollouts(api, namespace)
+    except errors.NotFound:  # no DataRollout CRD installed
+        return []
 
 
 async def _run(args: argparse.Namespace) -> int:
     api = await kube.Kube.connect(args.kubeconfig)
     try:
-        rollouts = await datarollouts.list_rollouts(api, args.namespace)
+        groups = await _groups(api, args.namespace)
         if args.action == "list":
-            print(listing(rollouts) if args.output == "table" else output.render(records(rollouts), args.output))
+            rollouts = await _data(api, args.namespace)
+            if args.output != "table":
+                print(output.render(records(rollouts), args.output))
+            else:
+                print(listing(rollouts) + ("\n\n" + app_listing(groups) if groups else ""))
             return 0
-        found = find(rollouts, args.source)
         if args.action == "status":
-            return await _status(api, args, found)
-        if found is None:
-            print(f"autocrane rollout: no DataRollout for source {args.source!r} in namespace {args.namespace} "
-                  "(the controller creates it when a pod uses the source)")
+            return await _status(api, args, find(await _data(api, args.namespace), args.source))
+        name = args.name
+        app = next((g for g in groups if (g.get("metadata") or {}).get("name") == name), None)
+        data = None if args.action in APP_ONLY or args.kind == "app" else find(await _data(api, args.namespace), name)
+        chosen = choose(args.action, name, data, app, args.kind)
+        if isinstance(chosen, str):
+            print(f"autocrane rollout: {chosen} in namespace {args.namespace}")
             return 1
-        name = found["metadata"]["name"]
+        kind, found = chosen
+        target = found["metadata"]["name"]
         version = None if args.action != "pin" or args.clear else args.version
         patch = spec_patch(args.action, dt.datetime.now(dt.UTC), version)
-        await api.request("PATCH", resource.path(args.namespace, name), body=patch, content_type=kube.MERGE_PATCH)
-        done = {"promote": "promoted (the controller passes the current stage's gate at its next pass)",
-                "abort": "aborted (the controller rolls back to the last known good at its next pass)",
-                "pin": f"pinned to {version}" if version else "unpinned"}[args.action]
-        print(f"datarollout {args.namespace}/{name}: {done}")
+        where = approllouts.path(args.namespace, target) if kind == "app" else resource.path(args.namespace, target)
+        await api.request("PATCH", where, body=patch, content_type=kube.MERGE_PATCH)
+        done = {**RESULTS, "pin": f"pinned to {version}" if version else "unpinned"}[args.action]
+        if kind == "data" and args.action == "abort":
+            done = "aborted (the controller rolls back to the last known good at its next pass)"
+        print(f"{'approllout' if kind == 'app' else 'datarollout'} {args.namespace}/{target}: {done}")
         return 0
     except errors.KubeError as exc:
         print(f"autocrane rollout: {exc}")
@@ -153,24 +228,34 @@ async def _status(api: kube.Kube, args: argparse.Namespace, found: Mapping[str, 
             print(f"autocrane rollout status: still not finished after {args.timeout:g}s", flush=True)
             return PENDING
         await asyncio.sleep(min(args.interval, max(0.0, deadline - time.monotonic())))
-        found = find(await datarollouts.list_rollouts(api, args.namespace), args.source)
+        found = find(await _data(api, args.namespace), args.source)
 
 
 def parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--kubeconfig", type=Path, default=None)
     common.add_argument("--namespace", "-n", default="default")
-    p = argparse.ArgumentParser(prog="autocrane rollout", description="Promote, abort, pin or list data rollouts.")
+    p = argparse.ArgumentParser(prog="autocrane rollout", description=(
+        "Promote, abort, pin or list data rollouts; promote, abort, retry, pause or resume a group of staged "
+        "Deployments (an app rollout)."))
     sub = p.add_subparsers(dest="action", required=True)
-    for action, text in (("promote", "pass the current stage's gate now, or retry a held version"),
-                         ("abort", "roll back to the last known good and hold the version")):
-        sub.add_parser(action, help=text, parents=[common]).add_argument("source")
+    for action, text in (("promote", "pass the current stage's gate now (data: or retry a held version)"),
+                         ("abort", "roll the current stage back now (data: to the last known good, held)")):
+        one = sub.add_parser(action, help=text, parents=[common])
+        one.add_argument("name", metavar="SOURCE|GROUP", help="a data source, or an app rollout group")
+        kind = one.add_mutually_exclusive_group()
+        kind.add_argument("--app", dest="kind", action="store_const", const="app", help="the group's AppRollout")
+        kind.add_argument("--data", dest="kind", action="store_const", const="data", help="the source's DataRollout")
+    for action, text in (("retry", "roll the rejected templates of a group out again"),
+                         ("pause", "release no further stage of a group (rollbacks still happen)"),
+                         ("resume", "release a paused group's next stages again")):
+        sub.add_parser(action, help=text, parents=[common]).add_argument("name", metavar="GROUP")
     pin = sub.add_parser("pin", help="put every pod on one version (or --clear the pin)", parents=[common])
-    pin.add_argument("source")
+    pin.add_argument("name", metavar="SOURCE")
     group = pin.add_mutually_exclusive_group(required=True)
     group.add_argument("version", nargs="?")
     group.add_argument("--clear", action="store_true")
-    output.add_argument(sub.add_parser("list", help="the namespace's rollouts", parents=[common]))
+    output.add_argument(sub.add_parser("list", help="the namespace's data and app rollouts", parents=[common]))
     status = sub.add_parser("status", parents=[common], help="is the rollout done? exit 0 done, 1 rolled back, "
                             "3 not yet (for CI: --wait)", description=(
                                 "Exit 0 once the version (--version, else whatever rolls out) is the last known "
@@ -181,6 +266,7 @@ def parser() -> argparse.ArgumentParser:
     status.add_argument("--wait", action="store_true", help="wait until it succeeds or is rolled back")
     status.add_argument("--timeout", type=float, default=1800.0, help="seconds --wait waits (default 1800)")
     status.add_argument("--interval", type=float, default=2.0, help="seconds between reads while waiting")
+    p.set_defaults(kind=None)
     return p
 
 

@@ -6,6 +6,11 @@ formatted by the pure :func:`table`. Columns: namespace, pod, health label, each
 controller has not requested one; the acknowledged version is the datadeployer's, mirrored by
 the controller in ``status.data.autocrane.io/<name>``, and absent until it reported one),
 followed by its source's rollout: ``(<source>: <phase> <stage>/<stages> -> <target>)``.
+
+Then, when the namespace has staged Deployments (docs/app-rollouts.md), one row per Deployment of
+each group (:func:`groups_table`): its stage, images, what it is doing (Held, RollingOut n/m,
+Baking (time left), RolledBack (reason), Rejected, Stuck, Done; ``decision.phase_of``), the pods
+of its new revision in error, and under each group the command to run next.
 """
 
 from __future__ import annotations
@@ -17,7 +22,10 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from autocrane import errors, inpod, keys, kube, manifests, output, watchdogs
+from autocrane import approllouts, errors, inpod, keys, kube, manifests, output, watchdogs
+from controller import pods as pod_records
+from controller.approllouts import decision, objects
+from controller.approllouts import loop as app_loop
 from controller.datarollouts import loop as datarollouts
 
 
@@ -136,8 +144,68 @@ def table(pods: Iterable[Mapping[str, Any]], now: dt.datetime,
                      for row in rows)
 
 
+def next_command(group: str, namespace: str, phase: str) -> str:
+    """What to run next for a group in ``phase`` (pure)."""
+    command = f"autocrane rollout {{}} {group} -n {namespace}"
+    return {
+        approllouts.BAKING: f"wait for the bake, or `{command.format('promote')}` to skip it, "
+                            f"`{command.format('abort')}` to roll back",
+        approllouts.PROGRESSING: f"wait for the rollout, or `{command.format('abort')}` to roll back",
+        approllouts.ROLLED_BACK: f"change the templates to start a new release, or `{command.format('retry')}`",
+        approllouts.STUCK: "old pods fail too: fix the environment and the stage goes on, or "
+                           f"`{command.format('abort')}`",
+        approllouts.PAUSED: f"`{command.format('resume')}` to release the next stage",
+    }.get(phase, "nothing to do")
+
+
+def groups_table(deployments: Iterable[Mapping[str, Any]], replica_sets: Iterable[Mapping[str, Any]],
+                 pods: Iterable[Mapping[str, Any]], rollouts: Iterable[Mapping[str, Any]], now: float) -> str:
+    """The app rollout groups' stages (raw Deployments, ReplicaSets, pods and AppRollouts; pure)."""
+    found = [d for raw in deployments if (d := objects.deployment_from_json(raw)) is not None]
+    if not found:
+        return ""
+    sets = [rs for raw in replica_sets if (rs := objects.replica_set_from_json(raw)) is not None]
+    records = [pod_records.from_json(raw) for raw in pods]  # type: ignore[arg-type]  # raw pods as listed
+    by_group = {((r.get("metadata") or {}).get("namespace"), (r.get("metadata") or {}).get("name")): r
+                for r in rollouts}
+    out: list[str] = []
+    for namespace, group in sorted({(d.namespace, d.group) for d in found}):
+        rollout = by_group.get((namespace, group)) or {}
+        spec = approllouts.spec_from_json(rollout.get("spec"))
+        status = approllouts.status_from_json(rollout.get("status"))
+        rows = [("STAGE", "DEPLOYMENT", "IMAGES", "STATE", "NEW PODS IN ERROR")]
+        for d in sorted((d for d in found if (d.namespace, d.group) == (namespace, group)),
+                        key=lambda d: (d.stage, d.name)):
+            new = {rs.name for rs in sets if rs.owner_uid == d.uid and rs.template_hash == d.template_hash}
+            failing = sorted(p.name for p in records if p.owner is not None and p.owner.name in new
+                             and p.health_label == "error")
+            rows.append((str(d.stage), d.name, ",".join(d.images), decision.phase_of(status, d, spec, now),
+                         ",".join(failing) or "-"))
+        widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+        table = "\n".join("  " + "  ".join([*(c.ljust(w) for c, w in zip(row, widths, strict=False)),
+                                              row[-1]]).rstrip() for row in rows)
+        head = f"group {namespace}/{group}: {status.phase}" + (f" ({status.message})" if status.message else "")
+        out.append(f"{head}\n{table}\n  next: {next_command(group, namespace, status.phase)}")
+    return "\n\n".join(out)
+
+
+async def _groups(api: kube.Api, namespace: str | None) -> tuple[list[dict[str, Any]], ...]:
+    """The group Deployments, ReplicaSets and AppRollouts of ``namespace`` (none when not readable)."""
+    scope = f"/apis/apps/v1/namespaces/{namespace}" if namespace else "/apis/apps/v1"
+    try:
+        found = (await api.request("GET", f"{scope}/deployments",
+                                   query={"labelSelector": approllouts.GROUP_LABEL})).get("items") or []
+        if not found:
+            return [], [], []
+        sets = (await api.request("GET", f"{scope}/replicasets")).get("items") or []
+        return found, sets, await app_loop.list_groups(api, namespace)
+    except errors.KubeError:
+        return [], [], []  # no CRD, or no permission: show pods only
+
+
 async def _list(kubeconfig: Path | None, namespace: str | None,
-                selector: str | None) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+                selector: str | None) -> tuple[list[dict[str, Any]], list[dict[str, Any]],
+                                               tuple[list[dict[str, Any]], ...]]:
     api = await kube.Kube.connect(kubeconfig)
     try:
         path = f"/api/v1/namespaces/{namespace}/pods" if namespace else "/api/v1/pods"
@@ -147,7 +215,7 @@ async def _list(kubeconfig: Path | None, namespace: str | None,
             rollouts = await datarollouts.list_rollouts(api, namespace)
         except errors.KubeError:
             rollouts = []  # no CRD installed, or no permission to read DataRollouts: show pods only
-        return items, rollouts
+        return items, rollouts, await _groups(api, namespace)
     finally:
         await api.close()
 
@@ -155,7 +223,7 @@ async def _list(kubeconfig: Path | None, namespace: str | None,
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="autocrane status", description=(
         "Print pods with their watchdog statuses, health label, requested/acknowledged data versions and "
-        "their rollouts."))
+        "their rollouts; then each group of staged Deployments, stage by stage, and the command to run next."))
     parser.add_argument("--kubeconfig", type=Path, default=None)
     parser.add_argument("--namespace", "-n", default="default")
     parser.add_argument("--all-namespaces", "-A", action="store_true")
@@ -163,13 +231,17 @@ def main(argv: list[str]) -> int:
     output.add_argument(parser)
     args = parser.parse_args(argv)
     try:
-        items, rollouts = asyncio.run(_list(args.kubeconfig, None if args.all_namespaces else args.namespace,
-                                            args.selector))
+        items, rollouts, (deployments, replica_sets, groups) = asyncio.run(_list(
+            args.kubeconfig, None if args.all_namespaces else args.namespace, args.selector))
     except (errors.KubeError, errors.ConfigError) as exc:
         print(f"autocrane status: {exc}")
         return 1
-    if args.output == "table":
-        print(table(items, dt.datetime.now(dt.UTC), rollouts))
-    else:
+    now = dt.datetime.now(dt.UTC)
+    if args.output != "table":
         print(output.render(records(items, rollouts), args.output))
+        return 0
+    print(table(items, now, rollouts))
+    staged = groups_table(deployments, replica_sets, items, groups, now.timestamp())
+    if staged:
+        print(f"\n{staged}")
     return 0

@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -60,14 +61,19 @@ def pod_events(cluster: harness.Cluster, namespace: str, pod: str, reason: str) 
 
 
 class Fleet:
-    """Watchdog endpoints on the pods' IPs; ``failing`` holds the names of pods that answer 500."""
+    """Watchdog endpoints on the pods' IPs; ``failing`` holds the names of pods that answer 500,
+    ``failing_images`` the container images whose pods do (a bad release)."""
 
     def __init__(self, cluster: harness.Cluster, namespace: str, port: int) -> None:
         self.cluster, self.namespace, self.port = cluster, namespace, port
         self.failing: set[str] = set()
+        self.failing_images: set[str] = set()
         self.fail_everything = False
         self.hits: dict[str, int] = {}
+        self.first_failure: dict[str, float] = {}
+        """Pod name -> wall-clock time of its first 500."""
         self._names: dict[str, str] = {}
+        self._images: dict[str, frozenset[str]] = {}
         self._servers: dict[str, http.server.ThreadingHTTPServer] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._follow, daemon=True)
@@ -75,7 +81,11 @@ class Fleet:
     def code(self, ip: str) -> int:
         name = self._names.get(ip, "")
         self.hits[name] = self.hits.get(name, 0) + 1
-        return 500 if self.fail_everything or name in self.failing else 200
+        failing = (self.fail_everything or name in self.failing
+                   or bool(self._images.get(ip, frozenset()) & self.failing_images))
+        if failing:
+            self.first_failure.setdefault(name, time.time())
+        return 500 if failing else 200
 
     def _serve(self, ip: str) -> None:
         fleet = self
@@ -101,8 +111,9 @@ class Fleet:
             with contextlib.suppress(Exception):
                 for pod in self.cluster.core.list_namespaced_pod(self.namespace).items:
                     ip = pod.status.pod_ip
-                    if ip and pod.status.phase == "Running":
+                    if ip and pod.status.phase == "Running" and pod.metadata.deletion_timestamp is None:
                         self._names[ip] = pod.metadata.name
+                        self._images[ip] = frozenset(c.image for c in pod.spec.containers)
                         if ip not in self._servers:
                             self._serve(ip)
 

@@ -43,9 +43,9 @@ CRD = Path(__file__).resolve().parents[2] / "charts" / "autocrane" / "files" / "
 AUTOCRANE = str(Path(sys.executable).parent / "autocrane")
 
 
-def install_crd(cluster: harness.Cluster) -> None:
-    """Create (or keep) the DataRollout CRD and wait until it is served."""
-    body = yaml.safe_load(CRD.read_text())
+def install_crd(cluster: harness.Cluster, crd: Path = CRD) -> None:
+    """Create (or keep) the CRD in ``crd`` (the DataRollout's by default) and wait until it is served."""
+    body = yaml.safe_load(crd.read_text())
     extensions = client.ApiextensionsV1Api(cluster.api)
     try:
         extensions.create_custom_resource_definition(body)
@@ -60,14 +60,15 @@ def install_crd(cluster: harness.Cluster) -> None:
         crd = extensions.read_custom_resource_definition(body["metadata"]["name"])
         return any(c.type == "Established" and c.status == "True" for c in (crd.status.conditions or ()))
 
-    wait_until("the DataRollout CRD established", established)
+    plural = body["spec"]["names"]["plural"]
+    wait_until(f"the {plural} CRD established", established)
     objects = client.CustomObjectsApi(cluster.api)
-    wait_until("datarollouts served", lambda: _lists(objects))
+    wait_until(f"{plural} served", lambda: _lists(objects, plural))
 
 
-def _lists(objects: client.CustomObjectsApi) -> bool:
+def _lists(objects: client.CustomObjectsApi, plural: str) -> bool:
     try:
-        objects.list_cluster_custom_object("autocrane.io", "v1alpha1", "datarollouts")
+        objects.list_cluster_custom_object("autocrane.io", "v1alpha1", plural)
     except ApiException:
         return False
     return True

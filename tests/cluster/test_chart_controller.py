@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from devcluster import build
-from tests.cluster import harness, helmkit
+from tests.cluster import approlloutkit, harness, helmkit
 from tests.cluster.datakit import install_crd
 from tests.cluster.harness import wait_until
 
@@ -38,10 +38,26 @@ def test_the_controller_renders_restricted_with_least_privilege() -> None:
     assert granted == {("", "pods", v) for v in ("get", "list", "watch", "patch")} | {
         ("", "pods/eviction", "create"), ("", "events", "create"),
         *{("autocrane.io", "datarollouts", v) for v in ("get", "list", "watch", "create")},
-        ("autocrane.io", "datarollouts/status", "patch")}
+        ("autocrane.io", "datarollouts/status", "patch"),
+        # staged app rollouts: paused (and the template on rollback) of Deployments, never their scale
+        *{("apps", "deployments", v) for v in ("get", "list", "watch", "patch")},
+        *{("apps", "replicasets", v) for v in ("list", "watch")},
+        *{("autocrane.io", "approllouts", v) for v in ("get", "list", "watch", "create")},
+        ("autocrane.io", "approllouts/status", "patch")}
     assert len(_kinds(docs, "ClusterRoleBinding")) == 1
-    (crd,) = [d for d in docs if d["kind"] == "CustomResourceDefinition"]
-    assert crd["metadata"]["name"] == "datarollouts.autocrane.io"
+    crds = {d["metadata"]["name"] for d in docs if d["kind"] == "CustomResourceDefinition"}
+    assert crds == {"datarollouts.autocrane.io", "approllouts.autocrane.io"}
+    assert "--no-app-rollouts" not in container["args"]
+
+
+def test_without_app_rollouts_the_controller_gets_no_deployment_rights_and_the_webhook_no_hold() -> None:
+    docs = _render("appRollouts.enabled=false")
+    (role,) = _kinds(docs, "ClusterRole")
+    assert not [r for r in role["rules"] if "apps" in r["apiGroups"] or "approllouts" in r["resources"]]
+    (deployment,) = _kinds(docs, "Deployment")
+    assert "--no-app-rollouts" in deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    (mwc,) = [d for d in docs if d["kind"] == "MutatingWebhookConfiguration"]
+    assert [w["name"] for w in mwc["webhooks"]] == ["inject.autocrane.io"]
 
 
 def test_watching_some_namespaces_binds_the_role_only_there() -> None:
@@ -66,6 +82,7 @@ def test_installed_the_controller_runs_under_psa_restricted_and_may_do_exactly_i
     # datarollouts would be "no" for the wrong reason, so the CRD is made here rather than by whichever
     # test ran before.
     install_crd(cluster)
+    install_crd(cluster, approlloutkit.CRD)
     release = "ac-ctl"
     try:
         installed = helmkit.helm("upgrade", "--install", release, str(helmkit.CHART), "-n", namespace, "--wait=false",
@@ -92,12 +109,16 @@ def test_installed_the_controller_runs_under_psa_restricted_and_may_do_exactly_i
         for verb, resource in (("patch", "pods"), ("watch", "pods"), ("create", "pods:eviction"),
                                ("create", "events"), ("create", "datarollouts.autocrane.io"),
                                ("patch", "datarollouts.autocrane.io:status"),
+                               ("patch", "deployments.apps"), ("list", "replicasets.apps"),
+                               ("create", "approllouts.autocrane.io"), ("patch", "approllouts.autocrane.io:status"),
                                ("update", f"leases.coordination.k8s.io/{release}-controller")):
             assert can(verb, resource), f"the controller needs {verb} {resource}"
         for verb, resource in (("delete", "pods"), ("get", "secrets"), ("patch", "datarollouts.autocrane.io"),
                                ("update", "leases.coordination.k8s.io/someone-else"), ("create", "pods"),
                                ("create", "leases.coordination.k8s.io"),
-                               ("patch", "pods:status")):
+                               ("patch", "pods:status"), ("patch", "deployments.apps:scale"),
+                               ("update", "deployments.apps"), ("patch", "replicasets.apps"),
+                               ("patch", "approllouts.autocrane.io")):
             assert not can(verb, resource), f"the controller must not {verb} {resource}"
         assert not can("update", f"leases.coordination.k8s.io/{release}-controller", "default")
     finally:

@@ -113,12 +113,15 @@ def test_a_single_replica_has_no_pdb_that_would_block_drains(replicas: int, budg
 
 
 def test_crds_are_templates_behind_install_and_keep() -> None:
-    (crd,) = [d for d in render() if d["kind"] == "CustomResourceDefinition"]
-    assert crd["metadata"]["annotations"] == {"helm.sh/resource-policy": "keep"}
-    assert crd["metadata"]["labels"]["app.kubernetes.io/instance"] == RELEASE
+    crds = {d["metadata"]["name"]: d for d in render() if d["kind"] == "CustomResourceDefinition"}
+    assert set(crds) == {"datarollouts.autocrane.io", "approllouts.autocrane.io"}
+    for crd in crds.values():
+        assert crd["metadata"]["annotations"] == {"helm.sh/resource-policy": "keep"}
+        assert crd["metadata"]["labels"]["app.kubernetes.io/instance"] == RELEASE
+    crd = crds["datarollouts.autocrane.io"]
     assert crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["required"] == ["source"]
-    (dropped,) = [d for d in render("crds.keep=false") if d["kind"] == "CustomResourceDefinition"]
-    assert "annotations" not in dropped["metadata"]
+    dropped = [d for d in render("crds.keep=false") if d["kind"] == "CustomResourceDefinition"]
+    assert len(dropped) == 2 and all("annotations" not in d["metadata"] for d in dropped)
     assert not [d for d in render("crds.install=false") if d["kind"] == "CustomResourceDefinition"]
     assert not (helmkit.CHART / "crds").exists(), "helm never upgrades crds/"
 

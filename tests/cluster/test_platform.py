@@ -43,6 +43,8 @@ from tests.cluster.harness import wait_until
 pytestmark = [pytest.mark.cluster, pytest.mark.realnode]
 
 RELEASE = "autocrane"
+CRDS = ("datarollouts.autocrane.io", "approllouts.autocrane.io")
+"""What the chart installs and crds.keep keeps."""
 SOURCE = helmstack.SOURCE
 REQUEST_KEY = "request.data.autocrane.io/model"
 IGNORED_KINDS = {"events", "events.events.k8s.io"}
@@ -121,20 +123,25 @@ def _snapshot(cluster: harness.Cluster, namespace: str) -> dict[str, set[tuple[s
 
 
 def _without_the_crd(cluster: harness.Cluster) -> None:
-    """Delete the DataRollout CRD other tests made (kept by another release, or by install_crd): the
-    release installs its own, and Helm refuses to adopt an object another release or nobody owns."""
+    """Delete the CRDs other tests made (kept by another release, or by install_crd): the release
+    installs its own, and Helm refuses to adopt an object another release or nobody owns."""
     extensions = client.ApiextensionsV1Api(cluster.api)
-    with contextlib.suppress(client.exceptions.ApiException):
-        extensions.delete_custom_resource_definition("datarollouts.autocrane.io")
+    for name in CRDS:
+        with contextlib.suppress(client.exceptions.ApiException):
+            extensions.delete_custom_resource_definition(name)
 
     def gone() -> bool:
-        try:
-            extensions.read_custom_resource_definition("datarollouts.autocrane.io")
-        except client.exceptions.ApiException as error:
-            return error.status == 404
-        return False
+        for name in CRDS:
+            try:
+                extensions.read_custom_resource_definition(name)
+            except client.exceptions.ApiException as error:
+                if error.status != 404:
+                    return False
+            else:
+                return False
+        return True
 
-    wait_until("the DataRollout CRD of earlier tests deleted", gone, timeout=60)
+    wait_until("the CRDs of earlier tests deleted", gone, timeout=60)
 
 
 @pytest.fixture(scope="module")
@@ -310,7 +317,7 @@ def test_helm_uninstall_leaves_nothing_but_what_the_values_keep(platform: Platfo
     assert removed.returncode == 0, removed.stderr
     platform.installed = False
     # crds.keep (the default), and the local APIService the API server registers for a CRD's group
-    kept = {("CustomResourceDefinition", "", "datarollouts.autocrane.io"), ("APIService", "", "v1alpha1.autocrane.io")}
+    kept = {*(("CustomResourceDefinition", "", name) for name in CRDS), ("APIService", "", "v1alpha1.autocrane.io")}
 
     left: list[set[tuple[str, str, str]]] = []
 
@@ -323,7 +330,7 @@ def test_helm_uninstall_leaves_nothing_but_what_the_values_keep(platform: Platfo
     # The garbage collector deletes what the release's objects owned (pods, the CA Secret, the volume's
     # claim and, released, the volume itself): moments after helm returns.
     try:
-        wait_until("nothing left but the CRD", clean, timeout=90, interval=1)
+        wait_until("nothing left but the CRDs", clean, timeout=90, interval=1)
     except AssertionError as error:
         raise AssertionError(f"{error}; left: {sorted(left[-1] - kept)}") from None
-    assert ("CustomResourceDefinition", "", "datarollouts.autocrane.io") in _objects(platform.cluster, None)
+    assert {("CustomResourceDefinition", "", name) for name in CRDS} <= _objects(platform.cluster, None)

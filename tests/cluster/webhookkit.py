@@ -33,13 +33,16 @@ DATA = {"data.autocrane.io/model": "models"}
 class Injector:
     """A running ``autocrane webhook`` process, its certificate mount and its registration."""
 
-    def __init__(self, directory: Path, settings: Mapping[str, str] | None = None) -> None:
+    def __init__(self, directory: Path, settings: Mapping[str, str] | None = None,
+                 kubeconfig: Path | None = None) -> None:
         self.ca = tlstools.new_ca("autocrane-test-webhook-ca")
         self.mount = tlstools.SecretMount(directory / "tls")
         self.mount.publish(tlstools.new_leaf(self.ca))
         self.port, self.health_port = controlplane.free_port(), controlplane.free_port()
         self.log = directory / "webhook.log"
         overrides = [f"--set={key}={value}" for key, value in (settings or {}).items()]
+        if kubeconfig is not None:  # /hold reads AppRollouts through it
+            overrides += ["--kubeconfig", str(kubeconfig)]
         with self.log.open("wb") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-c", "from autocrane import cli; cli.main()", "webhook",
@@ -102,7 +105,7 @@ def is_injected(found: object) -> bool:
 def registered(cluster: harness.Cluster, directory: Path,
                settings: Mapping[str, str] | None = None) -> Iterator[Injector]:
     """A running injector, registered until the end of the block; the process stops with it."""
-    running = Injector(directory, settings)
+    running = Injector(directory, settings, cluster.kubeconfig)
     admission = client.AdmissionregistrationV1Api(cluster.api)
     config = running.configuration()
     try:

@@ -70,3 +70,57 @@ def test_without_the_rollout_status_a_new_template_is_held_and_paused_keeps_its_
     assert keep.patch == PAUSE
     scale = holding.decide("UPDATE", _deployment("web:1"), _deployment("web:1"), "web", None)
     assert scale.verdict == holding.PASSED and scale.patch == ()
+
+
+def _review(operation: str, old: dict[str, Any] | None, new: dict[str, Any]) -> dict[str, Any]:
+    return {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+            "request": {"uid": "u-1", "operation": operation, "namespace": "shop", "name": "web",
+                        "object": new, "oldObject": old}}
+
+
+def test_a_held_review_is_allowed_with_the_pause_as_a_json_patch_and_a_warning() -> None:
+    import base64
+    import json
+
+    request = holding.parse(_review("UPDATE", _deployment("web:1"), _deployment("web:2")))
+    assert (request.namespace, request.name, request.group) == ("shop", "web", "web")
+    review = holding.answer(request, holding.decide_request(request, _status()))
+    response = review["response"]
+    assert response["uid"] == "u-1" and response["allowed"] is True and response["patchType"] == "JSONPatch"
+    assert json.loads(base64.b64decode(response["patch"])) == list(PAUSE)
+    assert "held by AutoCrane" in response["warnings"][0]
+
+
+def test_a_deployment_leaving_its_group_passes_untouched() -> None:
+    left = _deployment("web:2")
+    left["metadata"]["labels"] = {}
+    request = holding.parse(_review("UPDATE", _deployment("web:1"), left))
+    assert request.group is None
+    review = holding.answer(request, holding.decide_request(request, _status()))
+    assert "patch" not in review["response"] and review["response"]["allowed"] is True
+
+
+def test_a_review_without_the_deployment_is_malformed() -> None:
+    from webhook import admission
+
+    with pytest.raises(admission.MalformedReview):
+        holding.parse({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {"uid": "u"}})
+
+
+def _rolling(image: str, updated: int) -> dict[str, Any]:
+    found = _deployment(image)
+    found["metadata"]["generation"] = 4
+    found["status"] = {"observedGeneration": 4, "replicas": 3 + (3 - updated), "updatedReplicas": updated,
+                       "availableReplicas": 3}
+    return found
+
+
+def test_a_rejected_template_re_applied_while_the_rollback_runs_is_refused_and_after_it_held() -> None:
+    rejected = _status(rejected=(_hash("web:2"),))
+    during = holding.decide("UPDATE", _rolling("web:1", updated=1), _deployment("web:2"), "web", rejected)
+    assert during.verdict == holding.REFUSED and "still rolling out" in during.reason
+    request = holding.parse(_review("UPDATE", _rolling("web:1", updated=1), _deployment("web:2")))
+    response = holding.answer(request, during)["response"]
+    assert response["allowed"] is False and response["status"]["code"] == 409
+    after = holding.decide("UPDATE", _rolling("web:1", updated=3), _deployment("web:2"), "web", rejected)
+    assert after.verdict == holding.HELD and after.patch == PAUSE

@@ -14,7 +14,7 @@ def _webhook(**kwargs: object) -> dict:  # type: ignore[type-arg]
     config = registration.mutating_webhook_configuration(namespace="autocrane", ca_bundle=b"PEM", **kwargs)
     assert config["kind"] == "MutatingWebhookConfiguration"
     assert config["apiVersion"] == "admissionregistration.k8s.io/v1"
-    assert config["metadata"]["name"] == "autocrane-injector" and len(config["webhooks"]) == 1
+    assert config["metadata"]["name"] == "autocrane-injector" and len(config["webhooks"]) == 2
     webhook: dict = config["webhooks"][0]  # type: ignore[type-arg]
     return webhook
 
@@ -73,3 +73,36 @@ def test_no_ca_bundle_leaves_it_to_cert_manager() -> None:
 def test_invalid_parameters_are_refused(kwargs: dict[str, object]) -> None:
     with pytest.raises(ValueError):
         registration.mutating_webhook_configuration(namespace="x", ca_bundle=None, **kwargs)  # type: ignore[arg-type]
+
+
+def _hold(**kwargs: object) -> dict:  # type: ignore[type-arg]
+    config = registration.mutating_webhook_configuration(namespace="autocrane", ca_bundle=b"PEM", **kwargs)
+    webhook: dict = config["webhooks"][1]  # type: ignore[type-arg]
+    assert webhook["name"] == "hold.autocrane.io"
+    return webhook
+
+
+def test_the_hold_webhook_sees_only_deployments_of_a_group_and_never_their_scale() -> None:
+    webhook = _hold()
+    assert webhook["rules"] == [{"apiGroups": ["apps"], "apiVersions": ["v1"], "operations": ["CREATE", "UPDATE"],
+                                 "resources": ["deployments"], "scope": "Namespaced"}]  # not deployments/scale
+    assert webhook["objectSelector"] == {"matchExpressions": [
+        {"key": keys.ROLLOUT_GROUP_LABEL, "operator": "Exists"}]}
+    assert webhook["namespaceSelector"] == {"matchExpressions": [
+        {"key": "kubernetes.io/metadata.name", "operator": "NotIn",
+         "values": ["autocrane", "kube-node-lease", "kube-public", "kube-system"]}]}
+    assert webhook["sideEffects"] == "None" and webhook["timeoutSeconds"] == 5
+
+
+def test_the_hold_webhook_ignores_its_own_failure_so_rollbacks_never_wait_for_it() -> None:
+    assert _hold()["failurePolicy"] == "Ignore"
+    assert _hold(hold_failure_policy="Fail")["failurePolicy"] == "Fail"
+    assert "Ignore" in (registration.__doc__ or "")
+    with pytest.raises(ValueError):
+        _hold(hold_failure_policy="Sometimes")
+
+
+def test_the_hold_webhook_is_served_at_hold_beside_mutate() -> None:
+    assert _hold()["clientConfig"]["service"] == {"namespace": "autocrane", "name": "autocrane-injector",
+                                                  "path": "/hold", "port": 443}
+    assert _hold(url="https://127.0.0.1:8443/mutate")["clientConfig"]["url"] == "https://127.0.0.1:8443/hold"

@@ -314,3 +314,36 @@ def test_the_template_hash_ignores_the_pod_template_hash_label() -> None:
     assert A.template_hash(plain) != A.template_hash(template("web:2"))
     restarted = template("web:1", **{"kubectl.kubernetes.io/restartedAt": "2027-01-01T00:00:00Z"})
     assert A.template_hash(restarted) != A.template_hash(plain)  # `kubectl rollout restart` is a new release
+
+
+def test_a_released_stage_found_paused_is_unpaused_again() -> None:
+    """The status says released but the unpause never landed (a crash between the two writes, a 409)."""
+    world = _adopted(("web", 0))
+    _apply(world, "web", "web:2")
+    assert verbs(world.step(T0 + 1)) == [("release", "web")]
+    # the Deployment is still paused on the next pass: the release is repeated, not forgotten
+    assert verbs(world.step(T0 + 2)) == [("release", "web")]
+    assert world.status.phase == A.PROGRESSING and world.status.released_at == T0 + 1
+
+
+def test_a_rejected_template_still_running_pods_is_restored_again() -> None:
+    """The restore was refused (its resourceVersion precondition lost a race): the pods must still go back."""
+    world = _adopted(("web", 0))
+    _apply(world, "web", "web:2")
+    world.step(T0 + 1)
+    _roll_out(world, "web", "web:2", status=FAIL)
+    assert verbs(world.step(T0 + 2)) == [("restore", "web")]
+    # the restore did not land: the Deployment still runs web:2, unpaused
+    result = world.step(T0 + 3)
+    assert [(a.verb, a.template) for a in result.actions] == [("restore", template("web:1"))]
+
+
+def test_a_rejected_template_paused_mid_rollback_with_its_pods_still_running_is_restored() -> None:
+    """Re-applied while the rollback ran and the webhook was down: paused half-way, the bad pods stay."""
+    world = _adopted(("web", 0))
+    _apply(world, "web", "web:2")
+    world.step(T0 + 1)
+    _roll_out(world, "web", "web:2", status=FAIL)
+    world.step(T0 + 2)
+    world.put(deployment("web", "web:2", paused=True, generation=5, observed=5))  # pods of web:2 still there
+    assert [(a.verb, a.template) for a in world.step(T0 + 3).actions] == [("restore", template("web:1"))]

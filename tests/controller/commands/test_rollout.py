@@ -55,3 +55,27 @@ def test_status_verdicts_for_a_version_and_for_the_running_rollout() -> None:
     assert rollout_command.verdict(back, None)[0] == rollout_command.FAILED
     assert rollout_command.verdict(back, "v3")[0] == rollout_command.PENDING  # not started yet
     assert (rollout_command.DONE, rollout_command.FAILED, rollout_command.PENDING) == (0, 1, 3)
+
+
+def test_retry_sends_a_token_and_pause_and_resume_set_the_groups_paused() -> None:
+    assert set(rollout_command.spec_patch("retry", NOW)["spec"]) == {"retry"}
+    assert rollout_command.spec_patch("pause", NOW) == {"spec": {"paused": True}}
+    assert rollout_command.spec_patch("resume", NOW) == {"spec": {"paused": False}}
+
+
+def test_a_name_picks_the_app_rollout_or_the_data_rollout_and_asks_when_both_answer() -> None:
+    app, data = {"metadata": {"name": "web"}}, {"metadata": {"name": "web"}, "spec": {"source": "web"}}
+    assert rollout_command.choose("promote", "web", None, app, None) == ("app", app)
+    assert rollout_command.choose("promote", "web", data, None, None) == ("data", data)
+    assert "--app or --data" in str(rollout_command.choose("abort", "web", data, app, None))
+    assert rollout_command.choose("abort", "web", data, app, "app") == ("app", app)
+    assert rollout_command.choose("retry", "web", data, app, None) == ("app", app)
+    assert "no AppRollout 'web'" in str(rollout_command.choose("retry", "web", data, None, None))
+    assert "app rollouts" in str(rollout_command.choose("pause", "web", data, app, "data"))
+
+
+def test_the_app_rollouts_are_listed_with_their_phase_and_stage() -> None:
+    lines = rollout_command.app_listing([{"metadata": {"name": "web"}, "status": {
+        "phase": "Baking", "stage": 1, "reason": "Baking", "message": "stage 1: baking"}}]).splitlines()
+    assert lines[0].split() == ["GROUP", "PHASE", "STAGE", "REASON", "MESSAGE"]
+    assert lines[1].split()[:4] == ["web", "Baking", "1", "Baking"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from controller.commands import status
 from tests.controller.podfactory import NOW, raw, stamp
 
@@ -56,3 +58,37 @@ def test_the_records_for_json_and_yaml_hold_what_the_table_shows() -> None:
     assert record["watchdogs"]["bad"]["level"] == "unreadable"
     assert record["data"] == {"m": {"source": "src", "requested": "v2", "acknowledged": "v1", "rollout": {
         "name": "src", "phase": "Progressing", "stage": "2/3", "target": "v2", "lastKnownGood": "v1"}}}
+
+
+def test_each_group_shows_its_stages_their_state_the_failing_new_pods_and_the_next_command() -> None:
+    from autocrane import approllouts as A
+    from controller.commands import status as status_command
+    from tests.controller import approlloutkit as kit
+
+    def raw(name: str, stage: int, image: str, paused: bool) -> dict[str, Any]:
+        return {"metadata": {"namespace": "shop", "name": name, "uid": f"uid-{name}", "generation": 2,
+                             "labels": {A.GROUP_LABEL: "web", A.STAGE_LABEL: str(stage)}},
+                "spec": {"replicas": 1, "paused": paused, "template": kit.template(image)},
+                "status": {"observedGeneration": 2, "replicas": 1, "updatedReplicas": 1, "availableReplicas": 1}}
+
+    v1, v2 = A.template_hash(kit.template("web:1")), A.template_hash(kit.template("web:2"))
+    rs = {"metadata": {"namespace": "shop", "name": "canary-2", "ownerReferences": [
+        {"kind": "Deployment", "name": "canary", "uid": "uid-canary", "controller": True}]},
+          "spec": {"template": kit.template("web:2")}}
+    pod = {"metadata": {"namespace": "shop", "name": "canary-2-a", "uid": "p", "labels": {
+        "status.autocrane.io/health": "error"}, "ownerReferences": [
+        {"kind": "ReplicaSet", "name": "canary-2", "uid": "rs", "controller": True}]}}
+    status = A.Status(phase=A.BAKING, stage=0, released_at=kit.T0, rolled_out_at=kit.T0 + 10,
+                      message="stage 0: baking", deployments={
+                          "canary": A.Record(stage=0, last_known_good=v1, released=v2),
+                          "zone": A.Record(stage=1, last_known_good=v1)})
+    rollout = {"metadata": {"namespace": "shop", "name": "web"}, "spec": {"bakeSeconds": 60},
+               "status": A.status_to_json(status)}
+    text = status_command.groups_table([raw("canary", 0, "web:2", False), raw("zone", 1, "web:2", True)], [rs],
+                                       [pod], [rollout], kit.T0 + 40)
+    lines = text.splitlines()
+    assert lines[0] == "group shop/web: Baking (stage 0: baking)"
+    assert lines[2].split() == ["0", "canary", "web:2", "Baking", "(30s", "left)", "canary-2-a"]
+    assert lines[3].split() == ["1", "zone", "web:2", "Held", "-"]
+    assert "autocrane rollout promote web -n shop" in lines[4]
+    assert status_command.groups_table([], [], [], [], kit.T0) == ""
