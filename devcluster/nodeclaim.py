@@ -264,6 +264,14 @@ class Registry:
             self._path(claim).unlink(missing_ok=True)
             self._last_out()
 
+    def live(self) -> list[Claim]:
+        """The claims whose owners still run: this run's nodes and other clusters' on this host."""
+        if not self.root.exists():
+            return []
+        with self._locked():
+            boot = linuxhost.boot_id()
+            return [c for c in self._claims() if c.is_live(boot, linuxhost.process_start)]
+
     def sweep(self) -> list[Claim]:
         """Release every stale claim (a run killed before it could); returns them."""
         if not self.root.exists():
