@@ -164,15 +164,25 @@ def _settled(work: _Work, seen: Observed) -> Step:
     """Nothing pending: Healthy, or still RolledBack while a rejected template is applied (held).
 
     A rejected template that still runs pods is restored again (the restore was refused, say its
-    resourceVersion precondition lost a race with the Deployment controller, or the template was
-    re-applied while the rollback ran and the webhook was down); one that runs none (re-applied
-    by GitOps once the rollback was done) is only kept paused."""
+    resourceVersion precondition lost a race with the Deployment controller; the controller crashed
+    after writing the rollback's status, before the restore; or the template was re-applied while
+    the rollback ran and the webhook was down); one that runs none (re-applied by GitOps once the
+    rollback was done) is only kept paused. A restore here carries its ``RevisionRejected`` Event
+    too: after a crash the rollback's own Event, written after the restore, was lost with it (the
+    writer keeps one Event per Deployment and reason per window, so a retried restore in the same
+    process adds none)."""
     deployments = seen.deployments
     rejected = [d for d in deployments if d.template_hash in work.status.deployments.get(d.name, A.Record()).rejected]
     for d in rejected:
         record = work.status.deployments[d.name]
-        if record.last_known_good_template and _revision_pods([d], seen, lambda x: x.template_hash):
+        if record.last_known_good_template and (running := _revision_pods([d], seen, lambda x: x.template_hash)):
             work.actions.append(Action("restore", d, record.last_known_good_template))
+            why = f" ({work.status.reason})" if work.status.reason else ""
+            work.events.append(Event(d, "Warning", "RevisionRejected",
+                                     f"template {d.template_hash} was rejected{why} but {len(running)} pod(s) "
+                                     f"still run it: restoring the last known good {record.last_known_good}"))
+            work.log.append(("rejected template restored again", {"deployment": d.name, "template": d.template_hash,
+                                                                   "pods": len(running)}))
         elif not d.paused:
             work.actions.append(Action("hold", d))
     if rejected:

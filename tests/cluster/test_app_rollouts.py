@@ -9,17 +9,22 @@ from the controller's own log lines, written once the AppRollout status they des
 
 from __future__ import annotations
 
+import asyncio
 import math
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from kubernetes import client
 
+from autocrane import approllouts, kube, watchdogs
+from controller import plan, pods
+from controller.apiserver import writer
+from controller.approllouts import loop
 from tests.cluster import approlloutkit as kit
 from tests.cluster import harness, webhookkit
 from tests.cluster.controllerkit import ControllerProcess, Fleet, free_port
@@ -269,6 +274,123 @@ def test_old_revision_pods_failing_too_hold_the_stage_without_rollback_until_the
     wait_until("both stages on the new template", lambda: all(
         kit.runs(cluster, ns, n, new) for n in ("env-canary", "env-zone")), timeout=60)
     kit.wait_phase(cluster, ns, "env", "Healthy")
+
+
+def test_the_rejected_template_reapplied_during_the_rollback_is_refused_and_after_it_is_held(
+        world: World, logs_on_failure: None) -> None:
+    """``minReadySeconds: 5`` (set after the adoption, so that one is quick) makes the restored pod
+    count available only 5 s after it is ready: the rollback rolls out for at least that long, so
+    the re-apply lands in it on purpose, not by luck of timing."""
+    cluster, ns = world.cluster, world.namespace
+    kit.create_group(cluster, ns, "during", world.deployment("during", "during", None), bakeSeconds=60,
+                     progressDeadlineSeconds=60)
+    slow = cluster.apps.patch_namespaced_deployment("during", ns, {"spec": {"minReadySeconds": 5}})
+    assert slow.spec.paused is not True, "the template is unchanged: nothing to hold"
+    world.fleet.failing_images.add(BAD)
+    kit.set_image(cluster, ns, "during", BAD)
+    kit.wait_phase(cluster, ns, "during", "RolledBack", reason="Watchdog")
+    wait_until("the restore written", lambda: kit.image_of(cluster.apps.read_namespaced_deployment(
+        "during", ns)) == GOOD)
+
+    # During the rollback: refused, so the rollback is not paused half-way with the rejected pod running.
+    with pytest.raises(client.exceptions.ApiException) as refused:
+        kit.set_image(cluster, ns, "during", BAD)
+    assert refused.value.status == 409, refused.value.body
+    assert "was rejected and the rollback" in refused.value.body and "is still rolling out" in refused.value.body
+    kept = cluster.apps.read_namespaced_deployment("during", ns)
+    assert kit.image_of(kept) == GOOD and kept.spec.paused is not True, "the refused apply changed nothing"
+
+    # After it: the same apply is accepted and held, the pods stay on the last known good.
+    wait_until("the rollback rolled out", lambda: kit.runs(cluster, ns, "during", GOOD), timeout=30)
+    readmitted = kit.set_image(cluster, ns, "during", BAD)
+    assert kit.image_of(readmitted) == BAD and readmitted.spec.paused is True
+    assert kit.status(cluster, ns, "during")["phase"] == "RolledBack"
+    assert kit.replica_set_images(cluster, ns, "during")[BAD] == 0
+    assert kit.pod_images(cluster, ns, "during") == [GOOD]
+
+
+class _Crashed(Exception):
+    """The controller process died here."""
+
+
+class _DiesBeforeTheDeploymentWrites(writer.Writer):
+    """The controller's writer, dying after a pass's AppRollout statuses, before its Deployment writes and Events."""
+
+    async def execute(self, todo: plan.Plan, leading: Callable[[], bool]) -> plan.Written:
+        if todo.app_actions or todo.app_events:
+            raise _Crashed(", ".join(f"{a.verb} {a.deployment.key}" for a in todo.app_actions))
+        return await super().execute(todo, leading)
+
+
+def _a_pass_that_dies_before_the_deployment_writes(world: World) -> str:
+    """One app-rollout pass of the controller's own loop, on the namespace as it is, whose process dies
+    once the statuses are written; what it was about to write."""
+    async def run() -> str:
+        api = await kube.Kube.connect(world.cluster.kubeconfig)
+        try:
+            listed = await api.request("GET", f"/api/v1/namespaces/{world.namespace}/pods")
+            snapshot = [pods.from_json(raw) for raw in listed["items"]]
+            apps = loop.AppRollouts(api, _DiesBeforeTheDeploymentWrites(api, identity="crashed"),
+                                    namespaces=[world.namespace])
+            with pytest.raises(_Crashed) as crashed:
+                await apps.run_pass(snapshot, {}, lambda: True)
+            return str(crashed.value)
+        finally:
+            await api.close()
+
+    return asyncio.run(run())
+
+
+def test_a_controller_restarted_mid_rollback_restores_once_and_ends_rolled_back(
+        world: World, logs_on_failure: None) -> None:
+    """The controller decided a rollback and wrote it to the AppRollout status, then died before the
+    restore. To get there on purpose: a tolerance (``maxErrorPods: 1``) keeps the running controller
+    from rolling the failing release back while it records the pod's error watchdog; the controller
+    is stopped, the tolerance removed, and one pass of the controller's own loop
+    (:class:`controller.approllouts.loop.AppRollouts`, with the real writer) decides the rollback on
+    the pods as the controller left them and writes its status, then dies at its first Deployment
+    write (the restore) and Event. The Deployment is still on the rejected template, unpaused, its
+    pod running. A new controller must restore the last known good template exactly once, with one
+    ``RevisionRejected`` Event, and end RolledBack with the rejected hash recorded. (A crash *after*
+    the restore leaves nothing to do but the Deployment controller's rollout.)"""
+    cluster, ns = world.cluster, world.namespace
+    v2 = "registry.invalid/app:crash-2"
+    kit.create_group(cluster, ns, "crash", world.deployment("crash", "crash", None), bakeSeconds=600,
+                     progressDeadlineSeconds=60, maxErrorPods=1)
+    world.fleet.failing_images.add(v2)
+    kit.set_image(cluster, ns, "crash", v2)
+    kit.wait_phase(cluster, ns, "crash", "Baking", stage=0)
+    wait_until("the v2 pod's watchdog recorded in error", lambda: cluster.core.list_namespaced_pod(
+        ns, label_selector=f"app=crash,{watchdogs.HEALTH_LABEL}=error").items)
+    world.controller.stop()
+    client.CustomObjectsApi(cluster.api).patch_namespaced_custom_object(
+        approllouts.API_GROUP, approllouts.VERSION, ns, approllouts.PLURAL, "crash", {"spec": {"maxErrorPods": 0}})
+
+    about_to = _a_pass_that_dies_before_the_deployment_writes(world)
+    assert f"restore {ns}/crash" in about_to
+    rejected = kit.live_hash(cluster, ns, "crash")
+    crashed = kit.status(cluster, ns, "crash")
+    assert crashed["phase"] == "RolledBack" and crashed["reason"] == "Watchdog"
+    assert crashed["deployments"]["crash"]["rejected"] == [rejected]
+    stranded = cluster.apps.read_namespaced_deployment("crash", ns)
+    assert kit.image_of(stranded) == v2 and stranded.spec.paused is not True
+    assert kit.pod_images(cluster, ns, "crash") == [v2]
+    assert not kit.deployment_events(cluster, ns, "crash", "RevisionRejected")
+
+    restarted = world.start_controller()
+    wait_until("the restarted controller restored the last known good", lambda: kit.runs(
+        cluster, ns, "crash", GOOD), timeout=30)
+    done = kit.wait_phase(cluster, ns, "crash", "RolledBack", reason="Watchdog")
+    record = done["deployments"]["crash"]
+    assert record["lastKnownGood"]["hash"] == kit.live_hash(cluster, ns, "crash") != rejected
+    assert record["rejected"] == [rejected]
+    assert cluster.apps.read_namespaced_deployment("crash", ns).spec.paused is not True
+    restores = [line for line in restarted.lines() if line.get("message") == "deployment written"
+                and line.get("verb") == "restore" and line.get("deployment") == f"{ns}/crash"]
+    assert len(restores) == 1, restores
+    events = kit.deployment_events(cluster, ns, "crash", "RevisionRejected")
+    assert len(events) == 1 and "restoring the last known good" in events[0].message, [e.message for e in events]
+    assert kit.pod_images(cluster, ns, "crash") == [GOOD]
 
 
 def test_with_the_webhook_down_updates_pass_and_the_controller_holds_the_later_stages(

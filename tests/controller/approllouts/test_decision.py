@@ -347,3 +347,23 @@ def test_a_rejected_template_paused_mid_rollback_with_its_pods_still_running_is_
     world.step(T0 + 2)
     world.put(deployment("web", "web:2", paused=True, generation=5, observed=5))  # pods of web:2 still there
     assert [(a.verb, a.template) for a in world.step(T0 + 3).actions] == [("restore", template("web:1"))]
+
+def test_a_rollback_whose_restore_was_lost_is_restored_with_its_event() -> None:
+    """The controller wrote the rollback's status, then crashed before the restore and its Event:
+    the next controller restores once and says so on the Deployment."""
+    world = _adopted(("web", 0))
+    _apply(world, "web", "web:2")
+    world.step(T0 + 1)
+    _roll_out(world, "web", "web:2", status=FAIL)
+    rolled_back = world.step(T0 + 2)
+    assert [e.reason for e in rolled_back.events] == ["RevisionRejected"]
+    # the crash: the status above is stored, its restore and Event are not; a new process steps anew
+    resumed = world.step(T0 + 3)
+    assert [(a.verb, a.template) for a in resumed.actions] == [("restore", template("web:1"))]
+    assert [(e.kind, e.reason) for e in resumed.events] == [("Warning", "RevisionRejected")]
+    assert "(Watchdog)" in resumed.events[0].message and "restoring the last known good" in resumed.events[0].message
+    assert world.status.phase == A.ROLLED_BACK and world.status.reason == "Watchdog"
+    # restored: the Deployment runs web:1 again; nothing more to write, no further Event
+    _roll_out(world, "web", "web:1")
+    after = world.step(T0 + 4)
+    assert not after.actions and not after.events and world.status.phase == A.ROLLED_BACK
