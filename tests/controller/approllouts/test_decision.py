@@ -7,6 +7,7 @@ import dataclasses
 import pytest
 
 from autocrane import approllouts as A
+from controller.approllouts import loop
 from tests.controller.approlloutkit import FAIL, T0, World, deployment, pod, replica_set, template, verbs
 
 
@@ -347,3 +348,9 @@ def test_a_rejected_template_paused_mid_rollback_with_its_pods_still_running_is_
     world.step(T0 + 2)
     world.put(deployment("web", "web:2", paused=True, generation=5, observed=5))  # pods of web:2 still there
     assert [(a.verb, a.template) for a in world.step(T0 + 3).actions] == [("restore", template("web:1"))]
+
+
+def test_stage_progress_is_the_current_stages_position_among_the_groups_stages() -> None:
+    assert loop.stage_progress([0, 10, 10, 20], 10) == (2, 3)
+    assert loop.stage_progress([0, 10, 20], None) == (0, 3)
+    assert loop.stage_progress([0, 10], 5) == (0, 2)  # a stage whose Deployments are gone
