@@ -35,6 +35,8 @@ SUBCOMMANDS: dict[str, Subcommand] = {
                          "print pods with their watchdogs, health and data versions"),
     "rollout": Subcommand("controller.commands.rollout:main", "controller",
                           "promote, abort, pin or list data rollouts (DataRollout objects)"),
+    "check": Subcommand("controller.commands.check:main", "controller",
+                        "check an installation: CRDs, webhook and caBundle, leader, repository, dry-run injection"),
     "datadeployer": Subcommand("sidecars.datadeploy.main:main", None,
                                "in-pod: fetch, verify and atomically swap in data versions"),
     "datarepository": Subcommand("sidecars.datarepo.main:main", "datarepository",
