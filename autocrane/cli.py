@@ -28,6 +28,8 @@ class Subcommand(NamedTuple):
 
 SUBCOMMANDS: dict[str, Subcommand] = {
     "inject": Subcommand("webhook.render:main", "webhook", "render injection offline into a Pod or workload YAML"),
+    "check-inject": Subcommand("webhook.checkinject:main", "webhook",
+                               "explain why a pod (by name, or in a YAML file) would or would not be injected"),
     "webhook": Subcommand("webhook.server:main", "webhook", "run the mutating admission webhook"),
     "controller": Subcommand("controller.run:main", "controller",
                              "run the controller: watchdog probes, statuses and safe evictions"),
