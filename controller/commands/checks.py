@@ -196,7 +196,7 @@ def repository(answer: tuple[int, Mapping[str, Any]] | None, name: str) -> Resul
                       f"({', '.join(sources) or 'no sources'})")
     unready = ", ".join(str(n) for n in body.get("unready") or ()) or "?"
     return Result("repository", False, f"data repository {name} is not ready: sources without a version: {unready}",
-                  f"kubectl logs deployment/{name} (is the source reachable? its polls say why)")
+                  f"kubectl logs statefulset/{name} (is the source reachable? its polls say why)")
 
 
 def namespaces(found: Iterable[Mapping[str, Any]]) -> Result:
