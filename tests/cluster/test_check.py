@@ -155,9 +155,17 @@ def test_a_wrong_ca_bundle_is_named(install: Install) -> None:
     original = config.webhooks[index].client_config.ca_bundle
     wrong = base64.b64encode(tlstools.new_ca("not-the-webhooks-ca").cert_pem).decode()
     path = f"/webhooks/{index}/clientConfig/caBundle"
-    admission.patch_mutating_webhook_configuration(MWC, [{"op": "replace", "path": path, "value": wrong}])
-    try:
+
+    def named_while_still_wrong() -> tuple[int, dict[str, list[dict[str, Any]]]] | None:
+        """A check of the wrong bundle, or None when a webhook replica merged its CA back meanwhile (each
+        does every minute, so the fault heals by itself) and the check may have seen the healed one."""
+        admission.patch_mutating_webhook_configuration(MWC, [{"op": "replace", "path": path, "value": wrong}])
         code, results = install.check()
+        after = admission.read_mutating_webhook_configuration(MWC).webhooks[index].client_config.ca_bundle
+        return (code, results) if after == wrong else None
+
+    try:
+        code, results = wait_until("a check of the wrong caBundle", named_while_still_wrong, timeout=120, interval=1)
         assert code == 1
         assert {"cabundle"} <= failed(results) <= {"cabundle", "injection"}
         assert "does not hold the webhook's CA" in results["cabundle"][0]["message"]
