@@ -28,6 +28,8 @@ class Subcommand(NamedTuple):
 
 SUBCOMMANDS: dict[str, Subcommand] = {
     "inject": Subcommand("webhook.render:main", "webhook", "render injection offline into a Pod or workload YAML"),
+    "check-inject": Subcommand("webhook.checkinject:main", "webhook",
+                               "explain why a pod (by name, or in a YAML file) would or would not be injected"),
     "webhook": Subcommand("webhook.server:main", "webhook", "run the mutating admission webhook"),
     "controller": Subcommand("controller.run:main", "controller",
                              "run the controller: watchdog probes, statuses and safe evictions"),
@@ -35,6 +37,8 @@ SUBCOMMANDS: dict[str, Subcommand] = {
                          "print pods with their watchdogs, health and data versions"),
     "rollout": Subcommand("controller.commands.rollout:main", "controller",
                           "promote, abort, pin or list data rollouts (DataRollout objects)"),
+    "check": Subcommand("controller.commands.check:main", "controller",
+                        "check an installation: CRDs, webhook and caBundle, leader, repository, dry-run injection"),
     "datadeployer": Subcommand("sidecars.datadeploy.main:main", None,
                                "in-pod: fetch, verify and atomically swap in data versions"),
     "datarepository": Subcommand("sidecars.datarepo.main:main", "datarepository",

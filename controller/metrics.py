@@ -65,6 +65,17 @@ APP_STAGE_DURATION = metrics.histogram(
 APP_PHASE = metrics.gauge(AREA, "app_rollout_phase", "info",
                           "1 on each app rollout group's current phase (Healthy, Progressing, Baking, RolledBack, "
                           "Stuck, Paused).", ["namespace", "group", "phase"])
+APP_STAGE = metrics.gauge(AREA, "app_rollout_stage", "info",
+                          "Position (1-based) of the app rollout group's current stage among its stages; 0 when no "
+                          "stage rolls out.", ["namespace", "group"])
+APP_STAGES = metrics.gauge(AREA, "app_rollout_stages", "items", "Stages (distinct stage labels) of an app rollout "
+                           "group.", ["namespace", "group"])
+APP_STAGE_RELEASED = metrics.gauge(AREA, "app_stage_released", "timestamp_seconds",
+                                   "When the app rollout group's current stage was released; 0 when none rolls out.",
+                                   ["namespace", "group"])
+APP_STAGE_LIMIT = metrics.gauge(AREA, "app_stage_limit", "seconds",
+                                "The longest a healthy stage of the group takes: its progress deadline plus its bake.",
+                                ["namespace", "group"])
 REPOSITORY_READS = metrics.counter(AREA, "repository_reads", "Data repository manifest reads by result (ok, error).",
                                    ["result"])
 

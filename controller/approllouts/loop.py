@@ -26,7 +26,7 @@ import dataclasses
 import functools
 import logging
 from collections import defaultdict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from autocrane import approllouts, clock, kube
@@ -158,7 +158,7 @@ class AppRollouts:
         return found
 
     def _decide(self, group: _Group) -> _Decided:
-        spec = A.spec_from_json(group.rollout.get("spec") if isinstance(group.rollout.get("spec"), Mapping) else None)
+        spec = _spec(group.rollout)
         raw_status = group.rollout.get("status")
         status = A.status_from_json(raw_status if isinstance(raw_status, Mapping) else None)
         step = decision.step(spec, status, group.seen, self.clock.time())
@@ -199,6 +199,25 @@ class AppRollouts:
         for phase in A.PHASES:
             metrics.APP_PHASE.labels(one.group.namespace, one.group.name, phase).set(
                 1 if one.step.status.phase == phase else 0)
+        status, spec = one.step.status, _spec(one.group.rollout)
+        position, count = stage_progress((d.stage for d in one.group.seen.deployments), status.stage)
+        labels = (one.group.namespace, one.group.name)
+        metrics.APP_STAGE.labels(*labels).set(position)
+        metrics.APP_STAGES.labels(*labels).set(count)
+        metrics.APP_STAGE_RELEASED.labels(*labels).set(status.released_at or 0)
+        metrics.APP_STAGE_LIMIT.labels(*labels).set(spec.progress_deadline + spec.bake_seconds)
+
+
+def _spec(rollout: Mapping[str, Any]) -> A.Spec:
+    raw = rollout.get("spec")
+    return A.spec_from_json(raw if isinstance(raw, Mapping) else None)
+
+
+def stage_progress(stages: Iterable[int], current: int | None) -> tuple[int, int]:
+    """(1-based position of the current stage among the group's distinct stages, 0 when none; their count)."""
+    distinct = sorted(set(stages))
+    position = distinct.index(current) + 1 if current is not None and current in distinct else 0
+    return position, len(distinct)
 
 
 def _key(raw: Mapping[str, Any]) -> str:

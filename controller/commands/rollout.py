@@ -12,7 +12,8 @@ at its next pass and records what it did in the status):
 - ``list``: the namespace's rollouts (what ``kubectl get datarollouts`` shows; ``-o json|yaml``);
 - ``status SOURCE [--version V] [--wait]``: for CI pipelines: exit 0 once V (else the running
   version) is the last known good, 1 once it was rolled back, 3 while it is not finished
-  (:func:`verdict`); ``--wait`` polls until 0 or 1, up to ``--timeout``.
+  (:func:`verdict`); ``--wait`` polls until 0 or 1, up to ``--timeout``. ``status GROUP`` does the
+  same for an app rollout (:func:`app_verdict`: 0 once every Deployment runs its last known good).
 
 For a group of staged Deployments (its ``AppRollout``, docs/app-rollouts.md) the same commands
 and three more, each one merge patch of the AppRollout's spec:
@@ -34,12 +35,13 @@ import asyncio
 import datetime as dt
 import time
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from autocrane import approllouts, errors, kube, output
+from autocrane import approllouts, errors, kube, output, untrusted
 from controller.approllouts import loop as app_loop
+from controller.approllouts import objects
 from controller.datarollouts import loop as datarollouts
 from controller.datarollouts import resource
 
@@ -116,6 +118,31 @@ def verdict(found: Mapping[str, Any], version: str | None) -> tuple[int, str]:
     return DONE, f"{where}: {phase}" + (f", last known good {lkg}" if lkg else "")
 
 
+def app_verdict(group: Mapping[str, Any], deployments: Iterable[Mapping[str, Any]]) -> tuple[int, str]:
+    """(exit code, message) for ``rollout status`` of an app rollout group (pure).
+
+    DONE once the group is Healthy and every Deployment runs its last known good template, fully
+    rolled out; FAILED once the group is RolledBack or a Deployment has a template that was rejected;
+    PENDING before (Progressing, Baking, Paused, Stuck, or a new template the controller has not seen).
+    """
+    status = approllouts.status_from_json(untrusted.mapping(group.get("status")))
+    where = f"approllout {(group.get('metadata') or {}).get('name', '')}"
+    members = [d for raw in deployments if (d := objects.deployment_from_json(raw)) is not None]
+    records = {d.name: status.deployments.get(d.name, approllouts.Record()) for d in members}
+    rejected = [d.name for d in members if d.template_hash in records[d.name].rejected]
+    if status.phase == approllouts.ROLLED_BACK or rejected:
+        why = status.message or (f"the templates of {', '.join(sorted(rejected))} were rejected" if rejected else "")
+        return FAILED, f"{where}: rolled back: {why or 'see its Events'}"
+    stage = "" if status.stage is None else f" stage {status.stage}"
+    if status.phase != approllouts.HEALTHY:
+        return PENDING, f"{where}: {status.phase}{stage}" + (f": {status.message}" if status.message else "")
+    waiting = sorted(d.name for d in members
+                     if d.template_hash != records[d.name].last_known_good or not d.rolled_out)
+    if waiting:
+        return PENDING, f"{where}: waiting for {', '.join(waiting)} to roll out"
+    return DONE, f"{where}: rolled out ({len(members)} Deployments on their last known good)"
+
+
 def app_listing(groups: Iterable[Mapping[str, Any]]) -> str:
     """The AppRollouts, one line each (what ``kubectl get approllouts -o wide`` shows)."""
     rows = [("GROUP", "PHASE", "STAGE", "REASON", "MESSAGE")]
@@ -184,7 +211,15 @@ async def _run(args: argparse.Namespace) -> int:
                 print(listing(rollouts) + ("\n\n" + app_listing(groups) if groups else ""))
             return 0
         if args.action == "status":
-            return await _status(api, args, find(await _data(api, args.namespace), args.source))
+            app = next((g for g in groups if (g.get("metadata") or {}).get("name") == args.source), None)
+            data = None if args.kind == "app" else find(await _data(api, args.namespace), args.source)
+            if args.kind == "app" or (args.kind is None and data is None and app is not None):
+                if args.version is not None:
+                    print("autocrane rollout status: --version is for data rollouts; an app rollout waits for "
+                          "the templates its Deployments have now")
+                    return 1
+                return await _app_status(api, args)
+            return await _status(api, args, data)
         name = args.name
         app = next((g for g in groups if (g.get("metadata") or {}).get("name") == name), None)
         data = None if args.action in APP_ONLY or args.kind == "app" else find(await _data(api, args.namespace), name)
@@ -211,14 +246,39 @@ async def _run(args: argparse.Namespace) -> int:
 
 
 async def _status(api: kube.Kube, args: argparse.Namespace, found: Mapping[str, Any] | None) -> int:
-    """Print the verdict; with ``--wait`` poll until it is final or ``--timeout`` passes."""
+    """Print the data rollout's verdict; with ``--wait`` poll until it is final or ``--timeout`` passes."""
+    first = [found]
+
+    async def read() -> tuple[int, str]:
+        one = first.pop() if first else find(await _data(api, args.namespace), args.source)
+        if one is None:
+            return PENDING, f"no DataRollout for source {args.source!r} in {args.namespace} yet"
+        return verdict(one, args.version)
+
+    return await _poll(args, read)
+
+
+async def _app_status(api: kube.Kube, args: argparse.Namespace) -> int:
+    """``rollout status GROUP`` of an app rollout: :func:`app_verdict`, polled like :func:`_status`."""
+
+    async def read() -> tuple[int, str]:
+        group = next((g for g in await _groups(api, args.namespace)
+                      if (g.get("metadata") or {}).get("name") == args.source), None)
+        if group is None:
+            return PENDING, f"no AppRollout {args.source!r} in {args.namespace} yet"
+        selector = {"labelSelector": f"{approllouts.GROUP_LABEL}={args.source}"}
+        answer = await api.request("GET", f"/apis/apps/v1/namespaces/{args.namespace}/deployments", query=selector)
+        return app_verdict(group, untrusted.mapping(answer).get("items") or ())
+
+    return await _poll(args, read)
+
+
+async def _poll(args: argparse.Namespace, read: Callable[[], Awaitable[tuple[int, str]]]) -> int:
+    """Print each new verdict; with ``--wait`` read again until it is final or ``--timeout`` passes."""
     deadline = time.monotonic() + args.timeout
     said = ""
     while True:
-        if found is None:
-            code, message = PENDING, f"no DataRollout for source {args.source!r} in {args.namespace} yet"
-        else:
-            code, message = verdict(found, args.version)
+        code, message = await read()
         if message != said:
             print(message, flush=True)
             said = message
@@ -228,7 +288,6 @@ async def _status(api: kube.Kube, args: argparse.Namespace, found: Mapping[str, 
             print(f"autocrane rollout status: still not finished after {args.timeout:g}s", flush=True)
             return PENDING
         await asyncio.sleep(min(args.interval, max(0.0, deadline - time.monotonic())))
-        found = find(await _data(api, args.namespace), args.source)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -260,8 +319,13 @@ def parser() -> argparse.ArgumentParser:
                             "3 not yet (for CI: --wait)", description=(
                                 "Exit 0 once the version (--version, else whatever rolls out) is the last known "
                                 "good, 1 once it was rolled back, 3 while it is not finished; 1 also when the API "
-                                "cannot be read. With --wait, wait for 0 or 1 up to --timeout."))
-    status.add_argument("source")
+                                "cannot be read. For an app rollout group: 0 once every Deployment of the group "
+                                "runs its last known good template (the group Healthy), 1 once it was rolled back, "
+                                "3 before. With --wait, wait for 0 or 1 up to --timeout."))
+    status.add_argument("source", metavar="SOURCE|GROUP", help="a data source, or an app rollout group")
+    kind = status.add_mutually_exclusive_group()
+    kind.add_argument("--app", dest="kind", action="store_const", const="app", help="the group's AppRollout")
+    kind.add_argument("--data", dest="kind", action="store_const", const="data", help="the source's DataRollout")
     status.add_argument("--version", help="the data version to wait for (default: the rollout's current one)")
     status.add_argument("--wait", action="store_true", help="wait until it succeeds or is rolled back")
     status.add_argument("--timeout", type=float, default=1800.0, help="seconds --wait waits (default 1800)")

@@ -14,12 +14,13 @@ import yaml
 from kubernetes import client
 
 from devcluster import build
-from tests.cluster import harness, helmkit
+from tests.cluster import approlloutkit, harness, helmkit
 from tests.cluster.datakit import install_crd
 from tests.cluster.harness import wait_until
 
 RELEASE = "ac-teams"
 ROLLOUTS = "datarollouts.autocrane.io"
+APP_ROLLOUTS = "approllouts.autocrane.io"
 
 
 def _roles() -> list[dict[str, object]]:
@@ -53,6 +54,7 @@ def test_editors_drive_rollouts_viewers_read_them_and_the_app_team_role_does_bot
     cluster: harness.Cluster, namespace: str, installed_roles: None
 ) -> None:
     install_crd(cluster)  # can-i on an unserved resource answers for the wrong reason (test_chart_controller.py)
+    approlloutkit.install_crd(cluster)
     rbac = client.RbacAuthorizationV1Api(cluster.api)
     for user, role in (("alice", "edit"), ("bob", "view"), ("carol", f"{RELEASE}-app-team")):
         rbac.create_namespaced_role_binding(namespace, {
@@ -79,3 +81,10 @@ def test_editors_drive_rollouts_viewers_read_them_and_the_app_team_role_does_bot
                            ("patch", f"{ROLLOUTS}:status")):
         assert not can("carol", verb, resource), f"the app team must not {verb} {resource}"
     assert not can("carol", "patch", ROLLOUTS, "default"), "only in its own namespace"
+    # App rollouts the same way; the app team also reads the Deployments `autocrane status` shows.
+    assert can("alice", "patch", APP_ROLLOUTS) and not can("alice", "patch", f"{APP_ROLLOUTS}:status")
+    assert can("bob", "list", APP_ROLLOUTS) and not can("bob", "patch", APP_ROLLOUTS)
+    for verb, resource in (("patch", APP_ROLLOUTS), ("list", "deployments.apps"), ("list", "replicasets.apps")):
+        assert can("carol", verb, resource), f"the app team may {verb} {resource}"
+    for verb, resource in (("patch", "deployments.apps"), ("patch", f"{APP_ROLLOUTS}:status")):
+        assert not can("carol", verb, resource), f"the app team must not {verb} {resource}"

@@ -48,5 +48,5 @@ def test_every_alert_has_a_severity_a_for_and_a_summary_naming_the_namespace_and
         if rule["expr"].startswith("absent("):
             continue  # no series, so no labels to name: the summary says so
         assert "$labels.namespace" in summary, f"{name}: the summary names the namespace"
-        objects = ("$labels.owner", "$labels.source", "$labels.pod", "$labels.data_set")
+        objects = ("$labels.owner", "$labels.source", "$labels.group", "$labels.pod", "$labels.data_set")
         assert any(o in summary for o in objects) or "webhook" in summary or "controller" in summary, name

@@ -7,6 +7,7 @@ import dataclasses
 import pytest
 
 from autocrane import approllouts as A
+from controller.approllouts import loop
 from tests.controller.approlloutkit import FAIL, T0, World, deployment, pod, replica_set, template, verbs
 
 
@@ -367,3 +368,9 @@ def test_a_rollback_whose_restore_was_lost_is_restored_with_its_event() -> None:
     _roll_out(world, "web", "web:1")
     after = world.step(T0 + 4)
     assert not after.actions and not after.events and world.status.phase == A.ROLLED_BACK
+
+
+def test_stage_progress_is_the_current_stages_position_among_the_groups_stages() -> None:
+    assert loop.stage_progress([0, 10, 10, 20], 10) == (2, 3)
+    assert loop.stage_progress([0, 10, 20], None) == (0, 3)
+    assert loop.stage_progress([0, 10], 5) == (0, 2)  # a stage whose Deployments are gone

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from autocrane import approllouts
 from controller.commands import rollout as rollout_command
 from tests.controller.podfactory import NOW
 
@@ -79,3 +80,51 @@ def test_the_app_rollouts_are_listed_with_their_phase_and_stage() -> None:
         "phase": "Baking", "stage": 1, "reason": "Baking", "message": "stage 1: baking"}}]).splitlines()
     assert lines[0].split() == ["GROUP", "PHASE", "STAGE", "REASON", "MESSAGE"]
     assert lines[1].split()[:4] == ["web", "Baking", "1", "Baking"]
+
+
+def _app_deployment(name: str, image: str, *, updated: int = 2) -> dict[str, object]:
+    template = {"spec": {"containers": [{"name": "app", "image": image}]}}
+    return {"metadata": {"namespace": "shop", "name": name, "generation": 2,
+                         "labels": {approllouts.GROUP_LABEL: "web"}},
+            "spec": {"replicas": 2, "template": template},
+            "status": {"observedGeneration": 2, "replicas": 2, "updatedReplicas": updated, "availableReplicas": 2}}
+
+
+def _group(phase: str, records: dict[str, dict[str, object]], **status: object) -> dict[str, object]:
+    return {"metadata": {"name": "web"}, "status": {"phase": phase, "deployments": records, **status}}
+
+
+def _hash(image: str) -> str:
+    return approllouts.template_hash({"spec": {"containers": [{"name": "app", "image": image}]}})
+
+
+def test_app_status_is_done_once_every_deployment_runs_its_last_known_good_fully() -> None:
+    v1, v2 = _hash("web:1"), _hash("web:2")
+    on_v2 = {"web-a": {"lastKnownGood": {"hash": v2, "template": {}}}, "web-b": {"lastKnownGood": {"hash": v2}}}
+    done = rollout_command.app_verdict(_group("Healthy", on_v2), [_app_deployment("web-a", "web:2"),
+                                                                 _app_deployment("web-b", "web:2")])
+    assert done == (rollout_command.DONE, "approllout web: rolled out (2 Deployments on their last known good)")
+    # just applied: the group still says Healthy, but web-b's new template is not its last known good yet
+    pending = rollout_command.app_verdict(_group("Healthy", on_v2), [_app_deployment("web-a", "web:2"),
+                                                                    _app_deployment("web-b", "web:3")])
+    assert pending == (rollout_command.PENDING, "approllout web: waiting for web-b to roll out")
+    half = rollout_command.app_verdict(_group("Healthy", on_v2), [_app_deployment("web-a", "web:2", updated=1)])
+    assert half[0] == rollout_command.PENDING
+    baking = rollout_command.app_verdict(_group("Baking", {"web-a": {"lastKnownGood": {"hash": v1}}}, stage=0,
+                                                releasedAt="2026-12-01T10:00:00Z", message="stage 0: baking"),
+                                         [_app_deployment("web-a", "web:2")])
+    assert baking == (rollout_command.PENDING, "approllout web: Baking stage 0: stage 0: baking")
+    assert rollout_command.app_verdict(_group("Stuck", on_v2), [])[0] == rollout_command.PENDING
+
+
+def test_app_status_fails_once_the_group_rolled_back_or_runs_a_rejected_template() -> None:
+    v1, v2 = _hash("web:1"), _hash("web:2")
+    back = _group("RolledBack", {"web-a": {"lastKnownGood": {"hash": v1}, "rejected": [v2]}},
+                  message="pod web-a-1: watchdog app: http 500")
+    # the rollback wrote v1 back: the Deployment runs its last known good, yet the release failed
+    assert rollout_command.app_verdict(back, [_app_deployment("web-a", "web:1")]) == (
+        rollout_command.FAILED, "approllout web: rolled back: pod web-a-1: watchdog app: http 500")
+    # re-applied by GitOps after the group moved on: the rejected template is held, still a failure
+    held = _group("Healthy", {"web-a": {"lastKnownGood": {"hash": v1}, "rejected": [v2]}})
+    assert rollout_command.app_verdict(held, [_app_deployment("web-a", "web:2")]) == (
+        rollout_command.FAILED, "approllout web: rolled back: the templates of web-a were rejected")
