@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, Protocol, TypeVar
 
 from autocrane import approllouts, backoff, bodies, clock, errors, kube, untrusted
@@ -280,19 +280,23 @@ class Writer:
 
     async def create_rollout(self, namespace: str, source: str) -> dict[str, Any] | None:
         """Create the DataRollout of ``source``; the object, or None (already there: the next pass reads it)."""
+        return await self._create("DataRollout", resource.path(namespace), resource.new_object(namespace, source),
+                                  metrics.DATA_WRITES.labels, "rollout_create",
+                                  {"namespace": namespace, "source": source})
+
+    async def _create(self, kind: str, path: str, body: Mapping[str, Any],
+                      count: Callable[[str, str], Any], write: str, where: dict[str, Any]) -> dict[str, Any] | None:
+        """POST one of our objects: counted as ``write`` (ok, conflict or error) and logged; None unless made."""
         try:
-            created = await self.api.request("POST", resource.path(namespace),
-                                             body=resource.new_object(namespace, source))
+            created = await self.api.request("POST", path, body=body)
         except errors.KubeError as exc:
             result = "conflict" if isinstance(exc, errors.AlreadyExists | errors.Conflict) else "error"
-            metrics.DATA_WRITES.labels("rollout_create", result).inc()
+            count(write, result).inc()
             if result == "error":
-                log.warning("DataRollout not created", extra={"namespace": namespace, "source": source,
-                                                             "error": str(exc)})
+                log.warning(f"{kind} not created", extra={**where, "error": str(exc)})
             return None
-        metrics.DATA_WRITES.labels("rollout_create", "ok").inc()
-        log.info("DataRollout created", extra={"namespace": namespace, "source": source,
-                                               "rollout": created.get("metadata", {}).get("name")})
+        count(write, "ok").inc()
+        log.info(f"{kind} created", extra={**where, "name": created.get("metadata", {}).get("name")})
         return created
 
     async def write_rollout_status(self, status: plan.RolloutStatus) -> str:
@@ -325,19 +329,8 @@ class Writer:
 
     async def create_app_rollout(self, namespace: str, group: str) -> dict[str, Any] | None:
         """Create the AppRollout of ``group``; the object, or None (already there: the next pass reads it)."""
-        try:
-            created = await self.api.request("POST", approllouts.path(namespace),
-                                             body=approllouts.new_object(namespace, group))
-        except errors.KubeError as exc:
-            result = "conflict" if isinstance(exc, errors.AlreadyExists | errors.Conflict) else "error"
-            metrics.APP_WRITES.labels("create", result).inc()
-            if result == "error":
-                log.warning("AppRollout not created", extra={"namespace": namespace, "group": group,
-                                                            "error": str(exc)})
-            return None
-        metrics.APP_WRITES.labels("create", "ok").inc()
-        log.info("AppRollout created", extra={"namespace": namespace, "group": group})
-        return created
+        return await self._create("AppRollout", approllouts.path(namespace), approllouts.new_object(namespace, group),
+                                  metrics.APP_WRITES.labels, "create", {"namespace": namespace, "group": group})
 
     async def write_app_status(self, status: plan.AppRolloutStatus) -> str:
         """Replace an AppRollout's status if its resourceVersion is still the one decided on; ok, conflict,
