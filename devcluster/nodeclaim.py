@@ -263,6 +263,7 @@ class Registry:
                 raise linuxhost.HostError(f"real node {claim.index} left after its release: {', '.join(left[:10])}")
             self._path(claim).unlink(missing_ok=True)
             self._last_out()
+            self._remove_if_unused()
 
     def live(self) -> list[Claim]:
         """The claims whose owners still run: this run's nodes and other clusters' on this host."""
@@ -277,7 +278,9 @@ class Registry:
         if not self.root.exists():
             return []
         with self._locked():
-            return self._sweep_locked()
+            stale = self._sweep_locked()
+            self._remove_if_unused()
+            return stale
 
     def _sweep_locked(self) -> list[Claim]:
         boot = linuxhost.boot_id()
@@ -310,8 +313,13 @@ class Registry:
                         linuxhost.write_sysctl(name, value)
             remove_shared_directories(Path(p) for p in state.get("created", []))
             host.unlink()
-        for leftover in (self.root / "lock",):
-            leftover.unlink(missing_ok=True)
+
+    def _remove_if_unused(self) -> None:
+        """With no claim left, remove the registry itself: last in a locked section, never before a claim
+        (a start that swept a killed run's only node goes on to record the host in it)."""
+        if self._claims() or (self.root / "host.json").exists():
+            return
+        (self.root / "lock").unlink(missing_ok=True)
         with contextlib.suppress(OSError):
             self.root.rmdir()
 

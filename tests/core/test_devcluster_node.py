@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import json
 import types
 from pathlib import Path
 
 import pytest
 
-from devcluster import node, nodeclaim
+from devcluster import linuxhost, node, nodeclaim
 
 
 def _claim(index: int = 3, **changes: object) -> nodeclaim.Claim:
@@ -101,3 +102,22 @@ def test_the_node_imports_what_devcluster_images_ensures(monkeypatch, tmp_path: 
 def test_off_linux_the_node_is_skipped(monkeypatch) -> None:
     monkeypatch.setattr(node.sys, "platform", "darwin")
     assert node.unavailable_reason() == "the real node needs Linux (this is darwin)"
+
+
+def test_a_start_after_a_killed_run_that_held_the_only_node_sweeps_it_and_claims(monkeypatch, tmp_path: Path) -> None:
+    """The registry is kept for the claim that follows the sweep: removing it with its last stale record left the
+    start writing its host record into a directory that no longer existed."""
+    released: list[nodeclaim.Claim] = []
+    monkeypatch.setattr(nodeclaim, "release", released.append)  # the host's own undoing is tested on the real node
+    monkeypatch.setattr(nodeclaim, "leftovers", lambda claim: [])
+    registry = nodeclaim.Registry(tmp_path / "registry")
+    registry.root.mkdir()
+    killed = _claim(200, owner_pid=0, boot_id=linuxhost.boot_id())  # no process has PID 0
+    (registry.root / "node-200.json").write_text(json.dumps(killed.record()))
+
+    claim = registry.claim(tmp_path / "node")
+
+    assert released == [killed]
+    assert sorted(p.name for p in registry.root.iterdir()) == ["host.json", "lock", f"node-{claim.index}.json"]
+    registry.release(claim)
+    assert not registry.root.exists()  # the last release takes the registry with it
