@@ -89,6 +89,23 @@ def runs(cluster: harness.Cluster, namespace: str, name: str, image: str) -> boo
             and (s.updated_replicas or 0) == d.spec.replicas == (s.available_replicas or 0) == (s.replicas or 0))
 
 
+def wait_runs(cluster: harness.Cluster, namespace: str, name: str, image: str, what: str,
+              timeout: float = 60) -> None:
+    """Wait until :func:`runs`; past the deadline, fail with the Deployment's state and its group's status."""
+    try:
+        wait_until(what, lambda: runs(cluster, namespace, name, image), timeout=timeout)
+    except AssertionError as exc:
+        d = cluster.apps.read_namespaced_deployment(name, namespace)
+        s, group = d.status, d.metadata.labels.get("rollout.autocrane.io/group", "")
+        last = status(cluster, namespace, group)
+        raise AssertionError(
+            f"{exc}; {name}: image {image_of(d)} paused {d.spec.paused} generation {d.metadata.generation} "
+            f"observed {s.observed_generation} replicas {d.spec.replicas}/{s.replicas} updated {s.updated_replicas} "
+            f"available {s.available_replicas}; ReplicaSets {replica_set_images(cluster, namespace, name)}; "
+            f"group {group}: phase {last.get('phase')} stage {last.get('stage')} reason {last.get('reason')}: "
+            f"{last.get('message')}; its record {(last.get('deployments') or {}).get(name)}") from None
+
+
 def replica_set_images(cluster: harness.Cluster, namespace: str, name: str) -> dict[str, int]:
     """Image -> replicas of every ReplicaSet the Deployment ``name`` owns (ever created and not deleted)."""
     found: dict[str, int] = {}

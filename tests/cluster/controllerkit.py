@@ -79,13 +79,32 @@ class Fleet:
         self._thread = threading.Thread(target=self._follow, daemon=True)
 
     def code(self, ip: str) -> int:
+        if self._fails(ip) and not self.fail_everything:
+            # KWOK hands a deleted pod's IP to the next pod at once: before a 500, ask the API server which
+            # pod holds the IP now, so a new pod is never failed for the one it replaced (a false rollback).
+            self._learn(ip)
         name = self._names.get(ip, "")
         self.hits[name] = self.hits.get(name, 0) + 1
-        failing = (self.fail_everything or name in self.failing
-                   or bool(self._images.get(ip, frozenset()) & self.failing_images))
+        failing = self._fails(ip)
         if failing:
             self.first_failure.setdefault(name, time.time())
         return 500 if failing else 200
+
+    def _fails(self, ip: str) -> bool:
+        return (self.fail_everything or self._names.get(ip, "") in self.failing
+                or bool(self._images.get(ip, frozenset()) & self.failing_images))
+
+    def _learn(self, ip: str) -> None:
+        with contextlib.suppress(Exception):  # keep what the last poll saw
+            for pod in self.cluster.core.list_namespaced_pod(self.namespace,
+                                                             field_selector=f"status.podIP={ip}").items:
+                self._record(pod)
+
+    def _record(self, pod: Any) -> None:
+        ip = pod.status.pod_ip
+        if ip and pod.status.phase == "Running" and pod.metadata.deletion_timestamp is None:
+            self._names[ip] = pod.metadata.name
+            self._images[ip] = frozenset(c.image for c in pod.spec.containers)
 
     def _serve(self, ip: str) -> None:
         fleet = self
@@ -110,12 +129,10 @@ class Fleet:
         while not self._stop.wait(0.2):
             with contextlib.suppress(Exception):
                 for pod in self.cluster.core.list_namespaced_pod(self.namespace).items:
+                    self._record(pod)
                     ip = pod.status.pod_ip
-                    if ip and pod.status.phase == "Running" and pod.metadata.deletion_timestamp is None:
-                        self._names[ip] = pod.metadata.name
-                        self._images[ip] = frozenset(c.image for c in pod.spec.containers)
-                        if ip not in self._servers:
-                            self._serve(ip)
+                    if ip in self._names and ip not in self._servers:
+                        self._serve(ip)
 
     def __enter__(self) -> Fleet:
         self._thread.start()

@@ -169,7 +169,7 @@ def test_a_failing_stage_0_rolls_back_stage_1_never_starts_a_new_pod_and_scaling
 
     failed = kit.wait_phase(cluster, ns, "bad", "RolledBack", reason="Watchdog")
     assert "watchdog 'app'" in failed["message"]
-    wait_until("the canary back on the last known good", lambda: kit.runs(cluster, ns, "bad-canary", GOOD))
+    kit.wait_runs(cluster, ns, "bad-canary", GOOD, "the canary back on the last known good")
     assert set(kit.pod_images(cluster, ns, "bad-canary")) == {GOOD}
     rejected = kit.deployment_events(cluster, ns, "bad-canary", "RevisionRejected")
     assert rejected and "watchdog 'app'" in rejected[0].message
@@ -203,11 +203,11 @@ def test_a_lone_deployment_rolls_itself_back(world: World, logs_on_failure: None
     admitted = kit.set_image(cluster, ns, "lone", BAD)
     assert admitted.spec.paused is True
     kit.wait_phase(cluster, ns, "lone", "RolledBack", reason="Watchdog")
-    wait_until("the lone Deployment back on the last known good", lambda: kit.runs(cluster, ns, "lone", GOOD))
+    kit.wait_runs(cluster, ns, "lone", GOOD, "the lone Deployment back on the last known good")
     assert kit.pod_images(cluster, ns, "lone") == [GOOD, GOOD]
     # A good release afterwards rolls out and becomes the last known good.
     kit.set_image(cluster, ns, "lone", "registry.invalid/app:3")
-    wait_until("the next release rolled out", lambda: kit.runs(cluster, ns, "lone", "registry.invalid/app:3"))
+    kit.wait_runs(cluster, ns, "lone", "registry.invalid/app:3", "the next release rolled out")
     done = kit.wait_phase(cluster, ns, "lone", "Healthy")
     assert done["deployments"]["lone"]["lastKnownGood"]["hash"] == kit.live_hash(cluster, ns, "lone")
 
@@ -233,7 +233,7 @@ def test_v3_during_v2s_bake_rolls_back_to_v1_without_old_replica_sets_and_promot
     world.fleet.failing_images.add(v3)
     kit.set_image(cluster, ns, "cli", v3)
     kit.wait_phase(cluster, ns, "cli", "RolledBack", reason="Watchdog")
-    wait_until("back on v1", lambda: kit.runs(cluster, ns, "cli", GOOD))
+    kit.wait_runs(cluster, ns, "cli", GOOD, "back on v1")
 
     # retry: the rejected v3, re-applied (held), rolls out again once its watchdog is fixed.
     assert kit.set_image(cluster, ns, "cli", v3).spec.paused is True
@@ -250,7 +250,7 @@ def test_v3_during_v2s_bake_rolls_back_to_v1_without_old_replica_sets_and_promot
     kit.wait_phase(cluster, ns, "cli", "Baking", stage=0)
     assert "aborted" in _cli(world, "abort", "cli")
     kit.wait_phase(cluster, ns, "cli", "RolledBack", reason="Abort")
-    wait_until("back on v3", lambda: kit.runs(cluster, ns, "cli", v3))
+    kit.wait_runs(cluster, ns, "cli", v3, "back on v3")
     status_text = subprocess.run([str(Path(sys.executable).parent / "autocrane"), "status", "-n", ns, "--kubeconfig",
                                   str(cluster.kubeconfig)], capture_output=True, text=True, timeout=60).stdout
     assert f"group {ns}/cli: RolledBack" in status_text and "autocrane rollout retry cli" in status_text
@@ -301,7 +301,7 @@ def test_the_rejected_template_reapplied_during_the_rollback_is_refused_and_afte
     assert kit.image_of(kept) == GOOD and kept.spec.paused is not True, "the refused apply changed nothing"
 
     # After it: the same apply is accepted and held, the pods stay on the last known good.
-    wait_until("the rollback rolled out", lambda: kit.runs(cluster, ns, "during", GOOD), timeout=30)
+    kit.wait_runs(cluster, ns, "during", GOOD, "the rollback rolled out", timeout=30)
     readmitted = kit.set_image(cluster, ns, "during", BAD)
     assert kit.image_of(readmitted) == BAD and readmitted.spec.paused is True
     assert kit.status(cluster, ns, "during")["phase"] == "RolledBack"
@@ -378,8 +378,7 @@ def test_a_controller_restarted_mid_rollback_restores_once_and_ends_rolled_back(
     assert not kit.deployment_events(cluster, ns, "crash", "RevisionRejected")
 
     restarted = world.start_controller()
-    wait_until("the restarted controller restored the last known good", lambda: kit.runs(
-        cluster, ns, "crash", GOOD), timeout=30)
+    kit.wait_runs(cluster, ns, "crash", GOOD, "the restarted controller restored the last known good", timeout=30)
     done = kit.wait_phase(cluster, ns, "crash", "RolledBack", reason="Watchdog")
     record = done["deployments"]["crash"]
     assert record["lastKnownGood"]["hash"] == kit.live_hash(cluster, ns, "crash") != rejected
