@@ -110,6 +110,10 @@ def test_a_start_after_a_killed_run_that_held_the_only_node_sweeps_it_and_claims
     released: list[nodeclaim.Claim] = []
     monkeypatch.setattr(nodeclaim, "release", released.append)  # the host's own undoing is tested on the real node
     monkeypatch.setattr(nodeclaim, "leftovers", lambda claim: [])
+    # Nothing of the host's own: a real node may run beside this test (its kubelet.sock, its directories).
+    monkeypatch.setattr(nodeclaim, "DEVICE_PLUGINS", tmp_path / "device-plugins")
+    monkeypatch.setattr(nodeclaim, "SHARED_DIRECTORIES", (tmp_path / "device-plugins",))
+    monkeypatch.setattr(nodeclaim, "KUBELET_TUNABLES", ())
     registry = nodeclaim.Registry(tmp_path / "registry")
     registry.root.mkdir()
     killed = _claim(200, owner_pid=0, boot_id=linuxhost.boot_id())  # no process has PID 0
