@@ -15,8 +15,8 @@ rollout asks of one pod into one merge patch.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterable, Mapping
-from typing import Any, Protocol
+from collections.abc import Callable, Collection, Iterable, Mapping
+from typing import Any, Protocol, TypeVar
 
 from controller import pods
 from controller.approllouts import decision as approllout
@@ -115,6 +115,30 @@ class Written:
     """(namespace, name) of the AppRollouts whose status was written."""
     app_actions: frozenset[tuple[str, str]] = frozenset()
     """(verb, ``namespace/name``) of the Deployment writes that went through."""
+
+
+class _Named(Protocol):
+    @property
+    def namespace(self) -> str: ...
+
+    @property
+    def name(self) -> str: ...
+
+
+class _Decided(Protocol):
+    @property
+    def status(self) -> _Named | None: ...
+
+
+DecidedT = TypeVar("DecidedT", bound=_Decided)
+
+
+def status_landed(decided: Iterable[DecidedT], written: Collection[tuple[str, str]]) -> list[DecidedT]:
+    """The decisions that may act: their status write went through (``written``), or they had none.
+
+    The others decide again on fresh state next pass: a step must be stored before it acts, so a crash
+    or a conflict never repeats it."""
+    return [d for d in decided if d.status is None or (d.status.namespace, d.status.name) in written]
 
 
 class Writer(Protocol):

@@ -177,8 +177,7 @@ class AppRollouts:
             decided += [one] if one is not None else []
         statuses = tuple(d.status for d in decided if d.status is not None)
         written = await self.writer.execute(plan.Plan(app_statuses=statuses), leading)
-        stepped = [d for d in decided if d.status is None or (d.status.namespace, d.status.name)
-                   in written.app_statuses]  # the others decide again on fresh state next pass
+        stepped = plan.status_landed(decided, written.app_statuses)
         for one in stepped:
             self._record(one)
         rest = plan.Plan(app_actions=tuple(a for d in stepped for a in d.step.actions),

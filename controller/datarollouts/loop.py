@@ -182,8 +182,7 @@ class DataRollouts:
             decided += [one_step] if one_step is not None else []
         statuses = tuple(d.status for d in decided if d.status is not None)
         written = await self.writer.execute(plan.Plan(rollout_statuses=statuses), leading)
-        stepped = [d for d in decided if d.status is None or (d.status.namespace, d.status.name)
-                   in written.rollout_statuses]  # the others decide again on fresh state next pass
+        stepped = plan.status_landed(decided, written.rollout_statuses)
         for done in stepped:
             self._record(done)
         await self._write_rest(data_pods, acks, stepped, leading)
