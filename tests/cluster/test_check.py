@@ -18,20 +18,14 @@ import base64
 import contextlib
 import io
 import json
-import shutil
-import tempfile
-import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
 from kubernetes import client
 
 from controller.commands import check
-from devcluster import helmstack, images
-from tests.cluster import approlloutkit, harness, helmkit, nodekit
+from tests.cluster import approlloutkit, harness, helmkit
 from tests.cluster.datakit import install_crd
 from tests.cluster.harness import wait_until
 from tests.webhook import tlstools
@@ -42,11 +36,8 @@ RELEASE = "ac-check"
 MWC = f"{RELEASE}-injector"
 
 
-@dataclass
-class Install:
-    cluster: harness.Cluster
-    namespace: str
-    apps: str
+class Install(helmkit.Release):
+    """The release ``autocrane check`` is run against."""
 
     def check(self) -> tuple[int, dict[str, list[dict[str, Any]]]]:
         """Run ``autocrane check -o json``: (exit code, the results by check)."""
@@ -86,49 +77,21 @@ def failed(results: dict[str, list[dict[str, Any]]]) -> set[str]:
     return {name for name, found in results.items() if any(r["ok"] is False for r in found)}
 
 
-@pytest.fixture(scope="module")
-def install(cluster: harness.Cluster) -> Iterator[Install]:
-    harness.require_real_node(cluster)
-    plane = harness.current_control_plane()
-    if plane is None or plane.node is None:
-        pytest.skip(cluster.real_node_status)
-    built = {i.name: i for i in plane.node.images if isinstance(i, images.Image)}
-    suffix = uuid.uuid4().hex[:6]
-    namespace, apps = f"ac-check-{suffix}", f"ac-check-apps-{suffix}"
-    data = Path(tempfile.mkdtemp(prefix="check-data-"))
-    data.chmod(0o755)
-    (data / helmstack.SOURCE).mkdir()
-    (data / helmstack.SOURCE / "greeting.txt").write_text("version 1\n")
-    values = helmstack.values(built, source_claim=f"{namespace}-sources")
+def _tune(values: dict[str, Any]) -> None:
     values["crds"] = {"install": False}  # cluster-wide: made here as test_chart_controller.py does
     values["webhook"]["replicas"] = 1
     values["controller"]["replicas"] = 1
-    values_file = data.parent / f"{data.name}-values.yaml"
-    values_file.write_text(json.dumps(values))
-    install_crd(cluster)
-    install_crd(cluster, approlloutkit.CRD)
-    cluster.create_namespace(namespace)
-    cluster.create_namespace(apps, labels={"autocrane-inject": "enabled"})
-    volume, claim = helmstack.source_volume(namespace, data, f"{namespace}-sources")
-    cluster.core.create_persistent_volume(volume)
-    cluster.core.create_namespaced_persistent_volume_claim(namespace, claim)
-    installed = False
-    try:
-        done = helmkit.helm("upgrade", "--install", RELEASE, str(helmkit.CHART), "-n", namespace, "-f",
-                            str(values_file), "--wait", "--timeout", "3m", kubeconfig=cluster.kubeconfig, timeout=240)
-        assert done.returncode == 0, done.stderr + nodekit.kubectl(
-            cluster, "get", "pods,pvc", "-n", namespace, "-o", "wide", check=False).stdout
-        installed = True
-        yield Install(cluster, namespace, apps)
-    finally:
-        if installed:
-            helmkit.helm("uninstall", RELEASE, "-n", namespace, "--wait", kubeconfig=cluster.kubeconfig)
-        for name in (apps, namespace):
-            cluster.delete_namespace(name)
-        with contextlib.suppress(client.exceptions.ApiException):
-            cluster.core.delete_persistent_volume(volume["metadata"]["name"])
-        shutil.rmtree(data, ignore_errors=True)
-        values_file.unlink(missing_ok=True)
+
+
+def _crds(release: Install) -> None:
+    install_crd(release.cluster)
+    install_crd(release.cluster, approlloutkit.CRD)
+
+
+@pytest.fixture(scope="module")
+def install(cluster: harness.Cluster) -> Iterator[Install]:
+    with helmkit.platform_release(cluster, RELEASE, Install, _tune, _crds) as release:
+        yield release
 
 
 def _clean(install: Install) -> dict[str, list[dict[str, Any]]]:

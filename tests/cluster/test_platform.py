@@ -20,23 +20,17 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
-import os
-import shutil
-import subprocess
-import tempfile
 import urllib.error
 import urllib.request
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 from kubernetes import client
 
-from devcluster import helmstack, images, node, stack
+from devcluster import helmstack, node, stack
 from tests.cluster import harness, helmkit, nodekit
 from tests.cluster.harness import wait_until
 
@@ -52,20 +46,9 @@ IGNORED_KINDS = {"events", "events.events.k8s.io"}
 
 
 @dataclass
-class Platform:
-    cluster: harness.Cluster
-    namespace: str
-    apps: str
-    """The opted-in namespace of the sample app."""
-    data: Path
-    values: Path
-    images: dict[str, images.Image]
+class Platform(helmkit.Release):
     before: dict[str, set[tuple[str, str, str]]] = field(default_factory=dict)
     """Every object (kind, namespace, name) before the install: in the release namespace, and cluster-wide."""
-    installed: bool = False
-
-    def helm(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-        return helmkit.helm(*args, "-n", self.namespace, kubeconfig=self.cluster.kubeconfig, timeout=timeout)
 
     def pods(self, namespace: str, selector: str) -> list[Any]:
         return [p for p in self.cluster.core.list_namespaced_pod(namespace, label_selector=selector).items
@@ -144,49 +127,20 @@ def _without_the_crd(cluster: harness.Cluster) -> None:
     wait_until("the CRDs of earlier tests deleted", gone, timeout=60)
 
 
-@pytest.fixture(scope="module")
-def platform(cluster: harness.Cluster) -> Iterator[Platform]:
-    plane = harness.current_control_plane()
-    if cluster.real_node is None or plane is None or plane.node is None:
-        if os.environ.get(harness.REQUIRE_REAL_NODE) == "1":
-            pytest.fail(f"{harness.REQUIRE_REAL_NODE}=1 but {cluster.real_node_status}")
-        pytest.skip(cluster.real_node_status)
-    built = {i.name: i for i in plane.node.images if isinstance(i, images.Image)}
-    suffix = uuid.uuid4().hex[:6]
-    namespace, apps = f"ac-platform-{suffix}", f"ac-platform-apps-{suffix}"
-    data = Path(tempfile.mkdtemp(prefix="platform-data-"))
-    data.chmod(0o755)
-    (data / SOURCE).mkdir()
-    (data / SOURCE / "greeting.txt").write_text("version 1\n")
-    values = helmstack.values(built, source_claim=f"{namespace}-sources")
+def _tune(values: dict[str, Any]) -> None:
     values["controller"]["extraArgs"] = ["--bake-seconds=3", "--progress-deadline=120", "--min-pod-age=30"]
     values["dataRepository"]["persistence"]["keepOnUninstall"] = False
-    values_file = data.parent / f"{data.name}-values.yaml"
-    values_file.write_text(json.dumps(values))
-    cluster.create_namespace(namespace)
-    cluster.create_namespace(apps, labels={"autocrane-inject": "enabled"})
-    volume, claim = helmstack.source_volume(namespace, data, f"{namespace}-sources")
-    cluster.core.create_persistent_volume(volume)
-    cluster.core.create_namespaced_persistent_volume_claim(namespace, claim)
-    _without_the_crd(cluster)
-    found = Platform(cluster, namespace, apps, data, values_file, built)
-    found.before = _snapshot(cluster, namespace)
-    try:
-        installed = found.helm("upgrade", "--install", RELEASE, str(helmkit.CHART), "-f", str(values_file),
-                               "--wait", "--timeout", "4m")
-        assert installed.returncode == 0, installed.stderr + nodekit.kubectl(
-            cluster, "get", "pods,pvc", "-n", namespace, "-o", "wide", check=False).stdout
-        found.installed = True
-        yield found
-    finally:
-        if found.installed:
-            found.helm("uninstall", RELEASE, "--wait")
-        for name in (apps, namespace):
-            cluster.delete_namespace(name)
-        with contextlib.suppress(client.exceptions.ApiException):
-            cluster.core.delete_persistent_volume(volume["metadata"]["name"])
-        shutil.rmtree(data, ignore_errors=True)
-        values_file.unlink(missing_ok=True)
+
+
+def _before_install(platform: Platform) -> None:
+    _without_the_crd(platform.cluster)
+    platform.before = _snapshot(platform.cluster, platform.namespace)
+
+
+@pytest.fixture(scope="module")
+def platform(cluster: harness.Cluster) -> Iterator[Platform]:
+    with helmkit.platform_release(cluster, RELEASE, Platform, _tune, _before_install) as release:
+        yield release
 
 
 @pytest.fixture(scope="module")
