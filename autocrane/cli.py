@@ -13,6 +13,7 @@ of failing with a traceback.
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 from collections.abc import Callable
 from typing import NamedTuple
@@ -143,5 +144,20 @@ def run(argv: list[str]) -> int:
         return 130
 
 
+SIGPIPE_EXIT = 141
+"""What a shell reports for a command whose reader went away (128 + SIGPIPE), as for any Unix tool."""
+
+
 def main() -> None:
-    sys.exit(run(sys.argv[1:]))
+    try:
+        try:
+            code: int | str | None = run(sys.argv[1:])
+        except SystemExit as exit_:  # argparse's --help and usage errors
+            code = exit_.code
+        sys.stdout.flush()  # here, not at exit: a closed pipe is then ours to handle
+    except BrokenPipeError:
+        # `autocrane status | head`: the reader has what it wanted. Point stdout at /dev/null so the
+        # interpreter's own flush at exit cannot fail again, and end quietly (Python's documented recipe).
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = SIGPIPE_EXIT
+    sys.exit(code)

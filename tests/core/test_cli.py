@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from importlib import metadata
@@ -24,6 +25,23 @@ def test_top_level_help_lists_every_subcommand() -> None:
     assert result.returncode == 0
     for name in cli.SUBCOMMANDS:
         assert f"  {name}" in result.stdout
+
+
+INJECT_INPUT = Path(__file__).parents[1] / "webhook" / "testdata" / "deployment.yaml"
+
+
+@pytest.mark.parametrize("args", [("--help",), ("completion", "bash"), ("inject", "-f", str(INJECT_INPUT))])
+def test_a_reader_that_goes_away_ends_the_command_quietly(args: tuple[str, ...]) -> None:
+    """``autocrane --help | head -1``: no traceback, and the exit status of a tool the pipe closed on."""
+    read, write = os.pipe()
+    os.close(read)  # gone before the first write: every write fails
+    try:
+        done = subprocess.run([sys.executable, "-c", "from autocrane import cli; cli.main()", *args],
+                              stdout=write, stderr=subprocess.PIPE, text=True, timeout=60)
+    finally:
+        os.close(write)
+    assert done.stderr == ""
+    assert done.returncode == cli.SIGPIPE_EXIT
 
 
 @pytest.mark.parametrize("name", sorted(cli.SUBCOMMANDS))
