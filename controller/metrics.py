@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Collection, Iterable
+from typing import TYPE_CHECKING
+
 from autocrane import metrics
+
+if TYPE_CHECKING:
+    import prometheus_client
 
 AREA = "controller"
 
@@ -125,6 +131,39 @@ def workload(namespace: str, owner_kind: str | None, owner_name: str | None) -> 
     return namespace, "Pod" if owner_kind is None else f"{owner_kind}/{owner_name}"
 
 
+PER_DATA_ROLLOUT = (ROLLOUT_STAGE, ROLLOUT_PHASE, ROLLOUT_VERSION, ROLLOUT_PODS, ROLLOUT_STAGE_STARTED,
+                    ROLLOUT_DEADLINE, ROLLOUT_BAKE)
+"""Gauges labelled first by (namespace, source) of a DataRollout."""
+PER_APP_ROLLOUT = (APP_PHASE, APP_STAGE, APP_STAGES, APP_STAGE_RELEASED, APP_STAGE_LIMIT)
+"""Gauges labelled first by (namespace, group) of an AppRollout."""
+
+
 def clear_workloads() -> None:
     for gauge in PER_WORKLOAD:
         gauge.clear()
+
+
+def clear_leader_gauges() -> None:
+    """Everything only the leader knows: a replica that lost the Lease would go on exporting its last
+    values, and alerts (which take the max over replicas) would fire on them for good."""
+    for gauge in (*PER_WORKLOAD, *PER_DATA_ROLLOUT, *PER_APP_ROLLOUT):
+        gauge.clear()
+
+
+def keep_only(gauges: Iterable[prometheus_client.Gauge], live: Collection[tuple[str, str]]) -> None:
+    """Remove the label sets whose (namespace, name) is not in ``live``: a deleted rollout's gauges would
+    stay at their last values (RolledBack, say), and its alerts fire for good."""
+    _remove_where(gauges, lambda key: key not in live)
+
+
+def drop(gauges: Iterable[prometheus_client.Gauge], key: tuple[str, str]) -> None:
+    """Remove every label set of one (namespace, name), before it is set anew (a version that changed)."""
+    _remove_where(gauges, lambda found: found == key)
+
+
+def _remove_where(gauges: Iterable[prometheus_client.Gauge], remove: Callable[[tuple[str, str]], bool]) -> None:
+    for gauge in gauges:
+        label_sets = {tuple(sample.labels.values()) for family in gauge.collect() for sample in family.samples}
+        for labels in label_sets:
+            if len(labels) >= 2 and remove((labels[0], labels[1])):
+                gauge.remove(*labels)

@@ -229,7 +229,7 @@ class Controller:
             if self.elector is not None and not self.elector.is_leader:
                 self.streaks = {}  # a new term starts counting afresh
                 self.unanswered = {}
-                metrics.clear_workloads()  # the leader's numbers are the ones to alert on
+                metrics.clear_leader_gauges()  # the leader's numbers are the ones to alert on
                 await self.elector.leading.wait()
             started = self.clock.monotonic()
             try:

@@ -167,6 +167,7 @@ class AppRollouts:
     async def _run_pass(self, snapshot: Sequence[pods.Pod], results: Mapping[str, Mapping[str, health.ProbeResult]],
                         leading: Callable[[], bool]) -> Report:
         groups = await self._groups(snapshot, unanswered(results), leading)
+        metrics.keep_only(metrics.PER_APP_ROLLOUT, {(g.namespace, g.name) for g in groups})
         decided = []
         for group in groups:
             if not leading():

@@ -156,7 +156,8 @@ class DataRollouts:
     async def _run_pass(self, snapshot: Sequence[pods.Pod], leading: Callable[[], bool]) -> Report:
         self._skip_invalid(snapshot)
         data_pods = [p for p in snapshot if participants.sources(p) and not p.terminating]
-        if not data_pods:
+        if not data_pods:  # no rollout is read, so none is shown: none has a pod to roll out to
+            metrics.keep_only(metrics.PER_DATA_ROLLOUT, ())
             return Report()
         try:
             manifest = await self.repo.manifest()
@@ -167,12 +168,12 @@ class DataRollouts:
             return Report()
         raw_rollouts, acks = await asyncio.gather(self._rollouts(), self._acks(data_pods))
         by_key, raw_status = self._read_rollouts(raw_rollouts)
+        metrics.keep_only(metrics.PER_DATA_ROLLOUT, by_key.keys())
         await self._create_missing(data_pods, by_key, raw_status, leading)
         by_namespace: dict[str, list[pods.Pod]] = defaultdict(list)
         for pod in snapshot:
             by_namespace[pod.namespace].append(pod)
         decided: list[_Decided] = []
-        metrics.ROLLOUT_VERSION.clear()
         for (namespace, source), one in sorted(by_key.items()):
             if not leading():
                 break
@@ -259,6 +260,7 @@ class DataRollouts:
             self.policy.progress_deadline if spec.progress_deadline is None else spec.progress_deadline)
         metrics.ROLLOUT_BAKE.labels(namespace, source).set(
             self.policy.bake_seconds if spec.bake_seconds is None else spec.bake_seconds)
+        metrics.drop((metrics.ROLLOUT_VERSION,), (namespace, source))  # the versions in their roles now
         for phase in datarollout.PHASES:
             metrics.ROLLOUT_PHASE.labels(namespace, source, phase).set(1 if current.phase == phase else 0)
         if current.last_known_good:

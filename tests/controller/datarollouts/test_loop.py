@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from autocrane import clock, manifests
+from autocrane import metrics as core_metrics
 from controller import plan, pods
 from controller.apiserver import writer
 from controller.datarollouts import loop as datarollouts
@@ -171,3 +172,21 @@ def test_a_declaration_the_datadeployer_refuses_is_left_out_and_said_once(caplog
     said = [r for r in caplog.records if "left out of data rollouts" in r.getMessage()]
     assert len(said) == 1 and said[0].key == "data.autocrane.io/m"
     assert [w for w in fake_writer.writes if w[0] == "create"] == [("create", "models")]  # the valid one still rolls
+
+
+def _phase(namespace: str, phase: str) -> float | None:
+    return core_metrics.REGISTRY.get_sample_value("autocrane_controller_rollout_phase_info",
+                                                  {"namespace": namespace, "source": "models", "phase": phase})
+
+
+def test_a_rollout_no_longer_seen_leaves_the_metrics_with_its_last_phase() -> None:
+    """Else a deleted rollout's gauges stay at their last values, and its alerts fire for good."""
+    api = FakeApi()
+    rollouts = datarollouts.DataRollouts(api, FakeRepo(), FakeProber(), FakeWriter(api),  # type: ignore[arg-type]
+                                         time=clock.ManualClock(T0))
+    asyncio.run(rollouts.run_pass(_pods(), lambda: True))
+    namespace = _pods()[0].namespace
+    assert _phase(namespace, "Progressing") == 1 and _phase(namespace, "Idle") == 0
+
+    asyncio.run(rollouts.run_pass([], lambda: True))  # its pods (and the namespace with them) gone
+    assert _phase(namespace, "Progressing") is None and _phase(namespace, "Idle") is None
