@@ -301,17 +301,9 @@ class Writer:
 
     async def write_rollout_status(self, status: plan.RolloutStatus) -> str:
         """Merge-patch a DataRollout's status (carrying its resourceVersion); ok, conflict, gone or error."""
-        try:
-            await self.api.request("PATCH", resource.path(status.namespace, status.name) + "/status",
-                                   body=dict(status.patch), content_type=kube.MERGE_PATCH)
-            result = "ok"
-        except errors.KubeError as exc:
-            result = _result(exc)
-            if result == "error":
-                log.warning("DataRollout status not written", extra={
-                    "rollout": f"{status.namespace}/{status.name}", "error": str(exc)})
-        metrics.DATA_WRITES.labels("rollout_status", result).inc()
-        return result
+        return await self._patch_status("DataRollout", resource.path(status.namespace, status.name),
+                                        dict(status.patch), kube.MERGE_PATCH, metrics.DATA_WRITES.labels,
+                                        "rollout_status", {"rollout": f"{status.namespace}/{status.name}"})
 
     async def set_last_known_good(self, lkg: plan.LastKnownGood) -> bool:
         where = {"source": lkg.source, "version": lkg.version, "namespace": lkg.namespace}
@@ -337,18 +329,23 @@ class Writer:
         gone or error."""
         operations = [{"op": "test", "path": "/metadata/resourceVersion", "value": status.resource_version},
                       {"op": "add", "path": "/status", "value": dict(status.status)}]
+        return await self._patch_status("AppRollout", approllouts.path(status.namespace, status.name), operations,
+                                        kube.JSON_PATCH, metrics.APP_WRITES.labels, "status",
+                                        {"approllout": f"{status.namespace}/{status.name}"})
+
+    async def _patch_status(self, kind: str, path: str, body: object, content_type: str,
+                            count: Callable[[str, str], Any], write: str, where: Mapping[str, str]) -> str:
+        """PATCH the status of the object at ``path``; its result counted as ``write`` and logged if an error."""
         try:
-            await self.api.request("PATCH", approllouts.path(status.namespace, status.name) + "/status",
-                                   body=operations, content_type=kube.JSON_PATCH)
+            await self.api.request("PATCH", path + "/status", body=body, content_type=content_type)
             result = "ok"
-        except errors.Invalid:  # the test failed: the object changed since it was read
-            result = "conflict"
         except errors.KubeError as exc:
-            result = _result(exc)
+            # A JSON patch's failed test is a 422: the object changed since it was read, as a 409 says.
+            tested = content_type == kube.JSON_PATCH and isinstance(exc, errors.Invalid)
+            result = "conflict" if tested else _result(exc)
             if result == "error":
-                log.warning("AppRollout status not written", extra={
-                    "approllout": f"{status.namespace}/{status.name}", "error": str(exc)})
-        metrics.APP_WRITES.labels("status", result).inc()
+                log.warning(f"{kind} status not written", extra={**where, "error": str(exc)})
+        count(write, result).inc()
         return result
 
     async def write_deployment(self, action: approllout.Action) -> str:
