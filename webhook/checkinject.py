@@ -4,7 +4,8 @@ Each reason comes from the code the webhook runs: the namespace selector and the
 of the registration (:mod:`webhook.registration`), then :func:`webhook.inject.inject`, whose
 policy names why it skipped a pod (:mod:`webhook.policy`) or which annotation it refuses.
 :func:`explain` is pure; :func:`main` reads the pod (and its namespace) from the API server, or
-the Pods and pod templates of a YAML file, and prints the explanation of each.
+the Pods and pod templates of a YAML file, and prints the explanation of each, with the settings
+the installed injector runs with (the chart's ConfigMap) unless told otherwise.
 """
 
 from __future__ import annotations
@@ -24,6 +25,13 @@ from webhook import inject, options, policy, render
 from webhook import settings as injector_settings
 
 INJECT_LABEL = ("autocrane-inject", "enabled")
+DEFAULT_RELEASE, DEFAULT_RELEASE_NAMESPACE = "autocrane", "autocrane-system"
+CONFIG_KEY = "injector.yaml"
+"""The key of the injector's settings in the chart's ConfigMap (``charts/autocrane/templates/injector.yaml``)."""
+
+
+def config_map_name(release: str) -> str:
+    return f"{release}-injector-config"
 EXCLUDED_NAMESPACES = ("kube-system", "kube-public", "kube-node-lease")
 """Never sent to the webhook (the chart also excludes its own release namespace)."""
 
@@ -74,9 +82,20 @@ def explain(pod: Mapping[str, Any], settings: injector_settings.InjectorSettings
         return Explanation(False, (*lines, f"not injected ({result.skipped_reason}): {why}"))
     status = untrusted.mapping(untrusted.mapping(result.pod.get("metadata")).get("annotations")).get(
         keys.INJECTOR_STATUS)
+    images = f"; images {', '.join(_added_images(pod, result.pod))}"
     if not would:
-        return Explanation(False, (*lines, f"the pod itself asks for injection and would get: {_got(status)}"))
-    return Explanation(True, (*lines, f"would be injected: {_got(status)}"))
+        return Explanation(False, (*lines, f"the pod itself asks for injection and would get: {_got(status)}{images}"))
+    return Explanation(True, (*lines, f"would be injected: {_got(status)}{images}"))
+
+
+def _added_images(before: Mapping[str, Any], after: Mapping[str, Any]) -> list[str]:
+    """The images of the containers the injection added (what the node must be able to pull)."""
+    def images(pod: Mapping[str, Any]) -> set[str]:
+        spec = untrusted.mapping(pod.get("spec"))
+        return {str(untrusted.mapping(c).get("image")) for field in ("initContainers", "containers")
+                for c in spec.get(field) or () if isinstance(c, Mapping)}
+
+    return sorted(images(after) - images(before))
 
 
 def _got(status: object) -> str:
@@ -122,6 +141,40 @@ async def _from_api(args: argparse.Namespace) -> tuple[Mapping[str, Any], Mappin
         await api.close()
 
 
+def _settings(args: argparse.Namespace, from_file: bool) -> tuple[injector_settings.InjectorSettings, str]:
+    """The settings to explain with, and where they come from: --config, the release's ConfigMap, or defaults.
+
+    A release named with --release must be found; the default one is looked for only for a pod read from the
+    API server, and its absence (or no right to read it) means the defaults, said so.
+    """
+    if args.config is not None:
+        return injector_settings.load(args.config), str(args.config)
+    if args.release is None and from_file:
+        return injector_settings.load(None), "the defaults (name the release with --release to use its settings)"
+    release = args.release or DEFAULT_RELEASE
+    where = f"ConfigMap {args.release_namespace}/{config_map_name(release)}"
+    try:
+        found = asyncio.run(_config_map(args, config_map_name(release)))
+    except (errors.NotFound, errors.Forbidden) as exc:
+        if args.release is not None:
+            raise errors.ConfigError(f"cannot read the injector's settings, {where}: {exc}") from None
+        return injector_settings.load(None), f"the defaults ({where} not readable: {exc})"
+    except errors.KubeError as exc:
+        raise errors.ConfigError(f"cannot read the injector's settings, {where}: {exc}") from None
+    text = untrusted.mapping(found.get("data")).get(CONFIG_KEY)
+    if not isinstance(text, str):
+        raise errors.ConfigError(f"{where} has no {CONFIG_KEY}")
+    return injector_settings.parse(text, where), where
+
+
+async def _config_map(args: argparse.Namespace, name: str) -> Mapping[str, Any]:
+    api = await kube.Kube.connect(args.kubeconfig)
+    try:
+        return await api.request("GET", f"/api/v1/namespaces/{args.release_namespace}/configmaps/{name}")
+    finally:
+        await api.close()
+
+
 def _print(what: str, explanation: Explanation) -> None:
     print(f"{what}: {'would be injected' if explanation.inject else 'would NOT be injected'}")
     for line in explanation.lines:
@@ -137,14 +190,21 @@ def main(argv: list[str]) -> int:
     parser.add_argument("target", metavar="POD|FILE")
     parser.add_argument("--namespace", "-n", default="default", help="the pod's namespace (for POD)")
     parser.add_argument("--kubeconfig", type=Path, default=None)
-    parser.add_argument("--config", type=Path, metavar="F", help="injector config file (YAML; docs/injector.md)")
+    parser.add_argument("--config", type=Path, metavar="F", help=(
+        "injector config file (YAML; docs/injector.md); without it, the installed injector's settings are read "
+        "from its ConfigMap (for POD, or when --release is given), else the defaults are used"))
+    parser.add_argument("--release", default=None, help=f"the Helm release of the injector (default {DEFAULT_RELEASE})")
+    parser.add_argument("--release-namespace", default=DEFAULT_RELEASE_NAMESPACE, metavar="NS",
+                        help=f"the release's namespace (default {DEFAULT_RELEASE_NAMESPACE})")
     args = parser.parse_args(argv)
+    from_file = args.target == "-" or Path(args.target).is_file()
     try:
-        settings = injector_settings.load(args.config)
+        settings, source = _settings(args, from_file)
     except errors.ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    if args.target == "-" or Path(args.target).is_file():
+    print(f"injector settings: {source}")
+    if from_file:
         try:
             text = sys.stdin.read() if args.target == "-" else Path(args.target).read_text(encoding="utf-8")
             documents = list(yaml.safe_load_all(text))

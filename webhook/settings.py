@@ -124,16 +124,27 @@ def load(path: Path | None = None, overrides: Mapping[str, object] | None = None
     Override values may be strings (from flags or the environment): ``"true"``, ``"8097"`` and so on
     are converted like the file's values.
     """
+    if path is None:
+        return parse(None, "", overrides)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise errors.ConfigError(f"cannot read injector config {path}: {exc}") from None
+    return parse(text, str(path), overrides)
+
+
+def parse(text: str | None, where: str, overrides: Mapping[str, object] | None = None) -> InjectorSettings:
+    """Settings from the YAML ``text`` (None: none) read from ``where``, then ``overrides``; as :func:`load`."""
     raw: dict[str, object] = {}
-    if path is not None:
+    if text is not None:
         try:
-            loaded = yaml.safe_load(path.read_text())
-        except (OSError, yaml.YAMLError) as exc:
-            raise errors.ConfigError(f"cannot read injector config {path}: {exc}") from None
+            loaded = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise errors.ConfigError(f"cannot read injector config {where}: {exc}") from None
         if loaded is not None and not isinstance(loaded, dict):
-            raise errors.ConfigError(f"injector config {path}: expected a mapping of settings, "
+            raise errors.ConfigError(f"injector config {where}: expected a mapping of settings, "
                                      f"got {type(loaded).__name__}")
-        raw.update(_checked_keys(loaded or {}, str(path)))
+        raw.update(_checked_keys(loaded or {}, where))
     raw.update(_checked_keys(dict(overrides or {}), "overrides"))
     defaults = InjectorSettings()
     values: dict[str, Any] = {name: _convert(name, value, getattr(defaults, name)) for name, value in raw.items()}

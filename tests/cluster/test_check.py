@@ -19,16 +19,19 @@ import contextlib
 import io
 import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from kubernetes import client
 
 from controller.commands import check
+from devcluster import helmstack
 from tests.cluster import approlloutkit, harness, helmkit
 from tests.cluster.datakit import install_crd
 from tests.cluster.harness import wait_until
 from tests.webhook import tlstools
+from webhook import checkinject
 
 pytestmark = [pytest.mark.cluster, pytest.mark.realnode]
 
@@ -109,6 +112,22 @@ def test_a_good_install_gets_a_clean_bill(install: Install) -> None:
     for name in ("crd", "webhook", "cabundle", "endpoints", "leader", "repository", "namespaces", "injection"):
         assert name in results and all(r["ok"] is True for r in results[name]), (name, results.get(name))
     assert install.apps in results["namespaces"][0]["message"]
+
+
+def test_check_inject_explains_with_the_installed_injectors_settings(install: Install, tmp_path: Path) -> None:
+    """Not the defaults: the images (and everything else) the release's injector would inject."""
+    pod = tmp_path / "pod.yaml"
+    pod.write_text(json.dumps({"apiVersion": "v1", "kind": "Pod", "metadata": {
+        "name": "api", "annotations": {"data.autocrane.io/model": helmstack.SOURCE}},
+        "spec": {"containers": [{"name": "api", "image": "shop/api:3"}]}}))
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = checkinject.main([str(pod), "--release", RELEASE, "--release-namespace", install.namespace,
+                                 "--kubeconfig", str(install.cluster.kubeconfig)])
+    said = out.getvalue()
+    assert code == 0, said
+    assert said.startswith(f"injector settings: ConfigMap {install.namespace}/{RELEASE}-injector-config\n"), said
+    assert install.images["sidecar"].ref in said.rpartition("; images ")[2].strip().split(", "), said
 
 
 def test_a_wrong_ca_bundle_is_named(install: Install) -> None:

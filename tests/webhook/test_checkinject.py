@@ -74,3 +74,30 @@ def test_a_file_of_workloads_explains_each_pod_template(tmp_path: Path, capsys: 
     empty = tmp_path / "empty.yaml"
     empty.write_text("kind: ConfigMap\n")
     assert checkinject.main([str(empty)]) == 2
+
+
+def test_the_images_the_injection_adds_are_named() -> None:
+    settings = injector_settings.parse("datadeployer_image: shop/sidecar:7\nwatchdoghealthz_image: shop/sidecar:7\n",
+                                       "test")
+    found = checkinject.explain(_pod(**READY, **{"data.autocrane.io/model": "models"}), settings,
+                                namespace="shop", namespace_labels=OPTED_IN)
+    assert found.inject is True and found.lines[-1].endswith("; images shop/sidecar:7")
+
+
+def test_a_file_is_explained_with_the_defaults_unless_a_release_or_config_is_named(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert checkinject.main([str(TESTDATA / "deployment.yaml")]) == 0
+    assert capsys.readouterr().out.startswith("injector settings: the defaults (name the release with --release")
+    config = tmp_path / "injector.yaml"
+    config.write_text("datadeployer_image: shop/sidecar:7\n")
+    assert checkinject.main([str(TESTDATA / "deployment.yaml"), "--config", str(config)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"injector settings: {config}\n") and "shop/sidecar:7" in out
+
+
+def test_a_named_release_that_cannot_be_read_is_an_error_not_the_defaults(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    missing = tmp_path / "no-kubeconfig"
+    assert checkinject.main([str(TESTDATA / "deployment.yaml"), "--release", "shop", "--kubeconfig",
+                             str(missing)]) == 2
+    assert "no usable Kubernetes credentials" in capsys.readouterr().err
