@@ -392,6 +392,33 @@ def test_a_controller_restarted_mid_rollback_restores_once_and_ends_rolled_back(
     assert kit.pod_images(cluster, ns, "crash") == [GOOD]
 
 
+def test_a_held_deployment_whose_group_label_is_removed_keeps_its_pause_and_resumes_by_hand(
+        world: World, logs_on_failure: None) -> None:
+    """docs/app-rollouts.md: removing the label takes the Deployment out of AutoCrane's hands, held or not."""
+    cluster, ns = world.cluster, world.namespace
+    v2 = "registry.invalid/app:2"
+    kit.create_group(cluster, ns, "left", world.deployment("left-canary", "left", 0),
+                     world.deployment("left-zone", "left", 1), bakeSeconds=600, progressDeadlineSeconds=60)
+    for name in ("left-canary", "left-zone"):
+        assert kit.set_image(cluster, ns, name, v2).spec.paused is True
+    kit.wait_phase(cluster, ns, "left", "Baking", stage=0)  # a 600 s bake: stage 1 stays held meanwhile
+
+    label = approllouts.GROUP_LABEL.replace("/", "~1")
+    unlabelled = cluster.apps.patch_namespaced_deployment(
+        "left-zone", ns, [{"op": "remove", "path": f"/metadata/labels/{label}"}])
+    assert approllouts.GROUP_LABEL not in (unlabelled.metadata.labels or {})
+    assert unlabelled.spec.paused is True, "the pause stays as it was"
+    assert v2 not in kit.replica_set_images(cluster, ns, "left-zone"), "not one pod of the held template started"
+
+    resumed = cluster.apps.patch_namespaced_deployment("left-zone", ns, {"spec": {"paused": False}})
+    assert not resumed.spec.paused, "kubectl rollout resume: the webhook no longer holds it"
+    kit.wait_runs(cluster, ns, "left-zone", v2, "the resumed Deployment rolled out")
+    status = kit.status(cluster, ns, "left")
+    assert status["phase"] == "Baking" and status["stage"] == 0, "the rest of the group goes on as it was"
+    written = [line for line in world.lines("deployment written") if line["deployment"] == f"{ns}/left-zone"]
+    assert written == [], "the controller never wrote the Deployment it no longer owns"
+
+
 def test_with_the_webhook_down_updates_pass_and_the_controller_holds_the_later_stages(
         world: World, logs_on_failure: None) -> None:
     """failurePolicy Ignore (last in the module: it stops the injector)."""
@@ -409,3 +436,4 @@ def test_with_the_webhook_down_updates_pass_and_the_controller_holds_the_later_s
         kit.runs(cluster, ns, n, v2) for n in ("down-canary", "down-zone")), timeout=60)
     released = [line["stage"] for line in world.lines("stage released", group="down")]
     assert released == [0, 1]
+
