@@ -25,7 +25,8 @@ except the reports of what was held (skips and Events). Each write is one of the
   the ``resourceVersion`` (409 -> decide again); writes to a group's Deployments, each carrying the
   resourceVersion the step was decided on: release and hold are merge patches of ``spec.paused``
   only, restore is a JSON patch (``test`` of the resourceVersion, ``replace /spec/template``,
-  ``add /spec/paused false``). Never ``replicas`` or ``strategy``. Events on the Deployments.
+  ``add /spec/paused false``). Never ``replicas`` or ``strategy``. Events on the Deployments, at
+  most one per Deployment, reason and template per ``event_window`` seconds.
 - Every eviction, block and skip gets an Event on the pod (core/v1, shown by ``kubectl describe``),
   at most one per pod and reason per ``event_window`` seconds, so a pod held for an hour does
   not spam its namespace.
@@ -50,6 +51,7 @@ from controller.watchdogs import health
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+K = TypeVar("K", bound=tuple[str, ...])
 COMPONENT = "autocrane-controller"
 WRITERS = 64
 """Status patches in flight at once (the write rate is the rate limiter's, ``--qps``)."""
@@ -99,6 +101,9 @@ class Writer:
         self.clock = time
         self._backoffs: dict[str, _Blocked] = {}
         self._events: dict[tuple[str, str], float] = {}
+        """(pod uid, reason) -> when it was last reported."""
+        self._deployment_events: dict[tuple[str, str, str], float] = {}
+        """(Deployment uid, reason, template hash) -> when it was last reported."""
 
     @property
     def backoff_until(self) -> dict[str, float]:
@@ -143,9 +148,12 @@ class Writer:
                 actions.add((action.verb, action.deployment.key))
         for app_event in todo.app_events:
             d = app_event.deployment
+            # Per template: a restore retried for the same rejected template adds no Event, a second release
+            # or rollback (another template) within the window has its own.
             await self._safely("event", self._event(
-                d.uid, {"apiVersion": "apps/v1", "kind": "Deployment", "namespace": d.namespace, "name": d.name,
-                        "uid": d.uid}, app_event.kind, app_event.reason, app_event.message))
+                self._deployment_events, (d.uid, app_event.reason, d.template_hash),
+                {"apiVersion": "apps/v1", "kind": "Deployment", "namespace": d.namespace, "name": d.name,
+                 "uid": d.uid}, app_event.kind, app_event.reason, app_event.message))
         for event in todo.events:
             await self._safely("event", self.event(event.pod, event.kind, event.reason, event.message))
         return plan.Written(frozenset(rollouts), statuses, tuple(evicted), frozenset(data), frozenset(apps),
@@ -169,6 +177,7 @@ class Writer:
         self._backoffs = {uid: b for uid, b in self._backoffs.items() if uid in live}
         horizon = self.clock.time() - self.event_window
         self._events = {k: t for k, t in self._events.items() if k[0] in live and t > horizon}
+        self._deployment_events = {k: t for k, t in self._deployment_events.items() if t > horizon}
 
     async def write_status(self, change: health.Change) -> str:
         """Patch one pod's statuses and label; returns ok, conflict, gone or error."""
@@ -232,18 +241,19 @@ class Writer:
 
     async def event(self, pod: pods.Pod, kind: str, reason: str, message: str) -> bool:
         """Create an Event on ``pod`` unless the same reason was reported within the window."""
-        return await self._event(pod.uid, {"apiVersion": "v1", "kind": "Pod", "namespace": pod.namespace,
-                                           "name": pod.name, "uid": pod.uid}, kind, reason, message)
+        return await self._event(self._events, (pod.uid, reason), {
+            "apiVersion": "v1", "kind": "Pod", "namespace": pod.namespace, "name": pod.name, "uid": pod.uid},
+            kind, reason, message)
 
-    async def _event(self, uid: str, involved: bodies.ObjectReference, kind: str, reason: str, message: str,
-                     ) -> bool:
-        """Create an Event on ``involved`` unless the same reason was reported within the window."""
+    async def _event(self, reported: dict[K, float], key: K, involved: bodies.ObjectReference, kind: str,
+                     reason: str, message: str) -> bool:
+        """Create an Event on ``involved`` unless ``key`` was ``reported`` within the window."""
         now = self.clock.time()
-        last = self._events.get((uid, reason))
+        last = reported.get(key)
         if last is not None and now - last < self.event_window:
             metrics.EVENTS.labels("suppressed").inc()
             return False
-        self._events[(uid, reason)] = now
+        reported[key] = now
         stamp = untrusted.rfc3339(now)
         namespace, name = involved.get("namespace", ""), involved.get("name", "")
         body: bodies.Event = {

@@ -169,8 +169,8 @@ def _settled(work: _Work, seen: Observed) -> Step:
     the rollback ran and the webhook was down); one that runs none (re-applied by GitOps once the
     rollback was done) is only kept paused. A restore here carries its ``RevisionRejected`` Event
     too: after a crash the rollback's own Event, written after the restore, was lost with it (the
-    writer keeps one Event per Deployment and reason per window, so a retried restore in the same
-    process adds none)."""
+    writer keeps one Event per Deployment, reason and template per window, so a retried restore in the
+    same process adds none)."""
     deployments = seen.deployments
     rejected = [d for d in deployments if d.template_hash in work.status.deployments.get(d.name, A.Record()).rejected]
     for d in rejected:
