@@ -20,8 +20,9 @@ else
 	$(BIN)/python -m devcluster up
 endif
 
+# --durations: the slowest tests, to keep a warm run within its budget (about 15 minutes)
 test: install binaries lint
-	$(BIN)/pytest -v
+	$(BIN)/pytest -v --durations=20
 
 lint: install
 	$(BIN)/ruff check .
