@@ -138,7 +138,10 @@ def _other_clusters(*ours: nodeclaim.Claim) -> list[nodeclaim.Claim]:
 
 
 def _without(added: dict[str, list[str]], others: list[nodeclaim.Claim]) -> dict[str, list[str]]:
-    """``added`` less what names another cluster's node: its link, cgroup, addresses, directory, record."""
+    """``added`` less what names another cluster's node (its link, cgroup, addresses, directory, record) and
+    the files its pods keep in the directories nodes share (container log links, CNI results, shim sockets)."""
+    if "paths" in added:
+        added = {**added, "paths": _ours(added["paths"], others)}
     names = [re.escape(name) for claim in others for name in (
         claim.host_link, claim.cgroup, claim.cni_network, str(claim.node_dir.parent), f"node-{claim.index}.json")]
     prefixes = [re.escape(f"{net}.{claim.index}.") for claim in others for net in ("10.243", "10.244")]
@@ -147,3 +150,11 @@ def _without(added: dict[str, list[str]], others: list[nodeclaim.Claim]) -> dict
     theirs = re.compile(r"(?<![\w.])((" + "|".join(names) + r")(?![\w-])|" + "|".join(prefixes) + ")")
     kept = {part: [line for line in lines if not theirs.search(line)] for part, lines in added.items()}
     return {part: lines for part, lines in kept.items() if lines}
+
+
+def _ours(paths: list[str], others: list[nodeclaim.Claim]) -> list[str]:
+    """The ``paths`` still here that no other node holds. Ours are stopped and remove nothing, so a path
+    gone since the snapshot was a pod's of another cluster, which kept running."""
+    held = {item.removeprefix("file ") for claim in others for item in nodeclaim.leftovers(claim)
+            if item.startswith("file ")}
+    return [path for path in paths if os.path.lexists(path) and path not in held]
