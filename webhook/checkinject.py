@@ -14,9 +14,9 @@ import argparse
 import asyncio
 import dataclasses
 import sys
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 
@@ -25,15 +25,20 @@ from webhook import inject, options, policy, render
 from webhook import settings as injector_settings
 
 INJECT_LABEL = ("autocrane-inject", "enabled")
+EXCLUDED_NAMESPACES = ("kube-system", "kube-public", "kube-node-lease")
+"""Never sent to the webhook (the chart also excludes its own release namespace)."""
 DEFAULT_RELEASE, DEFAULT_RELEASE_NAMESPACE = "autocrane", "autocrane-system"
 CONFIG_KEY = "injector.yaml"
 """The key of the injector's settings in the chart's ConfigMap (``charts/autocrane/templates/injector.yaml``)."""
+Settings = tuple[injector_settings.InjectorSettings, str]
+"""Settings to explain with, and where they came from."""
+
+
+T = TypeVar("T")
 
 
 def config_map_name(release: str) -> str:
     return f"{release}-injector-config"
-EXCLUDED_NAMESPACES = ("kube-system", "kube-public", "kube-node-lease")
-"""Never sent to the webhook (the chart also excludes its own release namespace)."""
 
 WHY_SKIPPED = {
     policy.NOT_A_POD: "it is not a Pod or a pod template",
@@ -131,30 +136,42 @@ def pods_of(documents: list[Any]) -> list[tuple[str, Mapping[str, Any]]]:
     return found
 
 
-async def _from_api(args: argparse.Namespace) -> tuple[Mapping[str, Any], Mapping[str, str]]:
+async def _with_api(args: argparse.Namespace, read: Callable[[kube.Kube], Awaitable[T]]) -> T:
+    """``read`` over one connection to the API server of ``--kubeconfig``."""
     api = await kube.Kube.connect(args.kubeconfig)
     try:
-        pod = await api.get_pod(args.namespace, args.target)
-        found = await api.request("GET", f"/api/v1/namespaces/{args.namespace}")
-        return pod, dict(untrusted.mapping(untrusted.mapping(found.get("metadata")).get("labels")))
+        return await read(api)
     finally:
         await api.close()
 
 
-def _settings(args: argparse.Namespace, from_file: bool) -> tuple[injector_settings.InjectorSettings, str]:
-    """The settings to explain with, and where they come from: --config, the release's ConfigMap, or defaults.
+async def _read_pod(api: kube.Kube, args: argparse.Namespace, local: Settings | None
+                    ) -> tuple[Settings, Mapping[str, Any], Mapping[str, str]]:
+    """The settings (``local``, else the release's), the pod and its namespace's labels."""
+    settings = local or await _release_settings(api, args)
+    pod = await api.get_pod(args.namespace, args.target)
+    found = await api.request("GET", f"/api/v1/namespaces/{args.namespace}")
+    return settings, pod, dict(untrusted.mapping(untrusted.mapping(found.get("metadata")).get("labels")))
 
-    A release named with --release must be found; the default one is looked for only for a pod read from the
-    API server, and its absence (or no right to read it) means the defaults, said so.
-    """
+
+def _local_settings(args: argparse.Namespace, from_file: bool) -> Settings | None:
+    """``--config``, or the defaults for a file when no release is named; None: the release's are read."""
     if args.config is not None:
         return injector_settings.load(args.config), str(args.config)
     if args.release is None and from_file:
         return injector_settings.load(None), "the defaults (name the release with --release to use its settings)"
+    return None
+
+
+async def _release_settings(api: kube.Kube, args: argparse.Namespace) -> Settings:
+    """The settings in the release's ConfigMap. A release named with --release must be found; the default
+    one is looked for only for a pod read from the API server, and its absence (or no right to read it)
+    means the defaults, said so. Raises ``errors.ConfigError``."""
     release = args.release or DEFAULT_RELEASE
+    path = f"/api/v1/namespaces/{args.release_namespace}/configmaps/{config_map_name(release)}"
     where = f"ConfigMap {args.release_namespace}/{config_map_name(release)}"
     try:
-        found = asyncio.run(_config_map(args, config_map_name(release)))
+        found = await api.request("GET", path)
     except (errors.NotFound, errors.Forbidden) as exc:
         if args.release is not None:
             raise errors.ConfigError(f"cannot read the injector's settings, {where}: {exc}") from None
@@ -165,14 +182,6 @@ def _settings(args: argparse.Namespace, from_file: bool) -> tuple[injector_setti
     if not isinstance(text, str):
         raise errors.ConfigError(f"{where} has no {CONFIG_KEY}")
     return injector_settings.parse(text, where), where
-
-
-async def _config_map(args: argparse.Namespace, name: str) -> Mapping[str, Any]:
-    api = await kube.Kube.connect(args.kubeconfig)
-    try:
-        return await api.request("GET", f"/api/v1/namespaces/{args.release_namespace}/configmaps/{name}")
-    finally:
-        await api.close()
 
 
 def _print(what: str, explanation: Explanation) -> None:
@@ -199,9 +208,16 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     from_file = args.target == "-" or Path(args.target).is_file()
     try:
-        settings, source = _settings(args, from_file)
+        local = _local_settings(args, from_file)
+        if from_file:
+            settings, source = local or asyncio.run(_with_api(args, lambda api: _release_settings(api, args)))
+        else:  # one connection for the settings, the pod and its namespace
+            (settings, source), pod, labels = asyncio.run(_with_api(args, lambda api: _read_pod(api, args, local)))
     except errors.ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except errors.KubeError as exc:
+        print(f"error: cannot read pod {args.namespace}/{args.target}: {exc}", file=sys.stderr)
         return 2
     print(f"injector settings: {source}")
     if from_file:
@@ -217,11 +233,6 @@ def main(argv: list[str]) -> int:
             return 2
         explained = [(what, explain(pod, settings)) for what, pod in found]
     else:
-        try:
-            pod, labels = asyncio.run(_from_api(args))
-        except errors.KubeError as exc:
-            print(f"error: cannot read pod {args.namespace}/{args.target}: {exc}", file=sys.stderr)
-            return 2
         explained = [(f"Pod {args.namespace}/{args.target}",
                       explain(pod, settings, namespace=args.namespace, namespace_labels=labels))]
     for what, explanation in explained:

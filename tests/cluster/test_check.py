@@ -129,6 +129,20 @@ def test_check_inject_explains_with_the_installed_injectors_settings(install: In
     assert said.startswith(f"injector settings: ConfigMap {install.namespace}/{RELEASE}-injector-config\n"), said
     assert install.images["sidecar"].ref in said.rpartition("; images ")[2].strip().split(", "), said
 
+    # A pod read from the API server (one connection for the settings, the pod and its namespace): the
+    # webhook injected it at creation, in the opted-in namespace. It is never scheduled (no such node).
+    body = json.loads(pod.read_text())
+    body["spec"]["nodeSelector"] = {"autocrane.io/no-such-node": "true"}
+    install.cluster.core.create_namespaced_pod(install.apps, body)
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = checkinject.main(["api", "-n", install.apps, "--release", RELEASE, "--release-namespace",
+                                 install.namespace, "--kubeconfig", str(install.cluster.kubeconfig)])
+    said = out.getvalue()
+    assert code == 0, said
+    assert said.startswith(f"injector settings: ConfigMap {install.namespace}/{RELEASE}-injector-config\n"), said
+    assert f"namespace {install.apps}: opted in" in said and "injected already: " in said, said
+
 
 def test_a_wrong_ca_bundle_is_named(install: Install) -> None:
     admission = client.AdmissionregistrationV1Api(install.cluster.api)
